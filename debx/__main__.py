@@ -1,0 +1,3 @@
+from debx.cli import main
+
+main()

@@ -1,0 +1,48 @@
+"""The `debx` command. This file only wires the subcommands; each lives in its own module.
+
+Adding a command is one entry in COMMANDS: (name, module). The module defines `command` (a Typer function) and
+keeps heavy imports inside it so that `debx --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from debx.errors import DebxError
+
+COMMANDS: list[tuple[str, str]] = [
+    ("train", "debx.cli.train"),
+    ("eval", "debx.cli.eval"),
+]
+
+app = typer.Typer(
+    name="debx",
+    help="DeBERTa from PyTorch to fast, quantized deployments whose accuracy is proven: "
+    "train → export → calibrate → build → eval (with gates) → bench.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+for _name, _module in COMMANDS:
+    _mod = importlib.import_module(_module)
+    app.command(_name, help=_mod.command.__doc__)(_mod.command)
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and a non-zero exit, never a traceback."""
+    try:
+        app()
+    except DebxError as e:
+        print(f"debx: error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        print("debx: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""Tokenizers: the one in a checkpoint folder, a SentencePiece model file, or one trained on a task's text.
+
+DeBERTa-v2/v3 use SentencePiece (`spm.model`, ids [PAD]=0 [CLS]=1 [SEP]=2 [UNK]=3, [MASK] appended); v1 uses GPT-2
+BPE files. Encoding follows the transformers tokenizers exactly: `[CLS] a [SEP]` or `[CLS] a [SEP] b [SEP]`.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from debx.errors import CheckpointError, ConfigError, DataError
+
+SPECIAL = {"pad": "[PAD]", "cls": "[CLS]", "sep": "[SEP]", "unk": "[UNK]", "mask": "[MASK]"}
+
+
+def _quiet_transformers():
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    return transformers
+
+
+def spm_tokenizer(spm_file: str | Path):
+    """A transformers DeBERTa-v2 tokenizer built from a SentencePiece model file (transformers 4.x and 5.x)."""
+    spm_file = Path(spm_file)
+    if not spm_file.is_file():
+        raise ConfigError(f"{spm_file}: SentencePiece model not found")
+    T = _quiet_transformers()
+    try:  # transformers 5: tokenizers-backed class built from the proto
+        from transformers.convert_slow_tokenizer import SentencePieceExtractor
+
+        kwargs = SentencePieceExtractor(str(spm_file)).extract(T.DebertaV2Tokenizer.model)
+        tok = T.DebertaV2Tokenizer(**kwargs)
+    except (ImportError, AttributeError, TypeError):  # transformers 4: the sentencepiece-backed class
+        tok = T.DebertaV2Tokenizer(vocab_file=str(spm_file))
+    except Exception as e:
+        raise ConfigError(f"{spm_file}: not a usable SentencePiece model ({str(e).splitlines()[0][:120]})") from None
+    tok.init_kwargs["vocab_file"] = str(spm_file)
+    return tok
+
+
+def load_tokenizer(path: str | Path):
+    """The tokenizer stored in a checkpoint folder (or an spm.model file)."""
+    path = Path(path)
+    if path.is_file():
+        return spm_tokenizer(path)
+    T = _quiet_transformers()
+    if (path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return T.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        except Exception as e:
+            if not (path / "spm.model").is_file():
+                raise CheckpointError(f"{path}: cannot load tokenizer ({str(e).splitlines()[0][:160]})") from None
+    if (path / "spm.model").is_file():
+        return spm_tokenizer(path / "spm.model")
+    if (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
+        return T.DebertaTokenizer(vocab_file=str(path / "vocab.json"), merges_file=str(path / "merges.txt"))
+    raise CheckpointError(f"{path}: no tokenizer files (expected tokenizer.json, spm.model or vocab.json + merges.txt)")
+
+
+def save_tokenizer(tokenizer, out_dir: str | Path) -> None:
+    """Write tokenizer files (tokenizer.json + config, and spm.model when there is one for the C++ runtime)."""
+    out_dir = Path(out_dir)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tokenizer.save_pretrained(str(out_dir))
+    spm = tokenizer.init_kwargs.get("vocab_file")
+    if spm and Path(spm).name.endswith(".model") and Path(spm).is_file() and not (out_dir / "spm.model").exists():
+        shutil.copy2(spm, out_dir / "spm.model")
+
+
+def train_spm(texts: Sequence[str], out_file: str | Path, vocab_size: int = 8000, seed: int = 0) -> Path:
+    """Train a DeBERTa-style SentencePiece (unigram) model on task text; ids 0-3 are [PAD] [CLS] [SEP] [UNK]."""
+    import sentencepiece as spm
+
+    out_file = Path(out_file)
+    texts = [t for t in texts if t and t.strip()]
+    if not texts:
+        raise DataError("cannot train a tokenizer: no text")
+    with tempfile.TemporaryDirectory() as td:
+        corpus = Path(td) / "corpus.txt"
+        corpus.write_text("\n".join(t.replace("\n", " ") for t in texts) + "\n")
+        prefix = Path(td) / "spm"
+        spm.SentencePieceTrainer.train(
+            input=str(corpus), model_prefix=str(prefix), vocab_size=vocab_size, model_type="unigram",
+            character_coverage=1.0, pad_id=0, pad_piece="[PAD]", bos_id=1, bos_piece="[CLS]", eos_id=2,
+            eos_piece="[SEP]", unk_id=3, unk_piece="[UNK]", hard_vocab_limit=False,
+            num_threads=2, minloglevel=2, shuffle_input_sentence=True, input_sentence_size=200_000,
+        )
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(prefix.with_suffix(".model"), out_file)
+    return out_file
+
+
+@dataclass
+class Encoded:
+    """Token ids of a list of examples, unpadded; `batch()` pads a slice to its longest row (dynamic padding)."""
+
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]]
+    truncated: int = 0  # how many examples were cut to max_len
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def batch(self, rows: Sequence[int] | slice, pad_id: int = 0, pad_to: int | None = None) -> dict[str, np.ndarray]:
+        idx = range(len(self))[rows] if isinstance(rows, slice) else rows
+        ids = [self.input_ids[i] for i in idx]
+        n = max(pad_to or 0, max(len(x) for x in ids))
+        out_ids = np.full((len(ids), n), pad_id, dtype=np.int64)
+        out_tt = np.zeros((len(ids), n), dtype=np.int64)
+        mask = np.zeros((len(ids), n), dtype=np.int64)
+        for r, i in enumerate(idx):
+            L = len(self.input_ids[i])
+            out_ids[r, :L] = self.input_ids[i]
+            out_tt[r, :L] = self.token_type_ids[i]
+            mask[r, :L] = 1
+        return {"input_ids": out_ids, "attention_mask": mask, "token_type_ids": out_tt}
+
+
+def encode(tokenizer, text_a: Sequence[str], text_b: Sequence[str | None] | None, max_len: int,
+           overflow: str = "truncate") -> Encoded:
+    """Tokenize pairs like transformers does. overflow: "truncate" (longest-first, counted) or "refuse" (DataError)."""
+    if overflow not in ("truncate", "refuse"):
+        raise ConfigError(f"overflow must be 'truncate' or 'refuse', not {overflow!r}")
+    pairs = text_b is not None and any(b is not None for b in text_b)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        full = tokenizer(list(text_a), list(text_b) if pairs else None, truncation=False, return_token_type_ids=True)
+    lengths = [len(x) for x in full["input_ids"]]
+    too_long = [i for i, n in enumerate(lengths) if n > max_len]
+    if too_long and overflow == "refuse":
+        i = too_long[0]
+        raise DataError(f"{len(too_long)} example(s) longer than --max-seq-len {max_len} (first: #{i}, {lengths[i]} tokens); "
+                        "use truncation or a larger limit")
+    if too_long:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cut = tokenizer([text_a[i] for i in too_long], [text_b[i] for i in too_long] if pairs else None,
+                            truncation=True, max_length=max_len, return_token_type_ids=True)
+        for j, i in enumerate(too_long):
+            full["input_ids"][i] = cut["input_ids"][j]
+            full["token_type_ids"][i] = cut["token_type_ids"][j]
+    return Encoded(list(full["input_ids"]), list(full["token_type_ids"]), truncated=len(too_long))

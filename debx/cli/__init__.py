@@ -15,7 +15,7 @@ from debx.errors import DebxError
 
 COMMANDS: list[tuple[str, str]] = [
     ("train", "debx.cli.train"),
-    ("eval", "debx.cli.eval"),
+    # ("eval", "debx.cli.eval"),
 ]
 
 app = typer.Typer(
@@ -26,6 +26,13 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+
+@app.callback()
+def _root() -> None:
+    """Keeps `debx` a command group even with a single subcommand."""
+
 
 for _name, _module in COMMANDS:
     _mod = importlib.import_module(_module)

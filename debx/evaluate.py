@@ -1,0 +1,212 @@
+"""Score a model on a task split with any runner, and write the report.
+
+The model may be a checkpoint folder (PyTorch runner), an ONNX file (ONNX Runtime) or a TensorRT plan. Artifacts
+carry a JSON sidecar (`model.onnx.json`) naming their source checkpoint, from which the tokenizer and the label map
+are taken, and the rows used for calibration, which are excluded from the evaluation (and the report says so).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from debx.errors import ConfigError, DataError
+from debx.metrics import compute_metrics, predictions_from_outputs
+from debx.tasks import TaskSpec, get_task, load_split, split_path
+from debx.tokenizer import encode, load_tokenizer
+
+
+@dataclass
+class EvalConfig:
+    task: str
+    engine: Path  # checkpoint folder | model.onnx | model.plan
+    data_dir: Path | None = None
+    split: str = "dev"
+    tokenizer: Path | None = None  # default: the checkpoint folder, or the artifact sidecar's source checkpoint
+    batch_size: int = 32
+    max_seq_len: int | None = None  # default: the model limit
+    overflow: str = "truncate"
+    threads: int | None = None
+    provider: str | None = None  # onnxruntime execution provider: cpu | cuda | tensorrt
+    plugins: list[Path] = field(default_factory=list)  # TensorRT plugin libraries
+    limit: int | None = None
+    progress: bool = True
+
+
+@dataclass
+class EvalResult:
+    task: TaskSpec
+    metrics: dict[str, float]
+    predictions: np.ndarray
+    labels: np.ndarray
+    guids: list[str]
+    report: dict
+
+
+def read_sidecar(engine: Path) -> dict:
+    """The JSON written next to an artifact (`<file>.json`), or {} for a checkpoint folder / missing sidecar."""
+    side = engine.with_name(engine.name + ".json")
+    if engine.is_file() and side.is_file():
+        try:
+            return json.loads(side.read_text())
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{side}: invalid JSON ({e})") from None
+    return {}
+
+
+def source_checkpoint(engine: Path, sidecar: dict) -> Path | None:
+    if engine.is_dir():
+        return engine
+    src = sidecar.get("source") or {}
+    p = src.get("path") if isinstance(src, dict) else src
+    return Path(p) if p else None
+
+
+def label_permutation(task: TaskSpec, id2label: dict[int, str]) -> np.ndarray | None:
+    """Map model output columns to task label indices when the checkpoint names its labels differently ordered."""
+    if task.labels is None or not id2label or set(id2label.values()) != set(task.labels):
+        return None
+    perm = np.array([task.labels.index(id2label[i]) for i in range(len(id2label))])
+    return None if (perm == np.arange(len(perm))).all() else perm
+
+
+def excluded_rows(sidecar: dict, task: TaskSpec, split: str) -> set[str]:
+    """Rows an artifact was calibrated on; they never count in its evaluation."""
+    cal = sidecar.get("calibration") or {}
+    if cal.get("task") in (task.name, None) and cal.get("split") == split:
+        return set(cal.get("rows") or [])
+    return set()
+
+
+def _versions() -> dict:
+    import torch
+    import transformers
+
+    import debx
+
+    v = {"debx": debx.__version__, "python": platform.python_version(), "torch": torch.__version__,
+         "transformers": transformers.__version__, "numpy": np.__version__}
+    try:
+        import onnxruntime
+
+        v["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    return v
+
+
+def evaluate(cfg: EvalConfig) -> EvalResult:
+    from debx.checkpoint import fingerprint, read_config
+    from debx.runtimes import runner_for
+
+    engine = Path(cfg.engine)
+    if not engine.exists():
+        raise ConfigError(f"{engine}: no such file or directory")
+    task = get_task(cfg.task)
+    sidecar = read_sidecar(engine)
+    src = source_checkpoint(engine, sidecar)
+    tok_src = cfg.tokenizer or src
+    if tok_src is None:
+        raise ConfigError(f"{engine}: no sidecar names its source checkpoint; pass --tokenizer CKPT_DIR")
+    tokenizer = load_tokenizer(tok_src)
+    model_cfg = read_config(src)[0] if src is not None and (src / "config.json").is_file() else None
+    max_len = cfg.max_seq_len or (model_cfg.max_position_embeddings if model_cfg else 512)
+    if model_cfg is not None and max_len > model_cfg.max_position_embeddings:
+        raise ConfigError(f"--max-seq-len {max_len} exceeds the model limit {model_cfg.max_position_embeddings}")
+
+    examples = load_split(task, cfg.data_dir, cfg.split, limit=cfg.limit)
+    excluded = excluded_rows(sidecar, task, cfg.split)
+    if excluded:
+        examples = [e for e in examples if e.guid not in excluded]
+    if not examples:
+        raise DataError(f"{task.name} {cfg.split}: no examples to evaluate")
+    if any(e.label is None for e in examples):
+        raise DataError(f"{task.name} {cfg.split}: the split has no labels; evaluation needs a labeled split")
+    pairs = examples[0].text_b is not None
+    enc = encode(tokenizer, [e.text_a for e in examples], [e.text_b for e in examples] if pairs else None, max_len,
+                 cfg.overflow)
+    labels = np.asarray([e.label for e in examples])
+
+    runner = runner_for(engine, threads=cfg.threads, provider=cfg.provider, plugins=cfg.plugins)
+    order = np.argsort([len(x) for x in enc.input_ids], kind="stable")  # length-sorted batches: little padding
+    logits = None
+    t0 = time.perf_counter()
+    progress = None
+    if cfg.progress:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        progress = Progress(TextColumn(f"[bold]eval[/] {task.name}"), BarColumn(), MofNCompleteColumn(),
+                            TimeRemainingColumn(), transient=True)
+        progress.start()
+        bar = progress.add_task("eval", total=len(order))
+    try:
+        with runner:
+            for s in range(0, len(order), cfg.batch_size):
+                rows = order[s:s + cfg.batch_size]
+                batch = enc.batch(rows, pad_id=tokenizer.pad_token_id or 0)
+                out = runner.infer(batch)
+                y = out["logits"] if "logits" in out else next(iter(out.values()))
+                if logits is None:
+                    logits = np.zeros((len(order),) + y.shape[1:], dtype=np.float32)
+                logits[rows] = y
+                if progress is not None:
+                    progress.update(bar, advance=len(rows))
+            described = runner.describe()
+    finally:
+        if progress is not None:
+            progress.stop()
+    seconds = time.perf_counter() - t0
+    perm = label_permutation(task, model_cfg.id2label if model_cfg else {})
+    if perm is not None:
+        logits = logits[:, np.argsort(perm)]
+    preds = predictions_from_outputs(task, logits)
+    metrics = compute_metrics(task, preds, labels)
+    report = {
+        "task": task.name,
+        "split": cfg.split,
+        "data": str(split_path(task, cfg.data_dir, cfg.split)),
+        "n_examples": len(examples),
+        "excluded_calibration_rows": len(excluded),
+        "truncated": enc.truncated,
+        "metrics": metrics,
+        "primary_metric": task.primary_metric,
+        "engine": {"path": str(engine), "kind": "checkpoint" if engine.is_dir() else engine.suffix.lstrip("."),
+                   "fingerprint": fingerprint(engine) if engine.is_dir() else _file_digest(engine),
+                   "source_fingerprint": fingerprint(src) if src is not None and (src / "config.json").is_file() else None,
+                   "precision": sidecar.get("precision", "fp32")},
+        "runner": described,
+        "seconds": round(seconds, 3),
+        "versions": _versions(),
+        "predictions": preds.tolist(),
+        "guids": [e.guid for e in examples],
+    }
+    return EvalResult(task, metrics, preds, labels, [e.guid for e in examples], report)
+
+
+def _file_digest(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def write_report(report: dict, path: Path) -> None:
+    """Atomic JSON write."""
+    import os
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(report, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)

@@ -1,0 +1,396 @@
+"""The fine-tuning recipe: AdamW, linear warmup and decay, gradient clipping, dynamic padding, periodic dev
+evaluation keeping the best checkpoint, resumable, deterministic for a seed, and data-parallel under torchrun.
+
+Output folder (a Hugging Face checkpoint that `transformers` itself loads):
+    OUT/config.json, OUT/model.safetensors, tokenizer files    the best checkpoint by the task's primary dev metric
+    OUT/train_log.jsonl                                          one JSON line per logging step and per evaluation
+    OUT/metrics.json                                             final figures (best dev metrics, time, steps)
+    OUT/last/                                                    resume state (model, optimizer, scheduler, RNG, step)
+
+Under torchrun, --batch-size is the global batch: each of the W processes takes every W-th row of each global batch
+and the loss is scaled so that the averaged gradient equals the single-process one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from debx.checkpoint import atomic_dir, load_model, save_checkpoint
+from debx.errors import ConfigError, DataError
+from debx.metrics import compute_metrics, predictions_from_outputs
+from debx.model import DebertaForSequenceClassification, init_weights
+from debx.presets import preset as make_preset
+from debx.tasks import get_task, load_split
+from debx.tokenizer import Encoded, encode, load_tokenizer, save_tokenizer, spm_tokenizer, train_spm
+
+
+@dataclass
+class TrainConfig:
+    task: str  # GLUE name (sst2, mrpc, ...) or a user task spec file
+    output_dir: Path
+    data_dir: Path | None = None  # default: $GLUE_DIR, then ../shared/glue
+    model: Path | None = None  # checkpoint folder to fine-tune ...
+    preset: str | None = None  # ... or a preset to train from scratch (tiny, xsmall, small, base, large)
+    tokenizer: Path | None = None  # from scratch: an spm.model; default trains one on the task's training text
+    vocab_size: int = 8000  # size of the trained SentencePiece vocabulary
+    epochs: float = 3.0
+    lr: float | None = None  # default: 2e-5 fine-tuning, 1e-3 from scratch
+    batch_size: int = 32  # global batch (all processes together), before gradient accumulation
+    max_seq_len: int = 128
+    warmup: float = 0.06  # < 1: fraction of the optimizer steps; >= 1: a number of steps
+    grad_accum: int = 1
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    seed: int = 42
+    eval_every: int = 0  # optimizer steps between dev evaluations; 0: once per epoch
+    log_every: int = 50
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    dropout: float | None = None  # override hidden and attention dropout
+    resume: bool = False
+    overflow: str = "truncate"  # sequences over max_seq_len: "truncate" (warn) or "refuse"
+    threads: int | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.output_dir = Path(self.output_dir)
+        if (self.model is None) == (self.preset is None):
+            raise ConfigError("give exactly one of --model CKPT_DIR (fine-tune) or --preset NAME (from scratch)")
+        for name in ("batch_size", "grad_accum", "max_seq_len"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
+        if self.epochs <= 0:
+            raise ConfigError("--epochs must be > 0")
+        if self.lr is None:
+            self.lr = 2e-5 if self.model is not None else 1e-3
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _setup_distributed() -> DistInfo:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return DistInfo(dist.get_rank(), dist.get_world_size())
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _label_array(examples) -> np.ndarray:
+    labels = [e.label for e in examples]
+    if any(lab is None for lab in labels):
+        raise DataError("the split has unlabeled rows; training and evaluation need labels")
+    return np.asarray(labels)
+
+
+@dataclass
+class Prepared:
+    model: DebertaForSequenceClassification
+    tokenizer: object
+    train: Encoded
+    train_labels: np.ndarray
+    dev: Encoded
+    dev_labels: np.ndarray
+    task: object
+    notes: list[str] = field(default_factory=list)
+
+
+def prepare(cfg: TrainConfig, scratch_dir: Path) -> Prepared:
+    """Validate every input and build model, tokenizer and encoded data before anything is written to OUT."""
+    task = get_task(cfg.task)
+    train_ex = load_split(task, cfg.data_dir, "train", limit=cfg.max_train_samples)
+    dev_ex = load_split(task, cfg.data_dir, "dev", limit=cfg.max_eval_samples)
+    if not train_ex or not dev_ex:
+        raise DataError(f"{task.name}: empty {'train' if not train_ex else 'dev'} split")
+    notes: list[str] = []
+    id2label = task.id2label if not task.is_regression else {0: "score"}
+    problem = "regression" if task.is_regression else "single_label_classification"
+    if cfg.model is not None:
+        model, ckpt = load_model(cfg.model, "classification", num_labels=task.num_labels, id2label=id2label,
+                                 problem_type=problem, new_head_ok=True)
+        tokenizer = load_tokenizer(cfg.model)
+        notes.append(f"fine-tuning {cfg.model} ({ckpt.fingerprint})")
+    else:
+        if cfg.tokenizer is not None:
+            tokenizer = load_tokenizer(cfg.tokenizer)
+        else:
+            texts = [e.text_a for e in train_ex] + [e.text_b for e in train_ex if e.text_b]
+            spm_file = train_spm(texts, scratch_dir / "spm.model", vocab_size=cfg.vocab_size, seed=cfg.seed)
+            tokenizer = spm_tokenizer(spm_file)
+            notes.append(f"trained a {len(tokenizer)}-piece SentencePiece tokenizer on {task.name} train")
+        overrides = {}
+        if cfg.dropout is not None:
+            overrides = {"hidden_dropout_prob": cfg.dropout, "attention_probs_dropout_prob": cfg.dropout}
+        mcfg = make_preset(cfg.preset, vocab_size=len(tokenizer), num_labels=task.num_labels, id2label=id2label,
+                           problem_type=problem, **overrides)
+        torch.manual_seed(cfg.seed)
+        model = init_weights(DebertaForSequenceClassification(mcfg), mcfg.initializer_range)
+    if cfg.dropout is not None:
+        for m in model.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = cfg.dropout
+    if cfg.max_seq_len > model.config.max_position_embeddings:
+        raise ConfigError(f"--max-seq-len {cfg.max_seq_len} exceeds the model limit {model.config.max_position_embeddings}")
+    train = encode(tokenizer, [e.text_a for e in train_ex], [e.text_b for e in train_ex] if train_ex[0].text_b is not None else None,
+                   cfg.max_seq_len, cfg.overflow)
+    dev = encode(tokenizer, [e.text_a for e in dev_ex], [e.text_b for e in dev_ex] if dev_ex[0].text_b is not None else None,
+                 cfg.max_seq_len, cfg.overflow)
+    for name, enc in (("train", train), ("dev", dev)):
+        if enc.truncated:
+            notes.append(f"warning: {enc.truncated} {name} example(s) truncated to {cfg.max_seq_len} tokens")
+    return Prepared(model, tokenizer, train, _label_array(train_ex), dev, _label_array(dev_ex), task, notes)
+
+
+def _to_torch(batch: dict[str, np.ndarray], with_types: bool) -> dict[str, torch.Tensor]:
+    out = {"input_ids": torch.from_numpy(batch["input_ids"]), "attention_mask": torch.from_numpy(batch["attention_mask"])}
+    if with_types:
+        out["token_type_ids"] = torch.from_numpy(batch["token_type_ids"])
+    return out
+
+
+@torch.no_grad()
+def predict(model, data: Encoded, batch_size: int = 64) -> np.ndarray:
+    """Logits for every example, batching by length (sorted) to waste little on padding; original order returned."""
+    model.eval()
+    order = np.argsort([len(x) for x in data.input_ids], kind="stable")
+    with_types = model.config.type_vocab_size > 0
+    outs = np.zeros((len(data), model.config.num_labels), dtype=np.float32)
+    for s in range(0, len(order), batch_size):
+        rows = order[s:s + batch_size]
+        outs[rows] = model(**_to_torch(data.batch(rows), with_types)).float().numpy()
+    return outs
+
+
+def evaluate_model(model, data: Encoded, labels: np.ndarray, task) -> dict[str, float]:
+    return compute_metrics(task, predictions_from_outputs(task, predict(model, data)), labels)
+
+
+def _optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "LayerNorm" in name or name.endswith(".bias") else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-6)
+
+
+def _schedule(opt, total: int, warmup: int):
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, f)
+
+
+def _rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def _set_rng_state(s: dict) -> None:
+    random.setstate(s["python"])
+    np.random.set_state(s["numpy"])
+    torch.set_rng_state(s["torch"])
+
+
+class _Log:
+    def __init__(self, path: Path, enabled: bool):
+        self.path, self.enabled = path, enabled
+
+    def write(self, **rec) -> None:
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(rec) + "\n")
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Run the recipe; returns the final metrics dict (also written to OUT/metrics.json)."""
+    dist = _setup_distributed()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    _seed_everything(cfg.seed)
+    out = cfg.output_dir
+    last_dir = out / "last"
+    if cfg.resume and not (last_dir / "trainer_state.pt").is_file():
+        raise ConfigError(f"--resume: no resume state in {last_dir}")
+    if not cfg.resume and out.exists() and any(out.iterdir()):
+        raise ConfigError(f"{out} exists and is not empty: choose a new --output folder or pass --resume")
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        if cfg.resume:  # the tokenizer and model shape come from the resume state
+            cfg_tok = cfg.tokenizer
+            cfg.tokenizer = last_dir if cfg.preset else cfg.tokenizer
+            prep = prepare(cfg, Path(scratch))
+            cfg.tokenizer = cfg_tok
+        else:
+            prep = prepare(cfg, Path(scratch))
+        model, task = prep.model, prep.task
+        tok_dir = Path(scratch) / "tokenizer"
+        save_tokenizer(prep.tokenizer, tok_dir)
+        if dist.main:
+            out.mkdir(parents=True, exist_ok=True)
+        log = _Log(out / "train_log.jsonl", dist.main)
+        for n in prep.notes:
+            if dist.main:
+                print(n)
+        n_train = len(prep.train)
+        global_batch = cfg.batch_size
+        steps_per_epoch = math.ceil(n_train / (global_batch * cfg.grad_accum))
+        total_steps = max(1, int(round(steps_per_epoch * cfg.epochs)))
+        warmup = int(cfg.warmup * total_steps) if cfg.warmup < 1 else int(cfg.warmup)
+        eval_every = cfg.eval_every or steps_per_epoch
+        opt = _optimizer(model, cfg)
+        sched = _schedule(opt, total_steps, warmup)
+        state = {"step": 0, "best": None, "best_metrics": None, "epoch_perm_seed": cfg.seed, "elapsed": 0.0}
+        if cfg.resume:
+            saved = torch.load(last_dir / "trainer_state.pt", map_location="cpu", weights_only=False)
+            model.load_state_dict(saved["model"])
+            opt.load_state_dict(saved["optimizer"])
+            sched.load_state_dict(saved["scheduler"])
+            state = saved["state"]
+            _set_rng_state(saved["rng"])
+            if dist.main:
+                print(f"resumed at step {state['step']} of {total_steps}")
+        ddp_model = model
+        if dist.world > 1:
+            ddp_model = torch.nn.parallel.DistributedDataParallel(model)
+        with_types = model.config.type_vocab_size > 0
+        labels_t = torch.from_numpy(prep.train_labels)
+        is_reg = task.is_regression
+
+        def micro_batches(step: int):
+            """Rows of this optimizer step, as (rows of this rank) per accumulation micro-step; same on every rank."""
+            epoch = step // steps_per_epoch
+            perm = np.random.RandomState(cfg.seed + epoch).permutation(n_train)
+            start = (step % steps_per_epoch) * global_batch * cfg.grad_accum
+            for a in range(cfg.grad_accum):
+                rows = perm[start + a * global_batch: start + (a + 1) * global_batch]
+                if len(rows):
+                    yield rows[dist.rank::dist.world], len(rows)
+
+        primary = task.primary_metric
+        progress = None
+        if cfg.progress and dist.main:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            progress = Progress(TextColumn("[bold]train[/] {task.completed}/{task.total}"), BarColumn(),
+                                TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn())
+            progress.start()
+            bar = progress.add_task("train", total=total_steps, completed=state["step"], info="")
+        t0 = time.perf_counter() - state["elapsed"]
+        seen_tokens = 0
+        t_window = time.perf_counter()
+        seqs_window = 0
+        run_loss = None
+        try:
+            while state["step"] < total_steps:
+                step = state["step"]
+                ddp_model.train()
+                opt.zero_grad(set_to_none=True)
+                loss_val = 0.0
+                for rows, n_global in micro_batches(step):
+                    if len(rows) == 0:
+                        continue
+                    b = _to_torch(prep.train.batch(rows), with_types)
+                    logits = ddp_model(**b)
+                    y = labels_t[rows]
+                    if is_reg:
+                        per = torch.nn.functional.mse_loss(logits.squeeze(-1), y.float(), reduction="sum")
+                    else:
+                        per = torch.nn.functional.cross_entropy(logits, y.long(), reduction="sum")
+                    loss = per * dist.world / (n_global * cfg.grad_accum)  # DDP averages over ranks
+                    loss.backward()
+                    loss_val += per.item() / n_global / cfg.grad_accum
+                    seen_tokens += int(b["attention_mask"].sum())
+                    seqs_window += len(rows) * dist.world
+                if cfg.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                opt.step()
+                sched.step()
+                state["step"] = step = step + 1
+                run_loss = loss_val if run_loss is None else 0.9 * run_loss + 0.1 * loss_val
+                if progress is not None:
+                    dt = max(1e-9, time.perf_counter() - t_window)
+                    progress.update(bar, completed=step, info=f"loss {run_loss:.4f}  {seqs_window / dt:.0f} seq/s")
+                if step % cfg.log_every == 0 or step == total_steps:
+                    dt = max(1e-9, time.perf_counter() - t_window)
+                    log.write(step=step, epoch=round(step / steps_per_epoch, 3), loss=round(run_loss, 5),
+                              lr=sched.get_last_lr()[0], seq_per_s=round(seqs_window / dt, 1),
+                              elapsed_s=round(time.perf_counter() - t0, 1))
+                    t_window, seqs_window = time.perf_counter(), 0
+                if step % eval_every == 0 or step == total_steps:
+                    if dist.main:
+                        metrics = evaluate_model(model, prep.dev, prep.dev_labels, task)
+                        log.write(step=step, epoch=round(step / steps_per_epoch, 3), dev=metrics,
+                                  elapsed_s=round(time.perf_counter() - t0, 1))
+                        msg = "  ".join(f"{k} {v:.2f}" for k, v in metrics.items())
+                        if progress is not None:
+                            progress.console.print(f"step {step}: dev {msg}")
+                        if state["best"] is None or metrics[primary] > state["best"]:
+                            state["best"], state["best_metrics"] = metrics[primary], metrics
+                            state["best_step"] = step
+                            save_checkpoint(model, out / "best.tmp", tokenizer_dir=tok_dir)
+                            _swap_best(out)
+                        state["elapsed"] = time.perf_counter() - t0
+                        _save_resume(last_dir, model, opt, sched, state, tok_dir)
+                    if dist.world > 1:
+                        torch.distributed.barrier()
+        finally:
+            if progress is not None:
+                progress.stop()
+        elapsed = time.perf_counter() - t0
+        result = {
+            "task": task.name, "primary_metric": primary, "best": state["best"], "best_step": state.get("best_step"),
+            "dev": state["best_metrics"], "steps": total_steps, "epochs": cfg.epochs, "train_examples": n_train,
+            "dev_examples": len(prep.dev), "train_seconds": round(elapsed, 1), "world_size": dist.world,
+            "tokens_seen": seen_tokens * dist.world, "config": {k: str(v) for k, v in asdict(cfg).items()},
+        }
+        if dist.main:
+            (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+        return result
+
+
+def _swap_best(out: Path) -> None:
+    """Move the files of OUT/best.tmp into OUT itself (OUT is the best checkpoint), replacing the previous best."""
+    tmp = out / "best.tmp"
+    for f in tmp.iterdir():
+        os.replace(f, out / f.name)
+    tmp.rmdir()
+
+
+def _save_resume(last_dir: Path, model, opt, sched, state, tok_dir: Path) -> None:
+    with atomic_dir(last_dir) as d:
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "state": state, "rng": _rng_state()}, d / "trainer_state.pt")
+        save_checkpoint(model, d / "ckpt", tokenizer_dir=tok_dir)
+        for f in tok_dir.iterdir():
+            if f.is_file():
+                (d / f.name).write_bytes(f.read_bytes())

@@ -57,6 +57,7 @@ class TrainConfig:
     max_eval_samples: int | None = None
     dropout: float | None = None  # override hidden and attention dropout
     resume: bool = False
+    stop_after: int | None = None  # stop (resumably) after this many optimizer steps in this run
     overflow: str = "truncate"  # sequences over max_seq_len: "truncate" (warn) or "refuse"
     threads: int | None = None
     progress: bool = True
@@ -310,8 +311,9 @@ def train(cfg: TrainConfig) -> dict:
         t_window = time.perf_counter()
         seqs_window = 0
         run_loss = None
+        stop_at = total_steps if cfg.stop_after is None else min(total_steps, state["step"] + cfg.stop_after)
         try:
-            while state["step"] < total_steps:
+            while state["step"] < stop_at:
                 step = state["step"]
                 ddp_model.train()
                 opt.zero_grad(set_to_none=True)
@@ -346,7 +348,7 @@ def train(cfg: TrainConfig) -> dict:
                               lr=sched.get_last_lr()[0], seq_per_s=round(seqs_window / dt, 1),
                               elapsed_s=round(time.perf_counter() - t0, 1))
                     t_window, seqs_window = time.perf_counter(), 0
-                if step % eval_every == 0 or step == total_steps:
+                if step % eval_every == 0 or step == total_steps or step == stop_at:
                     if dist.main:
                         metrics = evaluate_model(model, prep.dev, prep.dev_labels, task)
                         log.write(step=step, epoch=round(step / steps_per_epoch, 3), dev=metrics,
@@ -367,6 +369,10 @@ def train(cfg: TrainConfig) -> dict:
             if progress is not None:
                 progress.stop()
         elapsed = time.perf_counter() - t0
+        if state["step"] < total_steps:  # stopped early on request: resumable, no final metrics yet
+            if dist.main:
+                print(f"stopped at step {state['step']} of {total_steps}; continue with --resume")
+            return {"task": task.name, "stopped_at": state["step"], "steps": total_steps, "dev": None}
         result = {
             "task": task.name, "primary_metric": primary, "best": state["best"], "best_step": state.get("best_step"),
             "dev": state["best_metrics"], "steps": total_steps, "epochs": cfg.epochs, "train_examples": n_train,

@@ -30,6 +30,7 @@ def command(
     overflow: str = typer.Option("truncate", "--overflow", help="Sequences over --max-seq-len: truncate (with a warning) or refuse."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for PyTorch."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUTPUT/last (optimizer, scheduler and RNG state)."),
+    stop_after: Optional[int] = typer.Option(None, "--stop-after", help="Stop after N optimizer steps in this run (resumable)."),
 ) -> None:
     """Fine-tune (--model) or train from a preset (--preset) on a GLUE or user task; keeps the best dev checkpoint."""
     from rich.console import Console
@@ -41,7 +42,7 @@ def command(
                       vocab_size=vocab_size, epochs=epochs, lr=lr, batch_size=batch_size, max_seq_len=max_seq_len,
                       warmup=warmup, grad_accum=grad_accum, weight_decay=weight_decay, seed=seed, eval_every=eval_every,
                       dropout=dropout, max_train_samples=max_train_samples, overflow=overflow, threads=threads,
-                      resume=resume)
+                      resume=resume, stop_after=stop_after)
     result = train(cfg)
     if result["dev"] is None:
         return

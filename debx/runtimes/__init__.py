@@ -1,0 +1,58 @@
+"""Runtimes: one Runner per backend (see base.py), registered here and imported lazily.
+
+    RUNNERS      backend name -> "module:Class"
+    runner_for   pick a backend from what the user points at: a checkpoint folder (torch), a .onnx file
+                 (onnxruntime) or a .plan/.engine file (tensorrt)
+    HEAD_OUTPUTS the output each model head produces, by name (the same in every backend)
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from debx.errors import ConfigError
+
+RUNNERS: dict[str, str] = {
+    "torch": "debx.runtimes.torch:TorchRunner",
+    "onnxruntime": "debx.runtimes.onnxruntime:OnnxRuntimeRunner",
+    "tensorrt": "debx.runtimes.tensorrt:TensorRTRunner",
+}
+
+SUFFIX_BACKENDS = {".onnx": "onnxruntime", ".plan": "tensorrt", ".engine": "tensorrt"}
+
+# head -> (output name, token-level output: (B, N, ...) rather than (B, ...))
+HEAD_OUTPUTS: dict[str, tuple[str, bool]] = {
+    "classification": ("logits", False),  # (B, num_labels)
+    "regression": ("logits", False),  # (B, 1)
+    "embeddings": ("last_hidden_state", True),  # (B, N, C)
+    "masked-lm": ("logits", True),  # (B, N, vocab)
+}
+
+
+def runner_class(backend: str):
+    """The Runner class of a backend name (imports its module now)."""
+    if backend not in RUNNERS:
+        raise ConfigError(f"unknown runtime {backend!r}: choose one of {', '.join(RUNNERS)}")
+    module, cls = RUNNERS[backend].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def backend_for(path: str | Path) -> str:
+    path = Path(path)
+    if path.is_dir():
+        return "torch"
+    if path.suffix.lower() in SUFFIX_BACKENDS:
+        return SUFFIX_BACKENDS[path.suffix.lower()]
+    if not path.exists():
+        raise ConfigError(f"{path}: no such file or directory")
+    raise ConfigError(f"{path}: cannot tell the runtime (expected a checkpoint folder, a .onnx file or a "
+                      f".plan/.engine file)")
+
+
+def runner_for(path_or_ckpt, **opts):
+    """A (not yet activated) runner for a checkpoint folder, a .onnx file or a TensorRT plan; opts go to the runner."""
+    from debx.checkpoint import Checkpoint
+
+    target = path_or_ckpt.path if isinstance(path_or_ckpt, Checkpoint) else path_or_ckpt
+    return runner_class(backend_for(target))(target, **opts)

@@ -1,0 +1,76 @@
+"""One comparator for every backend (in the spirit of Polygraphy's): feed all runners the same inputs, then compare
+each candidate's outputs with the reference's, output by output."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from debx.runtimes.base import Runner
+
+
+@dataclass
+class Case:
+    """One named set of feeds (input_ids, attention_mask[, token_type_ids]), all int64 (B, N)."""
+
+    name: str
+    feeds: dict[str, np.ndarray]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.feeds["input_ids"].shape)  # type: ignore[return-value]
+
+
+@dataclass
+class OutputDiff:
+    case: str
+    output: str
+    ref_shape: tuple[int, ...]
+    shape: tuple[int, ...] | None  # None: the candidate did not produce this output
+    max_abs_diff: float | None
+    finite: bool
+    argmax_total: int = 0  # rows (classification) or real tokens (masked LM) compared by argmax
+    argmax_same: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def compare_output(case: Case, name: str, ref: np.ndarray, cand: np.ndarray | None, argmax: str | None) -> OutputDiff:
+    """argmax: None, "rows" (one prediction per example) or "tokens" (one per real token, using the mask)."""
+    if cand is None:
+        return OutputDiff(case.name, name, tuple(ref.shape), None, None, True)
+    finite = bool(np.isfinite(cand).all())
+    if cand.shape != ref.shape:
+        return OutputDiff(case.name, name, tuple(ref.shape), tuple(cand.shape), None, finite)
+    diff = float(np.abs(cand.astype(np.float64) - ref.astype(np.float64)).max()) if ref.size else 0.0
+    out = OutputDiff(case.name, name, tuple(ref.shape), tuple(cand.shape), diff if finite else float("inf"), finite)
+    if argmax and ref.ndim >= 2 and ref.shape[-1] > 1:
+        same = ref.argmax(-1) == cand.argmax(-1)  # (B,) or (B, N)
+        if argmax == "tokens":
+            same = same[case.feeds["attention_mask"].astype(bool)]
+        out.argmax_total, out.argmax_same = int(same.size), int(same.sum())
+    return out
+
+
+class Comparator:
+    """Runs the same cases through a reference runner and candidates; returns every output's difference."""
+
+    def __init__(self, reference: Runner, *candidates: Runner):
+        self.reference = reference
+        self.candidates = candidates
+
+    def run(self, cases: Sequence[Case], argmax: Mapping[str, str | None] | None = None
+            ) -> dict[str, list[OutputDiff]]:
+        """{candidate name: [OutputDiff per case and reference output]}; runners must be active."""
+        argmax = argmax or {}
+        results: dict[str, list[OutputDiff]] = {c.name: [] for c in self.candidates}
+        for case in cases:
+            ref = self.reference.infer(case.feeds)
+            for cand in self.candidates:
+                got = cand.infer(case.feeds)
+                for name, value in ref.items():
+                    results[cand.name].append(compare_output(case, name, value, got.get(name), argmax.get(name)))
+        return results

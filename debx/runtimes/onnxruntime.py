@@ -1,0 +1,157 @@
+"""OnnxRuntimeRunner: an exported .onnx file in ONNX Runtime (CPU here; CUDA / TensorRT execution providers when
+onnxruntime-gpu is installed). Graphs with debx or TensorRT custom attention nodes run on the CPU references of
+debx.runtimes.reference_ops, registered automatically."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from debx.errors import ConfigError, MissingDependencyError
+from debx.runtimes.base import Runner
+
+PROVIDERS = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+
+
+def _ort():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise MissingDependencyError("ONNX Runtime is not installed: pip install 'debx[onnx]'") from None
+    return onnxruntime
+
+
+def session_options(threads: int | None = None, custom_ops: bool = False):
+    ort = _ort()
+    so = ort.SessionOptions()
+    if threads:
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    if custom_ops:
+        from debx.runtimes.reference_ops import register
+
+        so.register_custom_ops_library(register())
+    return so
+
+
+def providers_for(provider: str) -> list[str]:
+    ort = _ort()
+    if provider not in PROVIDERS:
+        raise ConfigError(f"unknown provider {provider!r}: choose one of {', '.join(PROVIDERS)}")
+    wanted = PROVIDERS[provider][0]
+    available = ort.get_available_providers()
+    if wanted not in available:
+        raise MissingDependencyError(
+            f"--provider {provider} needs {wanted}, which this ONNX Runtime lacks (available: {', '.join(available)}); "
+            "install onnxruntime-gpu (pip install 'debx[gpu]') on a machine with an NVIDIA GPU")
+    return [p for p in PROVIDERS[provider] if p in available]
+
+
+def session_for_model(model, provider: str = "cpu", threads: int | None = None, model_dir: str | Path | None = None):
+    """An InferenceSession for an in-memory onnx.ModelProto; custom attention nodes run on the references.
+
+    model_dir: where the model's external data files are (when its weights are not inside the proto).
+    """
+    import onnx
+
+    from debx.runtimes.reference_ops import adapt_for_ort, custom_nodes
+
+    ort = _ort()
+    custom = bool(custom_nodes(model))
+    if custom:
+        model = adapt_for_ort(model)
+    so = session_options(threads, custom_ops=custom)
+    providers = providers_for(provider)
+    if model_dir is None:
+        return ort.InferenceSession(model.SerializeToString(), so, providers=providers)
+    # external data is resolved relative to the model file: write the graph next to it for the session to read
+    fd, tmp = tempfile.mkstemp(prefix=".debx-ort-", suffix=".onnx", dir=str(model_dir))
+    os.close(fd)
+    try:
+        onnx.save_model(model, tmp)
+        return ort.InferenceSession(tmp, so, providers=providers)
+    finally:
+        os.unlink(tmp)
+
+
+def _uses_external_data(model) -> bool:
+    from onnx.external_data_helper import uses_external_data
+
+    return any(uses_external_data(t) for t in model.graph.initializer)
+
+
+def open_session(path: str | Path, provider: str = "cpu", threads: int | None = None):
+    """An InferenceSession for a .onnx file (plain when it has only standard ops)."""
+    import onnx
+
+    from debx.runtimes.reference_ops import custom_nodes
+
+    ort = _ort()
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such ONNX file")
+    try:
+        graph = onnx.load(str(path), load_external_data=False)
+    except Exception as e:
+        raise ConfigError(f"{path}: not a readable ONNX model ({str(e).splitlines()[0][:120]})") from None
+    if not custom_nodes(graph):
+        return ort.InferenceSession(str(path), session_options(threads), providers=providers_for(provider))
+    return session_for_model(graph, provider, threads, model_dir=path.parent if _uses_external_data(graph) else None)
+
+
+class OnnxRuntimeRunner(Runner):
+    name = "onnxruntime"
+
+    def __init__(self, path: str | Path, provider: str = "cpu", threads: int | None = None, **_ignored) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.provider = provider
+        self.threads = threads
+        self.session = None
+
+    def activate_impl(self) -> None:
+        self.session = open_session(self.path, self.provider, self.threads)
+
+    def deactivate_impl(self) -> None:
+        self.session = None
+
+    @property
+    def input_names(self) -> list[str]:
+        return [i.name for i in self.session.get_inputs()]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [o.name for o in self.session.get_outputs()]
+
+    def infer_impl(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        missing = [n for n in self.input_names if n not in feeds]
+        if missing:
+            raise ConfigError(f"{self.path.name}: missing inputs {', '.join(missing)}")
+        args = {n: np.ascontiguousarray(feeds[n], dtype=np.int64) for n in self.input_names}
+        values = self.session.run(None, args)
+        return {n: np.asarray(v, dtype=np.float32) for n, v in zip(self.output_names, values)}
+
+    def sidecar(self) -> dict:
+        """The export sidecar (<file>.json) when there is one."""
+        side = self.path.with_name(self.path.name + ".json")
+        try:
+            return json.loads(side.read_text()) if side.is_file() else {}
+        except (OSError, json.JSONDecodeError):
+            return {}
+
+    def describe(self) -> dict:
+        ort = _ort()
+        meta = self.sidecar()
+        return {"runner": self.name, "backend": f"onnxruntime {ort.__version__}", "file": str(self.path),
+                "provider": self.session.get_providers()[0] if self.session else self.provider,
+                "precision": meta.get("precision"), "attention": meta.get("attention")}

@@ -1,0 +1,343 @@
+"""`debx export`: a checkpoint folder -> a validated ONNX file (+ JSON sidecar), FP32 or FP16, in one of three
+attention modes (see exporters/attention.py).
+
+Flow: load the debx model -> trace it inside `export_patches` (every export-only change, in one place) -> graph
+checks -> optional FP16 conversion -> write to a temporary file next to the output -> validate against PyTorch
+(exporters/validate.py) -> rename into place and write the sidecar. Any failure leaves no output file behind.
+
+Exporter choice: the TorchScript-based `torch.onnx.export(..., dynamo=False)`. Our model is written for tracing
+(no data-dependent control flow), so tracing loses nothing, and this exporter (1) writes custom nodes exactly as
+`autograd.Function.symbolic` says, with typed attributes and no extra wrapping, (2) names dynamic axes directly,
+(3) writes opset 17 natively (the dynamo exporter builds opset 18 and down-converts), and (4) exports a model in
+about a second, which keeps the test matrix (every variant x mode x precision x opset) fast. The graph checks below
+hold either exporter to the same standard.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import os
+import platform
+import shutil
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+import debx.model as dm
+from debx.errors import ConfigError, DebxError
+from exporters.attention import MODES, check_supported, emitter
+from exporters.onnx_config import HEADS, onnx_config_for
+
+TWO_GB = 2**31
+EXTERNAL_DATA_THRESHOLD = TWO_GB - 64 * 2**20  # protobuf's 2 GB limit, minus room for the graph itself
+
+
+@dataclass
+class ExportConfig:
+    checkpoint: Path
+    output: Path
+    attention: str = "onnx"  # onnx | trt | debx
+    fp16: bool = False
+    opset: int | None = None  # None: the architecture's default (17)
+    max_seq_len: int | None = None  # None: max_position_embeddings; the graph accepts any length up to this
+    batch: int | None = None  # None: dynamic "batch" axis; an int pins it
+    seq: int | None = None  # None: dynamic "sequence" axis; an int pins it
+    head: str | None = None  # None: the checkpoint's own head
+    validate: bool = True
+    data_dir: Path | None = None  # GLUE folder for validation sentences (default: $GLUE_DIR / ../shared/glue)
+    keep_fp32: tuple[str, ...] | None = None  # --fp16: op types kept in FP32 (None: exporters.fp16.KEEP_FP32)
+    external_data_threshold: int = EXTERNAL_DATA_THRESHOLD  # bytes of weights above which weights go to <output>.data
+
+    def __post_init__(self) -> None:
+        self.checkpoint = Path(self.checkpoint)
+        self.output = Path(self.output)
+        if self.data_dir is not None:
+            self.data_dir = Path(self.data_dir)
+
+    @property
+    def precision(self) -> str:
+        return "fp16" if self.fp16 else "fp32"
+
+
+@dataclass
+class ExportResult:
+    output: Path
+    sidecar: Path
+    metadata: dict
+    external_data: Path | None = None
+    report: object | None = None  # exporters.validate.ValidationReport when validated
+    warnings: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Export-only patches
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _encoder(model: torch.nn.Module) -> dm.Encoder:
+    return model.deberta.encoder
+
+
+def fold_position_tables(model: torch.nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Each layer's (pos_key, pos_query) tables: rel_embeddings through LayerNorm and the layer's projections,
+    computed once now (they depend on no input). (P, HD) each; an unused side is a (1, HD) zero table."""
+    enc = _encoder(model)
+    rel = enc.rel_embedding()  # (P, C) or None
+    tables = []
+    with torch.no_grad():
+        for layer in enc.layer:
+            attn = layer.attention.self
+            HD = attn.num_heads * attn.cfg.head_size
+            if rel is None or not (attn.c2p or attn.p2c):
+                pk = pq = torch.zeros(1, HD)
+            else:
+                pk, pq = attn.position_tables(rel)
+                pk = pk if attn.c2p else torch.zeros(1, HD)
+                pq = pq if attn.p2c else torch.zeros(1, HD)
+            tables.append((pk.detach().clone().contiguous(), pq.detach().clone().contiguous()))
+    return tables
+
+
+@contextlib.contextmanager
+def export_patches(model: torch.nn.Module, mode: str, max_seq_len: int | None = None) -> Iterator[torch.nn.Module]:
+    """Every export-only change, undone on exit:
+
+    * each layer's position tables become buffers (ONNX initializers named `...attention.self.pos_key_table` /
+      `pos_query_table`), computed once here instead of per call;
+    * `debx.model.attention_core` becomes the emission of `mode` (exporters/attention.py);
+    * the relative index table is cut to `max_seq_len` (the longest sequence the graph must accept).
+    """
+    enc = _encoder(model)
+    emit = emitter(mode)
+    tables = fold_position_tables(model)
+    saved_core = dm.attention_core
+    saved_table = getattr(enc, "rel_index_table", None)
+    attns = [layer.attention.self for layer in enc.layer]
+    try:
+        for attn, (pk, pq) in zip(attns, tables):
+            attn.register_buffer("pos_key_table", pk)
+            attn.register_buffer("pos_query_table", pq)
+            attn.position_tables = lambda rel, a=attn: (a.pos_key_table, a.pos_query_table)
+        if saved_table is not None:
+            # the raw embeddings are no longer needed in the graph: the folded tables replace them
+            enc.rel_embedding = lambda: enc.rel_embeddings.weight[:1]
+            if max_seq_len is not None:
+                cfg = model.config
+                enc.rel_index_table = dm.relative_index_table(max_seq_len, cfg.span, cfg.buckets, cfg.max_relative)
+        dm.attention_core = emit
+        yield model
+    finally:
+        dm.attention_core = saved_core
+        for attn in attns:
+            attn.__dict__.pop("position_tables", None)
+            for name in ("pos_key_table", "pos_query_table"):
+                attn._buffers.pop(name, None)
+        enc.__dict__.pop("rel_embedding", None)
+        if saved_table is not None:
+            enc.rel_index_table = saved_table
+
+
+def trace_to_onnx(model: torch.nn.Module, model_cfg: dm.DebertaConfig, head: str, path: Path, *, mode: str,
+                  opset: int, max_seq_len: int, batch: int | None, seq: int | None) -> None:
+    """torch.onnx.export (TorchScript) of `model` under `export_patches` into `path`."""
+    oc = onnx_config_for(model_cfg)
+    names = oc.input_names(model_cfg)
+    dummy = oc.dummy_inputs(model_cfg, batch or 2, seq or min(11, max_seq_len))
+    with export_patches(model, mode, max_seq_len), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TracerWarnings about Python ints and the deprecation notice of this exporter
+        torch.onnx.export(
+            model, tuple(dummy[n] for n in names), str(path), input_names=names, output_names=oc.output_names(head),
+            dynamic_axes=oc.dynamic_axes(model_cfg, head, batch, seq), opset_version=opset, dynamo=False,
+            do_constant_folding=True, custom_opsets={"debx": 1} if mode == "debx" else None,
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Graph finishing and writing
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def tidy_graph(model, *, name: str, metadata: dict[str, str]):
+    """Fold what tracing left behind (shape arithmetic on constants, Identity chains) with onnxscript's optimizer,
+    name anonymous initializers after the node that uses them, and record what the file is in its metadata."""
+    import onnxscript.optimizer
+
+    model = onnxscript.optimizer.optimize(model)
+    users: dict[str, list] = {}
+    for node in model.graph.node:
+        for i, inp in enumerate(node.input):
+            users.setdefault(inp, []).append((node, i))
+    for t in model.graph.initializer:
+        if not t.name.startswith("onnx::") or len(users.get(t.name, [])) != 1:
+            continue
+        node, i = users[t.name][0]
+        new = node.name.strip("/").replace("/", ".") + f".input{i}"
+        node.input[i] = new
+        t.name = new
+    model.graph.name = name
+    model.producer_name = "debx"
+    from debx import __version__
+
+    model.producer_version = __version__
+    del model.metadata_props[:]
+    for k, v in metadata.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = f"debx.{k}", str(v)
+    return model
+
+
+def weights_bytes(model) -> int:
+    return sum(len(t.raw_data) or 4 * len(t.float_data) or 2 * len(t.int32_data) for t in model.graph.initializer)
+
+
+def save_onnx(model, path: Path, external_data_threshold: int = EXTERNAL_DATA_THRESHOLD) -> Path | None:
+    """Write `model` to `path`; weights go to `<path>.data` beside it when they exceed the threshold (protobuf
+    cannot hold more than 2 GB). Returns the data file, or None."""
+    import onnx
+
+    if weights_bytes(model) > external_data_threshold:
+        location = path.name + ".data"
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=location, size_threshold=1024)
+        return path.with_name(location)
+    onnx.save_model(model, str(path))
+    return None
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("debx", "torch", "transformers", "onnx", "onnxscript", "onnxruntime", "onnxruntime-extensions"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=str(path.parent))
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=2, sort_keys=False, default=str)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The export
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _check_request(cfg: ExportConfig) -> None:
+    if cfg.attention not in MODES:
+        raise ConfigError(f"--attention {cfg.attention!r}: choose one of {', '.join(MODES)}")
+    if cfg.head is not None and cfg.head not in HEADS:
+        raise ConfigError(f"--head {cfg.head!r}: choose one of {', '.join(HEADS)}")
+    if cfg.output.suffix.lower() != ".onnx":
+        raise ConfigError(f"-o {cfg.output}: the output file must end in .onnx")
+    if cfg.output.is_dir():
+        raise ConfigError(f"-o {cfg.output}: is a folder, expected a .onnx file name")
+    for flag, value in (("--batch", cfg.batch), ("--seq", cfg.seq), ("--max-seq-len", cfg.max_seq_len)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} must be >= 1, got {value}")
+
+
+def export_onnx(cfg: ExportConfig) -> ExportResult:
+    """Export, check, (convert,) validate and write `cfg.output` + `<output>.json`. Nothing is written on failure."""
+    import onnx
+
+    from debx.runtimes.torch import load_for_head
+    from debx.variants import describe_variant
+    from exporters import checks
+    from exporters.validate import ValidationFailed, expected_axes, validate_onnx
+
+    _check_request(cfg)
+    model, ckpt, head = load_for_head(cfg.checkpoint, cfg.head)
+    mcfg = ckpt.config
+    oc = onnx_config_for(mcfg)
+    check_supported(cfg.attention, mcfg)
+    opset = oc.check_opset(cfg.opset if cfg.opset is not None else oc.default_opset)
+    limit = mcfg.max_position_embeddings
+    max_len = cfg.max_seq_len or cfg.seq or limit
+    if max_len > limit:
+        raise ConfigError(f"--max-seq-len {max_len} exceeds the model's limit of {limit} tokens (max_position_embeddings)")
+    if cfg.seq is not None and cfg.seq > max_len:
+        raise ConfigError(f"--seq {cfg.seq} exceeds --max-seq-len {max_len}")
+    variant = describe_variant(mcfg)
+    shapes = {"batch": cfg.batch or "dynamic", "sequence": cfg.seq or "dynamic", "max_seq_len": max_len}
+    meta = {"attention": cfg.attention, "precision": cfg.precision, "head": head, "variant": variant,
+            "source_fingerprint": ckpt.fingerprint, "opset": opset, "max_seq_len": max_len}
+
+    out = cfg.output.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=str(out.parent)))
+    try:
+        traced = work / "traced.onnx"
+        trace_to_onnx(model, mcfg, head, traced, mode=cfg.attention, opset=opset, max_seq_len=max_len,
+                      batch=cfg.batch, seq=cfg.seq)
+        graph = tidy_graph(onnx.load(str(traced)), name=f"debx-{variant}-{head}", metadata=meta)
+        if cfg.fp16:
+            from exporters.fp16 import convert_to_fp16
+
+            graph = convert_to_fp16(graph, cfg.keep_fp32)
+        staged = work / out.name
+        data = save_onnx(graph, staged, cfg.external_data_threshold)
+        del graph
+        if cfg.validate:
+            report = validate_onnx(staged, model=model, ckpt=ckpt, head=head, precision=cfg.precision,
+                                   attention=cfg.attention, max_seq_len=max_len, batch=cfg.batch, seq=cfg.seq,
+                                   data_dir=cfg.data_dir)
+        else:  # the structural checks always run
+            report = None
+            out_name, token_level = oc.output_names(head)[0], head in ("embeddings", "masked-lm")
+            problems = checks.graph_problems(
+                onnx.load(str(staged), load_external_data=False), mode=cfg.attention,
+                num_layers=mcfg.num_hidden_layers,
+                expected_axes=expected_axes(oc.input_names(mcfg), out_name, token_level, cfg.batch, cfg.seq))
+            if problems:
+                raise ValidationFailed(f"graph checks failed ({len(problems)}): " + "; ".join(problems))
+        sidecar = {
+            "format": "debx-onnx/1",
+            "file": out.name,
+            "external_data": data.name if data else None,
+            "source": {"checkpoint": str(ckpt.path.resolve()), "fingerprint": ckpt.fingerprint,
+                       "model_type": mcfg.model_type},
+            "variant": variant,
+            "head": head,
+            "inputs": oc.input_names(mcfg),
+            "outputs": oc.output_names(head),
+            "opset": opset,
+            "attention": cfg.attention,
+            "precision": cfg.precision,
+            "keep_fp32": list(cfg.keep_fp32 if cfg.keep_fp32 is not None else _default_keep()) if cfg.fp16 else [],
+            "shapes": shapes,
+            "versions": _versions(),
+            "parity": report.to_dict() if report else None,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        # into place: weights first, then the graph that points at them, then the sidecar
+        stale_data = out.with_name(out.name + ".data")
+        if data is not None:
+            os.replace(data, stale_data)
+        os.replace(staged, out)
+        if data is None and stale_data.exists():
+            stale_data.unlink()
+        side = out.with_name(out.name + ".json")
+        _write_json_atomic(side, sidecar)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return ExportResult(output=out, sidecar=side, metadata=sidecar, external_data=stale_data if data else None,
+                        report=report)
+
+
+def _default_keep() -> tuple[str, ...]:
+    from exporters.fp16 import KEEP_FP32
+
+    return KEEP_FP32

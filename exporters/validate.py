@@ -1,0 +1,318 @@
+"""Prove an exported ONNX file equal to the PyTorch model it came from: names -> axes -> shapes -> values, per output
+and precision. Every failure is collected; one `ValidationFailed` lists them all.
+
+Inputs are real sentences (GLUE dev sets when a GLUE folder is found, else a small built-in set), tokenized by the
+checkpoint's own tokenizer: batch 1 and > 1, a 1-token sequence, short ones, pairs with padding, and the maximum
+length. Pinned batch/sequence sizes are honoured.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from debx.errors import ConfigError, DebxError, GateFailed
+from debx.runtimes import HEAD_OUTPUTS
+from debx.runtimes.compare import Case, Comparator, OutputDiff
+from exporters.onnx_config import BATCH_AXIS, SEQUENCE_AXIS, Tolerance, tolerance_for
+
+FALLBACK_SENTENCES = [  # used when no GLUE folder is around (e.g. a user's machine); plain, varied English
+    "The film is a quiet, patient portrait of a family that slowly learns to talk again.",
+    "A waste of two perfectly good actors.",
+    "Revenue rose 4 percent in the third quarter, the company said on Tuesday.",
+    "The company said on Tuesday that third-quarter revenue had grown by four percent.",
+    "It rained.",
+    "Nobody expected the committee to approve the plan before the end of the year, but it did.",
+    "The bridge, which was built in 1932, will be closed for repairs until spring.",
+    "Is this the way to the station?",
+]
+
+
+class ValidationFailed(GateFailed):
+    """The exported model does not match the PyTorch model (every failed check is listed)."""
+
+
+@dataclass
+class ValidationReport:
+    precision: str
+    attention: str | None
+    tolerance: dict
+    cases: list[dict] = field(default_factory=list)  # name, shape, max_abs_diff per output, argmax agreement
+    max_abs_diff: float = 0.0
+    argmax_agreement: float | None = None
+    failures: list[str] = field(default_factory=list)
+    text_source: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Inputs
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def real_sentences(data_dir: str | Path | None = None) -> tuple[list[str], list[tuple[str, str]], str]:
+    """(single sentences, sentence pairs, where they came from): GLUE SST-2 and MRPC dev, else the built-in set."""
+    try:
+        from debx.tasks import load_split
+
+        singles = [e.text_a for e in load_split("sst2", data_dir, "dev", limit=64)]
+        pairs = [(e.text_a, e.text_b) for e in load_split("mrpc", data_dir, "dev", limit=16)]
+        return singles, pairs, "GLUE SST-2 + MRPC dev"
+    except DebxError:
+        s = FALLBACK_SENTENCES
+        return list(s), list(zip(s[::2], s[1::2])), "built-in sentences (no GLUE folder found)"
+
+
+def _tokenizer_or_none(checkpoint: Path | None):
+    if checkpoint is None:
+        return None
+    folder = Path(checkpoint).resolve()
+    stamp = tuple(sorted((f.name, f.stat().st_mtime_ns) for f in folder.iterdir() if "token" in f.name or
+                         f.suffix == ".model"))
+    return _load_tokenizer_cached(str(folder), stamp)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_tokenizer_cached(folder: str, stamp: tuple):  # stamp: tokenizer file names + mtimes (cache key only)
+    from debx.tokenizer import load_tokenizer
+
+    try:
+        return load_tokenizer(folder)
+    except DebxError:
+        return None
+
+
+def _rows(tokenizer, texts, max_len: int, vocab_size: int, rng: np.random.Generator) -> list[list[int]]:
+    """Token ids per text (pairs as (a, b) tuples); random in-vocabulary ids when there is no tokenizer."""
+    if tokenizer is None:
+        lengths = [min(max_len, 2 + len(t[0].split()) + (len(t[1].split()) + 1 if isinstance(t, tuple) else 0))
+                   if isinstance(t, tuple) else min(max_len, 2 + len(t.split())) for t in texts]
+        return [[1, *rng.integers(5, max(6, vocab_size), n - 2).tolist(), 2][:n] for n in lengths]
+    from debx.tokenizer import encode
+
+    a = [t[0] if isinstance(t, tuple) else t for t in texts]
+    b = [t[1] if isinstance(t, tuple) else None for t in texts]
+    enc = encode(tokenizer, a, b if any(x is not None for x in b) else None, max_len)
+    return enc.input_ids, enc.token_type_ids
+
+
+def _feeds(ids: list[list[int]], types: list[list[int]] | None, pad_id: int, n: int | None, with_types: bool
+           ) -> dict[str, np.ndarray]:
+    n = n or max(len(r) for r in ids)
+    out_ids = np.full((len(ids), n), pad_id, dtype=np.int64)
+    mask = np.zeros((len(ids), n), dtype=np.int64)
+    tt = np.zeros((len(ids), n), dtype=np.int64)
+    for r, row in enumerate(ids):
+        row = row[:n]
+        out_ids[r, :len(row)] = row
+        mask[r, :len(row)] = 1
+        if types is not None:
+            tt[r, :len(row)] = types[r][:n]
+    feeds = {"input_ids": out_ids, "attention_mask": mask}
+    if with_types:
+        feeds["token_type_ids"] = tt
+    return feeds
+
+
+def validation_cases(checkpoint: Path | None, cfg, max_len: int, *, batch: int | None = None, seq: int | None = None,
+                     data_dir: str | Path | None = None) -> tuple[list[Case], str]:
+    """The standard validation inputs for a model (see the module doc), and a note on where the text came from."""
+    tokenizer = _tokenizer_or_none(checkpoint)
+    singles, pairs, source = real_sentences(data_dir)
+    if tokenizer is None:
+        source += ", random token ids (the checkpoint has no tokenizer)"
+    rng = np.random.default_rng(0)
+    max_len = seq or max_len
+    with_types = cfg.type_vocab_size > 0
+    pad = cfg.pad_token_id
+    cls_id = getattr(tokenizer, "cls_token_id", None) or 1
+
+    def encode(texts, limit=max_len):
+        got = _rows(tokenizer, texts, limit, cfg.vocab_size, rng)
+        return got if isinstance(got, tuple) else (got, None)
+
+    long_text = " ".join(singles)  # far longer than any model limit: truncated to exactly max_len tokens
+    specs = [
+        ("1 token, batch 1", ([[cls_id]], [[0]])),
+        ("short, batch 1", encode(singles[:1])),
+        ("pairs with padding, batch 4", encode(pairs[:4])),
+        ("sentences with padding, batch 8", encode(singles[1:9])),
+        ("maximum length, batch 2", encode([long_text, singles[9 % len(singles)]])),
+    ]
+    cases = []
+    for name, (ids, types) in specs:
+        if batch is not None:  # pinned batch: repeat or cut the rows to exactly `batch`
+            reps = -(-batch // len(ids))
+            ids, types = (ids * reps)[:batch], ((types or [[0] * len(r) for r in ids]) * reps)[:batch]
+        cases.append(Case(name, _feeds(ids, types, pad, seq, with_types)))
+    too_big = max(int(c.feeds["input_ids"].max()) for c in cases)
+    if too_big >= cfg.vocab_size:
+        raise ConfigError(f"the checkpoint's tokenizer produces id {too_big} but the model has vocab_size "
+                          f"{cfg.vocab_size}: tokenizer and model do not belong together")
+    return cases, source
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Validation
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def expected_axes(input_names: list[str], output_name: str, token_level: bool, batch: int | None,
+                  seq: int | None) -> dict[str, dict[int, str | int]]:
+    io = {0: batch if batch is not None else BATCH_AXIS, 1: seq if seq is not None else SEQUENCE_AXIS}
+    axes = {n: dict(io) for n in input_names}
+    axes[output_name] = dict(io) if token_level else {0: io[0]}
+    return axes
+
+
+def _argmax_kind(head: str, cfg) -> str | None:
+    if head == "classification" and cfg.num_labels > 1:
+        return "rows"
+    if head == "masked-lm":
+        return "tokens"
+    return None
+
+
+def judge(diffs: list[OutputDiff], tol: Tolerance) -> tuple[list[str], float, float | None]:
+    """Failures, the overall max abs diff and the argmax agreement of a candidate's diffs."""
+    failures = []
+    worst = 0.0
+    total = same = 0
+    for d in diffs:
+        where = f"[{d.case}] {d.output}"
+        if d.shape is None:
+            failures.append(f"{where}: output missing")
+            continue
+        if d.shape != d.ref_shape:
+            failures.append(f"{where}: shape {d.shape} != PyTorch {d.ref_shape}")
+            continue
+        if not d.finite:
+            failures.append(f"{where}: inf/NaN in the output")
+            worst = float("inf")
+            continue
+        worst = max(worst, d.max_abs_diff)
+        if d.max_abs_diff > tol.atol:
+            failures.append(f"{where}: max abs diff {d.max_abs_diff:.3g} > {tol.atol:g}")
+        total += d.argmax_total
+        same += d.argmax_same
+    agreement = same / total if total else None
+    if agreement is not None and agreement < tol.argmax_agreement:
+        failures.append(f"argmax agreement {agreement:.2%} < {tol.argmax_agreement:.1%} ({total - same} of {total} differ)")
+    return failures, worst, agreement
+
+
+def read_sidecar(onnx_path: Path) -> dict:
+    side = onnx_path.with_name(onnx_path.name + ".json")
+    if side.is_file():
+        try:
+            return json.loads(side.read_text())
+        except json.JSONDecodeError:
+            return {}
+    return {}
+
+
+def graph_facts(onnx_path: Path) -> dict:
+    """What the file itself says: precision, attention mode, inputs/outputs (without loading external weights)."""
+    import onnx
+
+    from debx.runtimes.reference_ops import DEBX_OP, TRT_OP
+
+    g = onnx.load(str(onnx_path), load_external_data=False).graph
+    ops = {n.op_type for n in g.node}
+    fp16 = any(t.data_type == onnx.TensorProto.FLOAT16 for t in g.initializer)
+    outputs = {o.name: len(o.type.tensor_type.shape.dim) for o in g.output}
+    return {"precision": "fp16" if fp16 else "fp32",
+            "attention": "debx" if DEBX_OP in ops else "trt" if TRT_OP in ops else "onnx",
+            "inputs": [i.name for i in g.input], "outputs": outputs}
+
+
+def validate_onnx(onnx_path: str | Path, checkpoint: str | Path | None = None, *, model=None, ckpt=None,
+                  head: str | None = None, precision: str | None = None, attention: str | None = None,
+                  max_seq_len: int | None = None, batch: int | None = None, seq: int | None = None,
+                  data_dir: str | Path | None = None, check_overflow: bool = True, threads: int | None = None,
+                  raise_on_failure: bool = True) -> ValidationReport:
+    """Compare `onnx_path` with the PyTorch model of `checkpoint` (or an already loaded model/ckpt).
+
+    Unspecified settings come from the file's sidecar, then from the graph itself.
+    """
+    import onnx
+
+    from debx.runtimes.onnxruntime import OnnxRuntimeRunner
+    from debx.runtimes.torch import TorchRunner, load_for_head, resolve_head
+    from exporters import checks
+
+    onnx_path = Path(onnx_path)
+    if not onnx_path.is_file():
+        raise ConfigError(f"{onnx_path}: no such ONNX file")
+    side, facts = read_sidecar(onnx_path), graph_facts(onnx_path)
+    shapes = side.get("shapes", {})
+    precision = precision or side.get("precision") or facts["precision"]
+    attention = attention or side.get("attention") or facts["attention"]
+    batch = batch if batch is not None else shapes.get("batch") if isinstance(shapes.get("batch"), int) else None
+    seq = seq if seq is not None else shapes.get("sequence") if isinstance(shapes.get("sequence"), int) else None
+    if head is None:
+        head = side.get("head")
+    if head is None:  # from the graph: hidden states, token logits or sequence logits
+        out_name, rank = next(iter(facts["outputs"].items()))
+        head = "embeddings" if out_name == "last_hidden_state" else "masked-lm" if rank == 3 else None
+    if model is None:
+        if checkpoint is None:
+            raise ConfigError("validation needs the source checkpoint (--model CKPT_DIR)")
+        model, ckpt, head = load_for_head(checkpoint, head)
+    else:
+        head = resolve_head(ckpt.config, ckpt.head, head)
+    cfg = ckpt.config
+    max_len = max_seq_len or shapes.get("max_seq_len") or cfg.max_position_embeddings
+    tol = tolerance_for(precision)
+    report = ValidationReport(precision, attention, asdict(tol))
+    out_name, token_level = HEAD_OUTPUTS[head]
+    in_names = ["input_ids", "attention_mask"] + (["token_type_ids"] if cfg.type_vocab_size > 0 else [])
+
+    # 1. names
+    if facts["inputs"] != in_names:
+        report.failures.append(f"inputs are {facts['inputs']}, expected {in_names}")
+    if list(facts["outputs"]) != [out_name]:
+        report.failures.append(f"outputs are {list(facts['outputs'])}, expected ['{out_name}'] for head {head}")
+    # 2. axes (and the rest of the structural checks)
+    graph = onnx.load(str(onnx_path), load_external_data=False)
+    report.failures += checks.graph_problems(graph, mode=attention, num_layers=cfg.num_hidden_layers,
+                                             expected_axes=expected_axes(in_names, out_name, token_level, batch, seq))
+    if report.failures and any("outputs are" in f or "inputs are" in f for f in report.failures):
+        return _finish(report, raise_on_failure)
+    # 3 + 4. shapes and values on real inputs
+    cases, report.text_source = validation_cases(ckpt.path, cfg, max_len, batch=batch, seq=seq, data_dir=data_dir)
+    torch_runner = TorchRunner(ckpt.path, head=head, model=model, checkpoint=ckpt)
+    ort_runner = OnnxRuntimeRunner(onnx_path, threads=threads)
+    with torch_runner, ort_runner:
+        diffs = Comparator(torch_runner, ort_runner).run(cases, {out_name: _argmax_kind(head, cfg)})[ort_runner.name]
+    failures, report.max_abs_diff, report.argmax_agreement = judge(diffs, tol)
+    report.failures += failures
+    report.cases = [{"case": d.case, "shape": list(d.ref_shape), "output": d.output, "max_abs_diff": d.max_abs_diff,
+                     "argmax": f"{d.argmax_same}/{d.argmax_total}" if d.argmax_total else None} for d in diffs]
+    # FP16: no intermediate may overflow on these real inputs
+    if precision == "fp16" and check_overflow:
+        from exporters.fp16 import overflow_problems
+
+        from onnx.external_data_helper import uses_external_data
+
+        external = any(uses_external_data(t) for t in graph.graph.initializer)
+        report.failures += overflow_problems(graph, [c.feeds for c in cases],
+                                             model_dir=onnx_path.parent if external else None)
+    return _finish(report, raise_on_failure)
+
+
+def _finish(report: ValidationReport, raise_on_failure: bool) -> ValidationReport:
+    if report.failures and raise_on_failure:
+        n = len(report.failures)
+        raise ValidationFailed(f"validation failed ({n} problem{'s' if n > 1 else ''}): " + "; ".join(report.failures))
+    return report

@@ -1,7 +1,8 @@
 /*
  * debx runtime: JSON-lines requests shared by debx_tokenize and debx_serve.
  *
- * One request per line: {"text": "...", "text_pair": "..."} (text_pair optional or null). A malformed line gets
+ * One request per line: {"text": "...", "text_pair": "..."} (text_pair optional, null or "" for none, as in
+ * transformers, where an empty text_pair is no pair). A malformed line gets
  * {"error": "..."} in its place on stdout, so a service wrapping the program keeps its line accounting.
  */
 #pragma once
@@ -54,6 +55,10 @@ inline Request parseRequest(std::string const& line)
             throw std::invalid_argument("\"text_pair\" must be a string or null");
         }
         r.textPair = pair->get<std::string>();
+        if (r.textPair->empty())
+        {
+            r.textPair.reset(); // transformers treats an empty text_pair as no pair: [CLS] a [SEP]
+        }
     }
     return r;
 }

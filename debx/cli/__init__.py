@@ -15,7 +15,11 @@ from debx.errors import DebxError
 
 COMMANDS: list[tuple[str, str]] = [
     ("train", "debx.cli.train"),
-    # ("eval", "debx.cli.eval"),
+    ("export", "debx.cli.export"),
+    ("validate", "debx.cli.validate"),
+    ("calibrate", "debx.cli.calibrate"),
+    ("build", "debx.cli.build"),
+    ("eval", "debx.cli.eval"),
 ]
 
 app = typer.Typer(

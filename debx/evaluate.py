@@ -63,7 +63,7 @@ def source_checkpoint(engine: Path, sidecar: dict) -> Path | None:
     if engine.is_dir():
         return engine
     src = sidecar.get("source") or {}
-    p = src.get("path") if isinstance(src, dict) else src
+    p = (src.get("path") or src.get("checkpoint")) if isinstance(src, dict) else src  # export sidecars: "checkpoint"
     return Path(p) if p else None
 
 
@@ -210,3 +210,69 @@ def write_report(report: dict, path: Path) -> None:
         json.dump(report, f, indent=2)
         f.write("\n")
     os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The accuracy gate against a reference (`debx eval ... --reference CKPT_DIR|report.json --gate paper`)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def load_reference_report(path: Path) -> dict:
+    """A `debx eval` JSON report used as the reference (it must hold predictions and guids)."""
+    try:
+        report = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"--reference {path}: not a readable JSON report ({e})") from None
+    if not isinstance(report, dict) or "predictions" not in report or "guids" not in report:
+        raise ConfigError(f"--reference {path}: not a debx eval report (no predictions/guids)")
+    return report
+
+
+def reference_report(cfg: EvalConfig, reference: Path) -> dict:
+    """The reference's report: read from a report.json, or computed now with the candidate's settings."""
+    from dataclasses import replace
+
+    reference = Path(reference)
+    if not reference.exists():
+        raise ConfigError(f"--reference {reference}: no such file or directory")
+    if reference.is_file() and reference.suffix.lower() == ".json":
+        return load_reference_report(reference)
+    return evaluate(replace(cfg, engine=reference)).report
+
+
+def gate_against(cfg: EvalConfig, result: EvalResult, reference: Path, gate_cfg) -> tuple:
+    """(GateResult, reference report): the candidate `result` against `reference` on the same examples."""
+    from debx.gate import gate_reports
+
+    ref = reference_report(cfg, reference)
+    return gate_reports(result.task, ref, result.report, result.labels, gate_cfg), ref
+
+
+def gate_notes(report: dict) -> list[str]:
+    notes = []
+    if report.get("excluded_calibration_rows"):
+        notes.append(f"{report['excluded_calibration_rows']} {report.get('split', 'dev')} rows were used to calibrate "
+                     "the candidate and are excluded from this evaluation (and from the comparison).")
+    if report.get("truncated"):
+        notes.append(f"{report['truncated']} examples were truncated to the length limit.")
+    return notes
+
+
+def gate_output_paths(report_path: Path) -> tuple[Path, Path]:
+    """Markdown and PNG written next to the JSON report: report.json -> report.md, report.png."""
+    report_path = Path(report_path)
+    return report_path.with_suffix(".md"), report_path.with_suffix(".png")
+
+
+def write_gate_outputs(report_path: Path, report: dict, result, reference: dict) -> tuple[Path, Path]:
+    """JSON (the candidate report with `gate` and `reference` entries), Markdown table and PNG plot."""
+    from debx.report import plot, write_markdown
+
+    report = dict(report)
+    report["gate"] = result.to_dict()
+    report["reference"] = {k: reference.get(k) for k in ("engine", "metrics", "n_examples", "split", "data")}
+    md, png = gate_output_paths(report_path)
+    write_report(report, report_path)
+    write_markdown(md, [result], gate_notes(report))
+    plot(png, [result], title=f"{result.task}: {result.candidate_name} vs {result.reference_name}")
+    return md, png

@@ -22,9 +22,18 @@ def command(
     provider: Optional[str] = typer.Option(None, "--provider", help="ONNX Runtime execution provider: cpu, cuda, tensorrt."),
     plugins: List[Path] = typer.Option([], "--plugins", help="TensorRT plugin library (libdebx_plugins.so)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Score only the first N rows."),
-    report: Optional[Path] = typer.Option(None, "--report", help="Write the JSON report here."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write the JSON report here (with --reference also "
+                                          "REPORT.md and REPORT.png)."),
+    reference: Optional[Path] = typer.Option(None, "--reference", help="Gate against this reference: a checkpoint "
+                                             "folder or model file (evaluated now), or a debx eval report.json."),
+    gate: Optional[str] = typer.Option(None, "--gate", help="Gate mode with --reference: paper (default), relative "
+                                       "or none."),
+    tolerance: Optional[float] = typer.Option(None, "--tolerance", help="Allowed drop: metric points for --gate "
+                                              "paper (default: the task's paper range), percent of the reference "
+                                              "for relative (default 1)."),
 ) -> None:
-    """Score a model on a GLUE/user task split: metrics table on screen, JSON report on request."""
+    """Score a model on a GLUE/user task split: metrics table on screen, JSON report on request; with --reference,
+    gate it against the reference (exit 1 on FAIL)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -33,6 +42,15 @@ def command(
 
     if (model is None) == (engine is None):
         raise ConfigError("give exactly one of --model CKPT_DIR or --engine FILE")
+    if reference is None and (gate is not None or tolerance is not None):
+        raise ConfigError("--gate/--tolerance need --reference CKPT_DIR|MODEL|report.json")
+    gate_cfg = None
+    if reference is not None:
+        from debx.gate import GateConfig
+
+        gate_cfg = GateConfig(mode=gate or "paper", tolerance=tolerance)
+        if not reference.exists():
+            raise ConfigError(f"--reference {reference}: no such file or directory")
     cfg = EvalConfig(task=task, engine=model or engine, data_dir=data_dir, split=split, tokenizer=tokenizer,
                      batch_size=batch_size, max_seq_len=max_seq_len, overflow=overflow, threads=threads,
                      provider=provider, plugins=list(plugins), limit=limit)
@@ -48,6 +66,27 @@ def command(
         con.print(f"excluded {r['excluded_calibration_rows']} rows used for calibration")
     if r["truncated"]:
         con.print(f"warning: {r['truncated']} examples truncated to the length limit")
+    if gate_cfg is None:
+        if report is not None:
+            write_report(r, report)
+            con.print(f"report: {report}")
+        return
+    _gate(cfg, res, reference, gate_cfg, report, con)
+
+
+def _gate(cfg, res, reference, gate_cfg, report, con) -> None:
+    from debx.errors import GateFailed
+    from debx.evaluate import gate_against, gate_notes, write_gate_outputs
+    from debx.report import markdown_table
+
+    result, ref = gate_against(cfg, res, reference, gate_cfg)
+    print(f"accuracy gate ({result.mode}):")
+    print(markdown_table([result]))  # plain text: readable in any terminal width and in CI logs
+    for note in gate_notes(res.report):
+        print(note)
     if report is not None:
-        write_report(r, report)
-        con.print(f"report: {report}")
+        md, png = write_gate_outputs(report, res.report, result, ref)
+        con.print(f"report: {report}, {md}, {png}")
+    if not result.passed:
+        raise GateFailed(f"gate {result.mode}: {result.task} {result.metric} {result.candidate:.2f} vs reference "
+                         f"{result.reference:.2f} (delta {result.delta:+.2f}, allowed drop {result.allowed_drop:.2f})")

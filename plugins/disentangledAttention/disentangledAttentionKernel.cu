@@ -164,12 +164,14 @@ __global__ void __launch_bounds__(kThreads) debxDisentangledAttentionKernel(Para
             {
                 continue;
             }
+            // Relative slot of (i, j0 + lane): one bucket evaluation per key, shared through the warp below.
+            int32_t const myIndex = relativeIndex(i, j0 + lane, p);
             // Scores of this tile: lane jj keeps the score of key j0 + jj.
             float myScore = -INFINITY;
             for (int32_t jj = 0; jj < jCount; ++jj)
             {
-                int32_t const j = j0 + jj;
-                int64_t const rowOffset = static_cast<int64_t>(relativeIndex(i, j, p)) * hidden + headOffset;
+                int32_t const index = __shfl_sync(kFullMask, myIndex, jj);
+                int64_t const rowOffset = static_cast<int64_t>(index) * hidden + headOffset;
                 float partial = 0.0F;
 #pragma unroll
                 for (int32_t c = 0; c < kDPerLane; ++c)

@@ -1,4 +1,4 @@
-"""Helpers for the plugin tests: CMake builds, the TensorRT headers, the ctypes mirror of the op parameters.
+"""Helpers for the plugin tests: CMake builds, skip-or-fail rules, the ctypes mirror of the op parameters.
 
 The CPU targets (debx_attention_host, debx_tokenize) need only cmake and a C++ compiler. Under CI=true a missing
 tool is a failure, never a skip: the point of these tests is that CI proves the C++ code.
@@ -10,7 +10,6 @@ import ctypes
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,6 @@ PLUGINS = ROOT / "plugins"
 SHARED = ROOT.parent / "shared"
 SPM = SHARED / "tokenizers" / "deberta-v3" / "spm.model"
 IN_CI = os.environ.get("CI", "").lower() == "true"
-KERNEL_LENS = "kernel-lens-2.0.1"
 
 
 def require(condition: bool, reason: str) -> None:
@@ -34,18 +32,6 @@ def require(condition: bool, reason: str) -> None:
 
 def cache_dir() -> Path:
     return Path(os.environ.get("DEBX_CACHE", Path.home() / ".cache" / "debx"))
-
-
-def tensorrt_include_dir() -> Path | None:
-    """TensorRT 10 headers: $TENSORRT_INCLUDE_DIR, else the kernel-lens sdist unpacked by plugins/ci_compile.sh."""
-    candidates = []
-    if os.environ.get("TENSORRT_INCLUDE_DIR"):
-        candidates.append(Path(os.environ["TENSORRT_INCLUDE_DIR"]))
-    candidates.append(cache_dir() / KERNEL_LENS / "kernel_lens" / "include" / "tensorrt")
-    for c in candidates:
-        if (c / "NvInferRuntime.h").is_file():
-            return c
-    return None
 
 
 def run(cmd: list[str], cwd: Path | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -82,7 +68,3 @@ class Params(ctypes.Structure):
         ("p2c", ctypes.c_int32),
         ("scale", ctypes.c_float),
     ]
-
-
-def python_executable() -> str:
-    return sys.executable

@@ -1,0 +1,650 @@
+"""`debx bench`: side-by-side latency and throughput of several engines, in one process, on the same inputs.
+
+Method (what the numbers mean):
+  * every engine is loaded first; a failure to load or build any requested engine stops the run before timing, with
+    one line saying why (an engine is never silently dropped);
+  * for each (batch, seq) shape: the same random token ids (seeded, all positions real) go to every engine;
+    `warmup` untimed calls per engine, then timed calls in round-robin order (engine A, B, C, A, B, C, ... with the
+    starting engine rotating every round), so that machine noise and thermal drift hit all engines alike;
+  * latency percentiles (p50/p90/p99) are over the wall-clock time of single `infer` calls (inputs already in
+    NumPy, outputs converted to NumPy: what a caller pays); throughput is batch / p50 (sequences/s) and
+    batch * seq / p50 (tokens/s);
+  * memory: `load_mb` is the growth of the process's resident set (RSS) while the engine was loaded (weights,
+    session, graph optimisation); `run_mb` is the further RSS growth during that engine's warm-up calls at a shape
+    (activation buffers and arenas; 0 when memory reserved at an earlier, larger shape is reused). Both are RSS
+    deltas of the shared process, so allocator reuse between engines can hide memory: treat them as indications;
+  * `ratio` is p50 latency divided by the reference entry's p50 at the same shape (the first entry unless
+    `ratio_to` names another): below 1 is faster;
+  * `max_abs_diff` is the largest difference of the engine's output from the reference entry's output on the
+    first timed inputs (a guard against "fast but wrong"; the accuracy gate is `debx eval`).
+
+Engines: a checkpoint folder (the debx PyTorch model, eager FP32), any .onnx file (ONNX Runtime), a TensorRT plan
+(when TensorRT is present), and the baselines `pytorch` (debx PyTorch), `hf` (transformers PyTorch model), and
+`optimum` (Optimum's ONNX export, optimized, FP32 and dynamic INT8; see debx/optimum_baseline.py).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from debx.errors import ConfigError, DebxError, MissingDependencyError
+
+COMPARE = ("pytorch", "hf", "optimum", "optimum-fp32", "optimum-int8")
+FORMAT = "debx-bench/1"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BenchConfig:
+    models: list[Path] = field(default_factory=list)  # checkpoint folders: the debx PyTorch model
+    engines: list[Path] = field(default_factory=list)  # .onnx / .plan files
+    batches: tuple[int, ...] = (1,)
+    seqs: tuple[int, ...] = (128,)
+    threads: int | None = None  # intra-op threads for every engine (None: each runtime's default)
+    compare: tuple[str, ...] = ()  # pytorch, hf, optimum (= optimum-fp32 + optimum-int8)
+    warmup: int = 3
+    iters: int | None = 20  # timed calls per engine and shape (None: use `seconds`)
+    seconds: float | None = None  # time budget per shape, shared by all engines (at least `min_iters` calls each)
+    min_iters: int = 3
+    ratio_to: str | None = None  # engine name for the ratio column (default: the first entry)
+    seed: int = 0
+    json_path: Path | None = None
+    plot_path: Path | None = None
+    cache_dir: Path | None = None  # exported baselines (default: $DEBX_CACHE or ~/.cache/debx)
+
+    def __post_init__(self) -> None:
+        self.models = [Path(p) for p in self.models]
+        self.engines = [Path(p) for p in self.engines]
+        self.batches = tuple(int(b) for b in self.batches)
+        self.seqs = tuple(int(s) for s in self.seqs)
+        compare = []
+        for c in self.compare:
+            if c not in COMPARE:
+                raise ConfigError(f"--compare {c!r}: choose from {', '.join(COMPARE[:3])}")
+            compare += ["optimum-fp32", "optimum-int8"] if c == "optimum" else [c]
+        self.compare = tuple(dict.fromkeys(compare))
+        if not self.models and not self.engines:
+            raise ConfigError("nothing to benchmark: give at least one --model CKPT_DIR or --engine FILE")
+        if not self.batches or not self.seqs or min(self.batches) < 1 or min(self.seqs) < 1:
+            raise ConfigError("--batch and --seq need positive integers, e.g. --batch 1,8 --seq 128")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"--threads must be >= 1, got {self.threads}")
+        if self.warmup < 0:
+            raise ConfigError(f"--warmup must be >= 0, got {self.warmup}")
+        if self.iters is not None and self.seconds is not None:
+            raise ConfigError("give --iters or --seconds, not both")
+        if self.iters is None and self.seconds is None:
+            self.iters = 20
+        if self.iters is not None and self.iters < 1:
+            raise ConfigError(f"--iters must be >= 1, got {self.iters}")
+        if self.seconds is not None and self.seconds <= 0:
+            raise ConfigError(f"--seconds must be > 0, got {self.seconds}")
+        for p in self.models:
+            if not p.is_dir():
+                raise ConfigError(f"--model {p}: not a checkpoint folder")
+        for p in self.engines:
+            if not p.is_file():
+                raise ConfigError(f"--engine {p}: no such file")
+
+
+def parse_int_list(text: str, flag: str) -> tuple[int, ...]:
+    """'1,8,32' -> (1, 8, 32); one clear line on anything else."""
+    try:
+        values = tuple(int(x) for x in str(text).split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r}: expected comma-separated integers, e.g. 1,8,32") from None
+    if not values or min(values) < 1:
+        raise ConfigError(f"{flag} {text!r}: expected positive integers, e.g. 1,8,32")
+    return values
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Engines: anything with activate / infer / deactivate
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Engine:
+    """One benchmarked entry. `runner` follows debx.runtimes.base.Runner (activate/infer/deactivate/describe)."""
+
+    name: str
+    kind: str  # debx-pytorch | hf-pytorch | onnxruntime | tensorrt | optimum-fp32 | optimum-int8
+    runner: object
+    path: str = ""
+    precision: str = "fp32"
+    max_seq_len: int | None = None
+    load_mb: float = 0.0
+    info: dict = field(default_factory=dict)
+
+
+class HFRunner:
+    """The transformers PyTorch model of a checkpoint folder (eager, FP32), with the Runner interface."""
+
+    name = "hf"
+
+    def __init__(self, path: Path, threads: int | None = None):
+        self.path, self.threads, self.model, self.type_vocab = Path(path), threads, None, 0
+
+    def activate(self):
+        import torch
+        import transformers
+
+        from debx.tokenizer import _quiet_transformers
+
+        _quiet_transformers()
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        cfg = transformers.AutoConfig.from_pretrained(str(self.path))
+        arch = (getattr(cfg, "architectures", None) or [""])[0]
+        auto = (transformers.AutoModelForSequenceClassification if arch.endswith("SequenceClassification")
+                else transformers.AutoModelForMaskedLM if arch.endswith("MaskedLM") else transformers.AutoModel)
+        self.model = auto.from_pretrained(str(self.path)).eval()
+        self.type_vocab = int(getattr(cfg, "type_vocab_size", 0) or 0)
+        return self
+
+    @property
+    def input_names(self) -> list[str]:
+        return ["input_ids", "attention_mask"] + (["token_type_ids"] if self.type_vocab > 0 else [])
+
+    def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        args = {k: torch.from_numpy(np.ascontiguousarray(feeds[k], dtype=np.int64)) for k in self.input_names}
+        with torch.inference_mode():
+            out = self.model(**args)
+        name = "logits" if hasattr(out, "logits") and out.logits is not None else "last_hidden_state"
+        return {name: getattr(out, name).float().numpy()}
+
+    def deactivate(self):
+        self.model = None
+
+    def describe(self) -> dict:
+        import torch
+        import transformers
+
+        return {"runner": "hf", "backend": f"transformers {transformers.__version__} / torch {torch.__version__}",
+                "precision": "fp32", "checkpoint": str(self.path)}
+
+
+def rss_mb() -> float:
+    """Resident set size of this process in MiB (Linux /proc; elsewhere the peak from getrusage)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _activate(engine: Engine) -> Engine:
+    before = rss_mb()
+    try:
+        engine.runner.activate()
+    except DebxError:
+        raise
+    except ImportError as e:
+        raise MissingDependencyError(f"{engine.name}: cannot load ({e})") from None
+    except Exception as e:  # a runtime refusing a file: one line, not a traceback
+        raise ConfigError(f"{engine.name}: cannot load {engine.path or engine.kind}: "
+                          f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__}") from None
+    engine.load_mb = max(0.0, rss_mb() - before)
+    try:
+        engine.info = dict(engine.runner.describe())
+    except Exception:  # describe is informative only
+        engine.info = {}
+    return engine
+
+
+def _preimport(engines: Sequence[Engine]) -> None:
+    """Import the runtimes before any engine loads, so that no engine's load_mb includes a library import."""
+    kinds = {e.kind for e in engines}
+    mods = (["torch"] if kinds & {"debx-pytorch", "hf-pytorch"} else []) + (["transformers"] if "hf-pytorch" in kinds else [])
+    if kinds - {"debx-pytorch", "hf-pytorch", "tensorrt"}:
+        mods.append("onnxruntime")
+    for m in mods:
+        try:
+            __import__(m)
+        except ImportError:
+            pass  # the engine's own load reports it
+
+
+def _checkpoint_limit(path: Path) -> int | None:
+    try:
+        return int(json.loads((path / "config.json").read_text()).get("max_position_embeddings"))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def torch_engine(path: Path, threads: int | None, name: str = "debx-pytorch") -> Engine:
+    from debx.runtimes.torch import TorchRunner
+
+    return Engine(name, "debx-pytorch", TorchRunner(path, threads=threads), str(path), "fp32",
+                  _checkpoint_limit(path))
+
+
+def hf_engine(path: Path, threads: int | None) -> Engine:
+    return Engine("hf-pytorch", "hf-pytorch", HFRunner(path, threads), str(path), "fp32", _checkpoint_limit(path))
+
+
+def file_engine(path: Path, threads: int | None, name: str | None = None, kind: str | None = None) -> Engine:
+    from debx.runtimes import backend_for, runner_class
+
+    backend = backend_for(path)
+    try:
+        cls = runner_class(backend)
+    except ImportError as e:
+        raise MissingDependencyError(f"--engine {path}: the {backend} runtime is not available ({e})") from None
+    side = _sidecar(path)
+    precision = side.get("precision") or ("int8" if "int8" in path.name else "fp32")
+    limit = (side.get("shapes") or {}).get("max_seq_len") if isinstance(side.get("shapes"), dict) else None
+    return Engine(name or path.name, kind or backend, cls(path, threads=threads), str(path), precision,
+                  limit if isinstance(limit, int) else None)
+
+
+def _sidecar(path: Path) -> dict:
+    side = path.with_name(path.name + ".json")
+    try:
+        return json.loads(side.read_text()) if side.is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def source_checkpoint(cfg: BenchConfig) -> Path | None:
+    """The checkpoint the baselines are built from: the first --model, else the first engine's sidecar source."""
+    if cfg.models:
+        return cfg.models[0]
+    for e in cfg.engines:
+        src = (_sidecar(e).get("source") or {}).get("checkpoint")
+        if src and Path(src).is_dir():
+            return Path(src)
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Optimum baselines (built once per checkpoint fingerprint, cached)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def cache_root(cfg: BenchConfig | None = None) -> Path:
+    if cfg is not None and cfg.cache_dir is not None:
+        return Path(cfg.cache_dir)
+    return Path(os.environ.get("DEBX_CACHE", Path.home() / ".cache" / "debx"))
+
+
+def optimum_python() -> Path | None:
+    """The Python of the Optimum side venv: $DEBX_OPTIMUM_PYTHON, $DEBX_OPTIMUM_VENV, or <repo>/.venv-optimum."""
+    if os.environ.get("DEBX_OPTIMUM_PYTHON"):
+        return Path(os.environ["DEBX_OPTIMUM_PYTHON"])
+    venv = os.environ.get("DEBX_OPTIMUM_VENV") or str(Path(__file__).resolve().parent.parent / ".venv-optimum")
+    py = Path(venv) / "bin" / "python"
+    return py if py.exists() else None
+
+
+def _optimum_in_process() -> bool:
+    try:
+        import optimum.exporters.onnx  # noqa: F401
+        import optimum.onnxruntime  # noqa: F401
+    except Exception:  # ImportError, or a version clash raising something else at import
+        return False
+    return True
+
+
+def optimum_baselines(checkpoint: Path, cache: Path, head: str = "classification",
+                      runner: Callable[..., subprocess.CompletedProcess] = subprocess.run) -> dict:
+    """{"fp32": path, "int8": path, ...}: Optimum's export + O2 optimization + dynamic INT8 of `checkpoint`,
+    built in-process when Optimum imports here, else with the side venv's Python; cached by fingerprint."""
+    from debx import optimum_baseline
+    from debx.checkpoint import fingerprint
+
+    task = optimum_baseline.TASKS.get(head, "text-classification")
+    key = f"{fingerprint(checkpoint)}-{task}"
+    target = cache / "optimum" / key
+    done = target / "result.json"
+    if done.is_file():
+        result = json.loads(done.read_text())
+        if all(Path(result[k]).is_file() for k in ("fp32", "int8")):
+            return result
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=str(target.parent)))
+    try:
+        if _optimum_in_process():
+            result = optimum_baseline.build(checkpoint, work, task)
+        else:
+            py = optimum_python()
+            if py is None:
+                raise MissingDependencyError(
+                    "--compare optimum needs Optimum (optimum-onnx[onnxruntime]), which cannot be imported here and "
+                    "has no side venv: run `bash scripts/optimum_env.sh` (creates .venv-optimum) or set "
+                    "DEBX_OPTIMUM_VENV")
+            proc = runner([str(py), str(Path(optimum_baseline.__file__).resolve()), str(checkpoint), str(work),
+                           "--task", task], capture_output=True, text=True)
+            line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("DEBX-OPTIMUM ")), None)
+            if proc.returncode != 0 or line is None:
+                err = [ln for ln in (proc.stderr or "").strip().splitlines() if ln.strip()]
+                raise MissingDependencyError(
+                    f"--compare optimum: building the Optimum baseline failed in {py} (exit {proc.returncode}): "
+                    f"{err[-1][:240] if err else 'no output'}")
+            result = json.loads(line[len("DEBX-OPTIMUM "):])
+        # paths are inside `work`: re-root them at the final folder before moving it into place
+        for k in ("fp32", "int8"):
+            result[k] = str(target / Path(result[k]).relative_to(work))
+        (work / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+        if target.exists():
+            import shutil
+
+            shutil.rmtree(target)
+        os.replace(work, target)
+    finally:
+        if work.exists():
+            import shutil
+
+            shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Building the engine list
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _head_of(checkpoint: Path) -> str:
+    from debx.checkpoint import HEAD_OF_ARCHITECTURE
+
+    try:
+        arch = (json.loads((checkpoint / "config.json").read_text()).get("architectures") or [""])[0]
+    except (OSError, json.JSONDecodeError):
+        arch = ""
+    return HEAD_OF_ARCHITECTURE.get(arch, "embeddings")
+
+
+def build_engines(cfg: BenchConfig) -> list[Engine]:
+    """Entries in order: --model folders, --engine files, then the --compare baselines (duplicates dropped)."""
+    engines: list[Engine] = []
+    names: set[str] = set()
+
+    def add(e: Engine) -> None:
+        base, i = e.name, 2
+        while e.name in names:
+            e.name, i = f"{base}#{i}", i + 1
+        names.add(e.name)
+        engines.append(e)
+
+    for i, p in enumerate(cfg.models):
+        add(torch_engine(p, cfg.threads, "debx-pytorch" if len(cfg.models) == 1 else f"debx-pytorch:{p.name}"))
+    for p in cfg.engines:
+        add(file_engine(p, cfg.threads))
+    if cfg.compare:
+        src = source_checkpoint(cfg)
+        if src is None:
+            raise ConfigError("--compare needs the source checkpoint: give --model CKPT_DIR (or an --engine whose "
+                              ".json sidecar names an existing checkpoint)")
+        if "pytorch" in cfg.compare and not (cfg.models and src == cfg.models[0]):
+            add(torch_engine(src, cfg.threads))
+        if "hf" in cfg.compare:
+            add(hf_engine(src, cfg.threads))
+        wanted = [c for c in cfg.compare if c.startswith("optimum-")]
+        if wanted:
+            result = optimum_baselines(src, cache_root(cfg), _head_of(src))
+            for c in wanted:
+                prec = c.split("-")[1]
+                e = file_engine(Path(result[prec]), cfg.threads, name=c, kind=c)
+                e.precision = prec
+                e.max_seq_len = _checkpoint_limit(src)
+                e.info = {"recipe": result.get("recipe"), "versions": result.get("versions")}
+                add(e)
+    return engines
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Timing
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def make_feeds(batch: int, seq: int, seed: int = 0, vocab: int = 1000) -> dict[str, np.ndarray]:
+    """Random ids (a [CLS]-like 1 first), every position a real token; token_type_ids zeros."""
+    rng = np.random.default_rng(seed + 1000 * batch + seq)
+    ids = rng.integers(5, vocab, size=(batch, seq), dtype=np.int64)
+    ids[:, 0] = 1
+    return {"input_ids": ids, "attention_mask": np.ones((batch, seq), np.int64),
+            "token_type_ids": np.zeros((batch, seq), np.int64)}
+
+
+def _first_output(out: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    return next(iter(out.values()), None) if out else None
+
+
+def max_abs_diff(a: np.ndarray | None, b: np.ndarray | None) -> float | None:
+    if a is None or b is None or a.shape != b.shape:
+        return None
+    return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max()) if a.size else 0.0
+
+
+def round_robin(n_engines: int, rounds: int) -> list[int]:
+    """Engine order for `rounds` rounds: every engine once per round, the starting engine rotating each round."""
+    return [(r + i) % n_engines for r in range(rounds) for i in range(n_engines)]
+
+
+def time_shape(engines: Sequence[Engine], feeds: Mapping[str, np.ndarray], cfg: BenchConfig,
+               clock: Callable[[], float] = time.perf_counter) -> tuple[dict[str, list[float]], dict[str, float],
+                                                                         dict[str, np.ndarray | None]]:
+    """Warm up, then time every engine round-robin. Returns (latencies in s, run_mb, first outputs) per engine."""
+    n = len(engines)
+    lat: dict[str, list[float]] = {e.name: [] for e in engines}
+    run_mb: dict[str, float] = {e.name: 0.0 for e in engines}
+    outputs: dict[str, np.ndarray | None] = {}
+    for r in range(max(cfg.warmup, 1)):  # at least one untimed call: it also gives the parity outputs
+        for i in range(n):
+            e = engines[(r + i) % n]
+            before = rss_mb()
+            out = e.runner.infer(feeds)
+            run_mb[e.name] = max(run_mb[e.name], rss_mb() - before)
+            outputs.setdefault(e.name, _first_output(out))
+    if cfg.iters is not None:
+        order = round_robin(n, cfg.iters)
+        for idx in order:
+            e = engines[idx]
+            t0 = clock()
+            e.runner.infer(feeds)
+            lat[e.name].append(clock() - t0)
+    else:
+        start, r = clock(), 0
+        while r < cfg.min_iters or clock() - start < cfg.seconds:
+            for i in range(n):
+                e = engines[(r + i) % n]
+                t0 = clock()
+                e.runner.infer(feeds)
+                lat[e.name].append(clock() - t0)
+            r += 1
+    return lat, run_mb, outputs
+
+
+def summarize(times: Sequence[float], batch: int, seq: int) -> dict:
+    t = np.asarray(times, dtype=np.float64) * 1e3
+    p50 = float(np.percentile(t, 50))
+    return {"iters": int(t.size), "p50_ms": p50, "p90_ms": float(np.percentile(t, 90)),
+            "p99_ms": float(np.percentile(t, 99)), "mean_ms": float(t.mean()), "min_ms": float(t.min()),
+            "seq_per_s": batch / (p50 / 1e3), "tokens_per_s": batch * seq / (p50 / 1e3)}
+
+
+@dataclass
+class BenchResult:
+    report: dict
+    json_path: Path | None = None
+    plot_path: Path | None = None
+
+
+def _machine(threads: int | None) -> dict:
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "threads": threads, "python": platform.python_version(),
+            "platform": platform.platform(), "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    out = {}
+    for pkg in ("debx", "torch", "transformers", "onnxruntime", "onnx"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def run_bench(cfg: BenchConfig, engines: Sequence[Engine] | None = None,
+              progress: Callable[[str], None] | None = None) -> BenchResult:
+    """Load every engine, time every shape, and write JSON/PNG when asked. `engines` overrides build_engines."""
+    say = progress or (lambda msg: None)
+    engines = list(engines) if engines is not None else build_engines(cfg)
+    if not engines:
+        raise ConfigError("nothing to benchmark")
+    ref_name = cfg.ratio_to or engines[0].name
+    if ref_name not in {e.name for e in engines}:
+        raise ConfigError(f"--ratio-to {ref_name!r}: no such entry (entries: {', '.join(e.name for e in engines)})")
+    limits = [(e.name, e.max_seq_len) for e in engines if e.max_seq_len]
+    for s in cfg.seqs:
+        for name, limit in limits:
+            if s > limit:
+                raise ConfigError(f"--seq {s} exceeds the {limit}-token limit of {name}")
+    _preimport(engines)
+    for e in engines:
+        say(f"loading {e.name} ({e.kind})")
+        _activate(e)
+    rows: list[dict] = []
+    try:
+        for b in cfg.batches:
+            for s in cfg.seqs:
+                say(f"timing batch {b} x seq {s}")
+                feeds = make_feeds(b, s, cfg.seed)
+                lat, run_mb, outs = time_shape(engines, feeds, cfg)
+                ref_p50 = float(np.percentile(lat[ref_name], 50))
+                for e in engines:
+                    row = {"engine": e.name, "kind": e.kind, "precision": e.precision, "batch": b, "seq": s,
+                           **summarize(lat[e.name], b, s), "load_mb": round(e.load_mb, 1),
+                           "run_mb": round(max(run_mb[e.name], 0.0), 1)}
+                    row["ratio"] = row["p50_ms"] / (ref_p50 * 1e3)
+                    row["max_abs_diff"] = max_abs_diff(outs.get(e.name), outs.get(ref_name))
+                    rows.append(row)
+    finally:
+        for e in engines:
+            try:
+                e.runner.deactivate()
+            except Exception:
+                pass
+    report = {
+        "format": FORMAT,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": _machine(cfg.threads),
+        "versions": _versions(),
+        "config": {k: (str(v) if isinstance(v, Path) else [str(x) for x in v] if isinstance(v, list) else v)
+                   for k, v in asdict(cfg).items() if k not in ("json_path", "plot_path", "cache_dir")},
+        "reference": ref_name,
+        "engines": [{"name": e.name, "kind": e.kind, "path": e.path, "precision": e.precision,
+                     "load_mb": round(e.load_mb, 1), "info": e.info} for e in engines],
+        "results": rows,
+        "method": "round-robin interleaved single calls; wall-clock perf_counter; ratio = p50 / reference p50; "
+                  "memory = RSS deltas (load_mb: while loading; run_mb: growth during warm-up at the shape)",
+    }
+    res = BenchResult(report)
+    if cfg.json_path is not None:
+        res.json_path = write_json(report, cfg.json_path)
+    if cfg.plot_path is not None:
+        res.plot_path = write_plot(report, cfg.plot_path)
+    return res
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Output
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def write_json(report: dict, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=str(path.parent))
+    with os.fdopen(fd, "w") as fh:
+        json.dump(report, fh, indent=2, default=str)
+        fh.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def write_plot(report: dict, path: Path) -> Path:
+    """Grouped bars: p50 latency per shape and engine, whiskers to p90 (log scale when the spread is wide)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise MissingDependencyError("--plot needs matplotlib: pip install 'debx[onnx]'") from None
+    rows = report["results"]
+    shapes = list(dict.fromkeys((r["batch"], r["seq"]) for r in rows))
+    names = [e["name"] for e in report["engines"]]
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(shapes) * max(1, len(names)) / 2), 4.5))
+    width = 0.8 / max(1, len(names))
+    for k, name in enumerate(names):
+        p50 = [next(r["p50_ms"] for r in rows if r["engine"] == name and (r["batch"], r["seq"]) == s) for s in shapes]
+        p90 = [next(r["p90_ms"] for r in rows if r["engine"] == name and (r["batch"], r["seq"]) == s) for s in shapes]
+        xs = [i + (k - (len(names) - 1) / 2) * width for i in range(len(shapes))]
+        ax.bar(xs, p50, width, label=name, yerr=[[0] * len(p50), [b - a for a, b in zip(p50, p90)]], capsize=2)
+    ax.set_xticks(range(len(shapes)))
+    ax.set_xticklabels([f"{b}×{s}" for b, s in shapes])
+    ax.set_xlabel("batch × sequence length")
+    ax.set_ylabel("latency p50 (ms), whisker p90")
+    all_p50 = [r["p50_ms"] for r in rows]
+    if all_p50 and max(all_p50) / max(min(all_p50), 1e-9) > 30:
+        ax.set_yscale("log")
+    threads = report["machine"].get("threads")
+    ax.set_title(f"debx bench · {report['machine'].get('cpu', '')[:40]} · threads {threads or 'default'}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=".png", dir=str(path.parent))
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=120)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def table_rows(report: dict) -> list[list[str]]:
+    """The rows of the on-screen table (also used by tests)."""
+    out = []
+    for r in report["results"]:
+        d = r["max_abs_diff"]
+        out.append([r["engine"], r["precision"], f"{r['batch']}×{r['seq']}", f"{r['p50_ms']:.2f}", f"{r['p90_ms']:.2f}",
+                    f"{r['p99_ms']:.2f}", f"{r['seq_per_s']:.1f}", f"{r['tokens_per_s']:.0f}",
+                    f"{r['load_mb']:.0f}+{r['run_mb']:.0f}", f"{r['ratio']:.3f}", "-" if d is None else f"{d:.1e}"])
+    return out
+
+
+TABLE_COLUMNS = ["engine", "prec", "B×N", "p50 ms", "p90 ms", "p99 ms", "seq/s", "tok/s", "RSS MB load+run",
+                 "× ref p50", "max|Δ| vs ref"]

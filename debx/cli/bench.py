@@ -1,0 +1,69 @@
+"""`debx bench`: latency/throughput of checkpoints, ONNX files and baselines side by side (logic in debx/bench.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def command(
+    model: List[Path] = typer.Option([], "--model", "-m", help="Checkpoint folder: the debx PyTorch model (repeatable)."),
+    engine: List[Path] = typer.Option([], "--engine", "-e", help=".onnx file (ONNX Runtime) or TensorRT plan (repeatable)."),
+    batch: str = typer.Option("1", "--batch", "-b", help="Batch sizes, comma-separated, e.g. 1,8,32."),
+    seq: str = typer.Option("128", "--seq", "-s", help="Sequence lengths, comma-separated, e.g. 32,128,512."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Intra-op threads for every engine."),
+    compare: str = typer.Option("", "--compare", help="Baselines: pytorch, hf, optimum (FP32 + dynamic INT8)."),
+    warmup: int = typer.Option(3, "--warmup", help="Untimed calls per engine and shape."),
+    iters: Optional[int] = typer.Option(None, "--iters", help="Timed calls per engine and shape (default 20)."),
+    seconds: Optional[float] = typer.Option(None, "--seconds", help="Time budget per shape instead of --iters."),
+    ratio_to: Optional[str] = typer.Option(None, "--ratio-to", help="Entry for the ratio column (default: the first)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full report as JSON."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG bar chart."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random input ids."),
+) -> None:
+    """Time engines side by side (same process, same inputs, round-robin): p50/p90/p99, throughput, memory."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from debx.bench import TABLE_COLUMNS, BenchConfig, parse_int_list, run_bench, table_rows
+
+    cfg = BenchConfig(models=list(model), engines=list(engine), batches=parse_int_list(batch, "--batch"),
+                      seqs=parse_int_list(seq, "--seq"), threads=threads,
+                      compare=tuple(c.strip() for c in compare.split(",") if c.strip()), warmup=warmup,
+                      iters=iters, seconds=seconds, ratio_to=ratio_to, seed=seed, json_path=json_out, plot_path=plot)
+    con = Console(stderr=True)
+    res = run_bench(cfg, progress=lambda msg: con.print(f"[dim]{msg}[/dim]"))
+    r = res.report
+    m = r["machine"]
+    t = Table(title=f"debx bench · {m['cpu']} · threads {m['threads'] or 'default'} · ratio to {r['reference']}")
+    for i, c in enumerate(TABLE_COLUMNS):
+        t.add_column(c, justify="left" if i < 3 else "right")
+    for row in table_rows(r):
+        t.add_row(*row)
+    out = Console() if Console().is_terminal else Console(width=170)  # files/pipes: do not squeeze the table
+    out.print(t)
+    if res.json_path:
+        out.print(f"json: {res.json_path}")
+    if res.plot_path:
+        out.print(f"plot: {res.plot_path}")
+
+
+def main() -> None:
+    """`python -m debx.cli.bench ...`: this command alone, with the CLI's one-line error handling."""
+    import sys
+
+    from debx.errors import DebxError
+
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app.command()(command)
+    try:
+        app()
+    except DebxError as e:
+        print(f"debx: error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+
+
+if __name__ == "__main__":
+    main()

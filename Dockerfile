@@ -10,7 +10,7 @@ ARG TRT_IMAGE=nvcr.io/nvidia/tensorrt:25.10-py3
 FROM ${TRT_IMAGE}
 
 ENV DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN apt-get update && apt-get install -y --no-install-recommends cmake g++ libsentencepiece-dev \
+RUN apt-get update && apt-get install -y --no-install-recommends cmake g++ libsentencepiece-dev libutf8proc-dev nlohmann-json3-dev \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /opt/debx/src

@@ -51,8 +51,22 @@ def backend_for(path: str | Path) -> str:
 
 
 def runner_for(path_or_ckpt, **opts):
-    """A (not yet activated) runner for a checkpoint folder, a .onnx file or a TensorRT plan; opts go to the runner."""
+    """A (not yet activated) runner for a checkpoint folder, a .onnx file or a TensorRT plan.
+
+    opts go to the runner; unset ones (None, empty) are dropped, and a set option the backend does not take (e.g.
+    provider="cuda" for a checkpoint folder) is a ConfigError.
+    """
+    import inspect
+
     from debx.checkpoint import Checkpoint
 
     target = path_or_ckpt.path if isinstance(path_or_ckpt, Checkpoint) else path_or_ckpt
-    return runner_class(backend_for(target))(target, **opts)
+    backend = backend_for(target)
+    cls = runner_class(backend)
+    opts = {k: v for k, v in opts.items() if v is not None and not (isinstance(v, (list, tuple)) and not v)}
+    params = inspect.signature(cls.__init__).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(k for k in opts if k not in params)
+        if unknown:
+            raise ConfigError(f"option(s) {', '.join(unknown)} do not apply to the {backend} runtime ({target})")
+    return cls(target, **opts)

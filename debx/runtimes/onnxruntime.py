@@ -112,10 +112,11 @@ def open_session(path: str | Path, provider: str = "cpu", threads: int | None = 
 class OnnxRuntimeRunner(Runner):
     name = "onnxruntime"
 
-    def __init__(self, path: str | Path, provider: str = "cpu", threads: int | None = None, **_ignored) -> None:
+    def __init__(self, path: str | Path, provider: str | None = None, threads: int | None = None) -> None:
+        """provider: cpu (default), cuda or tensorrt (the last two need onnxruntime-gpu)."""
         super().__init__()
         self.path = Path(path)
-        self.provider = provider
+        self.provider = provider or "cpu"
         self.threads = threads
         self.session = None
 

@@ -1,0 +1,57 @@
+"""`debx export`: a checkpoint folder -> a validated ONNX file and its JSON sidecar."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def default_output(checkpoint: Path, attention: str, fp16: bool) -> Path:
+    """<checkpoint name>[.<attention>].<precision>.onnx in the current folder."""
+    mode = "" if attention == "onnx" else f".{attention}"
+    return Path(f"{checkpoint.resolve().name}{mode}.{'fp16' if fp16 else 'fp32'}.onnx")
+
+
+def command(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint folder (Hugging Face format: config.json + weights)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="The .onnx file to write. Default: "
+                                          "<checkpoint>[.<attention>].<fp32|fp16>.onnx here."),
+    attention: str = typer.Option("onnx", "--attention", help="onnx: standard ops only; trt: TensorRT's "
+                                  "DisentangledAttention_TRT plugin (log-bucket v2/v3); debx: one debx op per layer."),
+    fp16: bool = typer.Option(False, "--fp16", help="FP16 weights and compute, FP32 inputs/outputs."),
+    opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (17..20). Default 17."),
+    max_seq_len: Optional[int] = typer.Option(None, "--max-seq-len", help="Longest sequence the model must accept "
+                                              "(default: the model limit)."),
+    batch: Optional[int] = typer.Option(None, "--batch", help="Pin the batch size (default: dynamic 'batch' axis)."),
+    seq: Optional[int] = typer.Option(None, "--seq", help="Pin the sequence length (default: dynamic 'sequence' axis)."),
+    head: Optional[str] = typer.Option(None, "--head", help="classification, regression, embeddings or masked-lm "
+                                       "(default: the checkpoint's own)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="GLUE folder for the validation sentences. "
+                                            "Default: $GLUE_DIR, then ../shared/glue, else built-in sentences."),
+) -> None:
+    """Export a checkpoint to ONNX and validate it against PyTorch (exit 1 and no file when validation fails)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from exporters.export import ExportConfig, export_onnx
+    from exporters.validate import case_rows
+
+    out = output or default_output(checkpoint, attention, fp16)
+    cfg = ExportConfig(checkpoint=checkpoint, output=out, attention=attention, fp16=fp16, opset=opset,
+                       max_seq_len=max_seq_len, batch=batch, seq=seq, head=head, data_dir=data_dir)
+    con = Console()
+    with con.status(f"exporting {checkpoint} ({attention} attention, {cfg.precision})"):
+        res = export_onnx(cfg)
+    meta, rep = res.metadata, res.report
+    t = Table(title=f"{res.output.name} · {meta['variant']} · {meta['head']} · opset {meta['opset']}")
+    for col in ("case", "batch x seq", "max abs diff", "argmax"):
+        t.add_column(col, justify="left" if col == "case" else "right")
+    for row in case_rows(rep):
+        t.add_row(*row)
+    con.print(t)
+    agree = "-" if rep.argmax_agreement is None else f"{rep.argmax_agreement:.2%}"
+    con.print(f"[green]validated[/green] {meta['precision']} vs PyTorch: max abs diff {rep.max_abs_diff:.2e} "
+              f"(tolerance {rep.tolerance['atol']:g}), argmax agreement {agree}; text: {rep.text_source}")
+    con.print(f"wrote {res.output} and {res.sidecar.name}" + (f" (+ {res.external_data.name})" if res.external_data else ""))

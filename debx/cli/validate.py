@@ -1,0 +1,46 @@
+"""`debx validate`: prove an ONNX file equal to its PyTorch checkpoint (the check `debx export` runs itself)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def command(
+    onnx_file: Path = typer.Argument(..., help="The .onnx file to check."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Source checkpoint folder. Default: the one "
+                                         "named in the file's sidecar (<file>.json)."),
+    head: Optional[str] = typer.Option(None, "--head", help="Head the file was exported with (default: sidecar)."),
+    fp16: Optional[bool] = typer.Option(None, "--fp16/--fp32", help="Tolerances to apply (default: sidecar, "
+                                        "then the file's weight type)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="GLUE folder for the validation sentences."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="ONNX Runtime CPU threads."),
+) -> None:
+    """Validate an ONNX file against PyTorch: names, dynamic axes, graph rules, shapes and values on real sentences
+    (exit 1 listing every failure)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from debx.errors import ConfigError
+    from exporters.validate import case_rows, read_sidecar, validate_onnx
+
+    if model is None:
+        src = (read_sidecar(onnx_file).get("source") or {}).get("checkpoint")
+        if not src:
+            raise ConfigError(f"{onnx_file}: no sidecar names the source checkpoint; pass --model CKPT_DIR")
+        model = Path(src)
+    precision = None if fp16 is None else ("fp16" if fp16 else "fp32")
+    con = Console()
+    with con.status(f"validating {onnx_file} against {model}"):
+        rep = validate_onnx(onnx_file, model, head=head, precision=precision, data_dir=data_dir, threads=threads)
+    t = Table(title=f"{onnx_file.name} vs {model} ({rep.precision}, {rep.attention} attention)")
+    for col in ("case", "batch x seq", "max abs diff", "argmax"):
+        t.add_column(col, justify="left" if col == "case" else "right")
+    for row in case_rows(rep):
+        t.add_row(*row)
+    con.print(t)
+    agree = "-" if rep.argmax_agreement is None else f"{rep.argmax_agreement:.2%}"
+    con.print(f"[green]PASS[/green]: max abs diff {rep.max_abs_diff:.2e} (tolerance {rep.tolerance['atol']:g}), "
+              f"argmax agreement {agree}; text: {rep.text_source}")

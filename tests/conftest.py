@@ -1,0 +1,94 @@
+"""Shared fixtures: one tiny random checkpoint per registered variant (debx.variants.VARIANTS), written by
+`transformers` itself, with the tokenizer the variant uses. Built once per test session.
+
+    tiny_checkpoints       {variant name: checkpoint folder}  (classification heads, 2 labels)
+    tiny_head_checkpoints  {head: checkpoint folder}  for classification, regression, masked-lm and embeddings
+                           (the small-vocabulary variant, so masked-LM logits stay small)
+    glue_dir               the shared GLUE folder
+
+tests/test_fixtures.py fails when a registered variant has no usable fixture.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+GLUE = Path(os.environ.get("GLUE_DIR") or ROOT.parent / "shared" / "glue")
+SPM = ROOT.parent / "shared" / "tokenizers" / "deberta-v3" / "spm.model"
+HEAD_VARIANT = "mdeberta"  # small vocabulary: masked-LM logits (B, N, vocab) stay small
+TRAINED_VOCAB = 1000
+
+
+def _quiet() -> None:
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _spm_tokenizer_dir(root: Path) -> Path:
+    """The real DeBERTa-v3 SentencePiece tokenizer (128k vocabulary), saved as a checkpoint would hold it."""
+    from debx.tokenizer import save_tokenizer, spm_tokenizer
+
+    out = root / "tok-spm"
+    save_tokenizer(spm_tokenizer(SPM), out)
+    return out
+
+
+def _trained_tokenizer_dir(root: Path) -> Path:
+    """A small SentencePiece model trained on SST-2 training text (the route `debx train --preset` takes)."""
+    from debx.tasks import load_split
+    from debx.tokenizer import save_tokenizer, spm_tokenizer, train_spm
+
+    texts = [e.text_a for e in load_split("sst2", GLUE, "train", limit=4000)]
+    spm = train_spm(texts, root / "trained.model", vocab_size=TRAINED_VOCAB)
+    out = root / "tok-trained"
+    save_tokenizer(spm_tokenizer(spm), out)
+    return out
+
+
+TOKENIZER_BUILDERS = {"spm": _spm_tokenizer_dir, "trained": _trained_tokenizer_dir}
+
+
+@pytest.fixture(scope="session")
+def glue_dir() -> Path:
+    if not GLUE.is_dir():
+        pytest.fail(f"GLUE data not found at {GLUE} (set $GLUE_DIR)")
+    return GLUE
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizers(tmp_path_factory, glue_dir) -> dict[str, Path]:
+    """{tokenizer kind: folder with tokenizer files}, built lazily for the kinds the variants use."""
+    from debx.variants import VARIANTS
+
+    root = tmp_path_factory.mktemp("tiny-tokenizers")
+    kinds = sorted({v.tokenizer for v in VARIANTS.values()})
+    return {kind: TOKENIZER_BUILDERS[kind](root) for kind in kinds}
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory, tiny_tokenizers) -> dict[str, Path]:
+    """{variant: checkpoint folder} for every entry of debx.variants.VARIANTS."""
+    from debx.variants import VARIANTS, build_checkpoint
+
+    _quiet()
+    root = tmp_path_factory.mktemp("tiny-checkpoints")
+    return {name: build_checkpoint(name, root / name, tokenizer_dir=tiny_tokenizers[v.tokenizer])
+            for name, v in VARIANTS.items()}
+
+
+@pytest.fixture(scope="session")
+def tiny_head_checkpoints(tmp_path_factory, tiny_tokenizers) -> dict[str, Path]:
+    """{head: checkpoint folder} of the small-vocabulary variant, one per head debx exports."""
+    from debx.runtimes import HEAD_OUTPUTS
+    from debx.variants import VARIANTS, build_checkpoint
+
+    _quiet()
+    root = tmp_path_factory.mktemp("tiny-heads")
+    tok = tiny_tokenizers[VARIANTS[HEAD_VARIANT].tokenizer]
+    return {head: build_checkpoint(HEAD_VARIANT, root / head, head=head, tokenizer_dir=tok) for head in HEAD_OUTPUTS}

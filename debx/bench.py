@@ -501,6 +501,14 @@ def _machine(threads: int | None) -> dict:
             "platform": platform.platform(), "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
 
 
+def _jsonable(v):
+    if isinstance(v, Path):
+        return str(v)
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    return v
+
+
 def _versions() -> dict:
     import importlib.metadata as md
 
@@ -558,8 +566,7 @@ def run_bench(cfg: BenchConfig, engines: Sequence[Engine] | None = None,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": _machine(cfg.threads),
         "versions": _versions(),
-        "config": {k: (str(v) if isinstance(v, Path) else [str(x) for x in v] if isinstance(v, list) else v)
-                   for k, v in asdict(cfg).items() if k not in ("json_path", "plot_path", "cache_dir")},
+        "config": {k: _jsonable(v) for k, v in asdict(cfg).items() if k not in ("json_path", "plot_path", "cache_dir")},
         "reference": ref_name,
         "engines": [{"name": e.name, "kind": e.kind, "path": e.path, "precision": e.precision,
                      "load_mb": round(e.load_mb, 1), "info": e.info} for e in engines],

@@ -1,0 +1,186 @@
+"""debx bench: report fields, round-robin interleaving, baselines, and one-line failures on bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from debx import bench
+from debx.bench import BenchConfig, Engine, round_robin, run_bench, time_shape
+from debx.errors import ConfigError, MissingDependencyError
+
+ROOT = Path(__file__).resolve().parents[1]
+ROW_FIELDS = {"engine", "kind", "precision", "batch", "seq", "iters", "p50_ms", "p90_ms", "p99_ms", "mean_ms",
+              "min_ms", "seq_per_s", "tokens_per_s", "load_mb", "run_mb", "ratio", "max_abs_diff"}
+
+
+class FakeRunner:
+    """Records every call in a shared log; returns a constant output."""
+
+    def __init__(self, name: str, log: list, value: float = 0.0):
+        self.name, self.log, self.value = name, log, value
+
+    def activate(self):
+        return self
+
+    def deactivate(self):
+        pass
+
+    def describe(self):
+        return {"runner": "fake"}
+
+    def infer(self, feeds):
+        self.log.append(self.name)
+        return {"logits": np.full((feeds["input_ids"].shape[0], 2), self.value, np.float32)}
+
+
+def _fakes(n: int, log: list) -> list[Engine]:
+    return [Engine(f"e{i}", "fake", FakeRunner(f"e{i}", log, value=float(i))) for i in range(n)]
+
+
+def test_round_robin_rotates_the_first_engine():
+    assert round_robin(3, 3) == [0, 1, 2, 1, 2, 0, 2, 0, 1]
+    order = round_robin(4, 8)
+    assert all(order.count(i) == 8 for i in range(4))
+
+
+def test_timed_calls_are_interleaved(tmp_path):
+    log: list[str] = []
+    engines = _fakes(3, log)
+    cfg = BenchConfig(engines=[], models=[tmp_path], warmup=2, iters=4)
+    lat, run_mb, outs = time_shape(engines, bench.make_feeds(1, 8), cfg)
+    warm, timed = log[:6], log[6:]
+    assert sorted(warm) == ["e0", "e0", "e1", "e1", "e2", "e2"]
+    assert timed == [f"e{i}" for i in round_robin(3, 4)]
+    # no engine ever runs twice in a row inside a round: noise is shared
+    assert all(len(set(timed[r * 3:(r + 1) * 3])) == 3 for r in range(4))
+    assert all(len(v) == 4 for v in lat.values())
+    assert set(outs) == {"e0", "e1", "e2"}
+
+
+def test_seconds_budget_gives_every_engine_the_same_count(tmp_path):
+    log: list[str] = []
+    cfg = BenchConfig(models=[tmp_path], warmup=0, iters=None, seconds=0.05, min_iters=2)
+    lat, _, _ = time_shape(_fakes(2, log), bench.make_feeds(2, 4), cfg)
+    assert len(lat["e0"]) == len(lat["e1"]) >= 2
+
+
+def test_report_fields_and_ratio_with_fake_engines(tmp_path):
+    log: list[str] = []
+    cfg = BenchConfig(models=[tmp_path], batches=(1, 2), seqs=(4, 9), warmup=1, iters=3, ratio_to="e1",
+                      json_path=tmp_path / "b.json")
+    res = run_bench(cfg, engines=_fakes(2, log))
+    report = json.loads((tmp_path / "b.json").read_text())
+    assert report["format"] == "debx-bench/1" and report["reference"] == "e1"
+    assert len(report["results"]) == 2 * 2 * 2
+    for row in report["results"]:
+        assert ROW_FIELDS <= set(row)
+        assert row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"]
+        assert row["tokens_per_s"] == pytest.approx(row["seq_per_s"] * row["seq"])
+        if row["engine"] == "e1":
+            assert row["ratio"] == pytest.approx(1.0) and row["max_abs_diff"] == 0.0
+        else:
+            assert row["max_abs_diff"] == pytest.approx(1.0)  # outputs 0 vs 1: the parity guard sees it
+    assert res.report == report
+    with pytest.raises(ConfigError, match="--ratio-to"):
+        run_bench(BenchConfig(models=[tmp_path], ratio_to="nope", iters=1), engines=_fakes(2, []))
+
+
+def test_bench_tiny_model_two_engines(tmp_path, tiny_checkpoints):
+    """The debx PyTorch model and the transformers model of the same checkpoint, side by side, JSON + PNG."""
+    ckpt = tiny_checkpoints["v3"]
+    cfg = BenchConfig(models=[ckpt], compare=("hf",), batches=(1, 2), seqs=(5, 16), threads=1, warmup=1, iters=3,
+                      json_path=tmp_path / "bench.json", plot_path=tmp_path / "bench.png")
+    res = run_bench(cfg)
+    report = json.loads(res.json_path.read_text())
+    assert [e["name"] for e in report["engines"]] == ["debx-pytorch", "hf-pytorch"]
+    assert {e["kind"] for e in report["engines"]} == {"debx-pytorch", "hf-pytorch"}
+    assert len(report["results"]) == 2 * 2 * 2
+    for row in report["results"]:
+        assert ROW_FIELDS <= set(row)
+        assert row["iters"] == 3 and row["p50_ms"] > 0 and row["seq_per_s"] > 0
+        assert row["max_abs_diff"] is not None and row["max_abs_diff"] <= 1e-4  # same model, two implementations
+    assert report["machine"]["threads"] == 1 and report["config"]["compare"] == ["hf"]
+    assert res.plot_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = bench.table_rows(report)
+    assert len(rows) == 8 and all(len(r) == len(bench.TABLE_COLUMNS) for r in rows)
+
+
+def test_bench_onnx_engine_against_the_checkpoint(tmp_path, tiny_checkpoints, glue_dir):
+    from exporters.fastpath import export_fast
+
+    ckpt = tiny_checkpoints["v3"]
+    onnx_file = export_fast(ckpt, tmp_path / "m.onnx", data_dir=glue_dir, validate=False).output
+    res = run_bench(BenchConfig(engines=[onnx_file], compare=("pytorch",), seqs=(12,), threads=1, warmup=1, iters=2))
+    names = [e["name"] for e in res.report["engines"]]
+    assert names == ["m.onnx", "debx-pytorch"]  # --compare pytorch found the checkpoint through the sidecar
+    assert all(r["max_abs_diff"] <= 1e-4 for r in res.report["results"])
+
+
+def test_optimum_without_optimum_fails_clearly(tmp_path, tiny_checkpoints, monkeypatch):
+    monkeypatch.setattr(bench, "_optimum_in_process", lambda: False)
+    monkeypatch.setattr(bench, "optimum_python", lambda: None)
+    with pytest.raises(MissingDependencyError, match="scripts/optimum_env.sh"):
+        bench.optimum_baselines(Path(tiny_checkpoints["v3"]), tmp_path)
+    assert not any((tmp_path / "optimum").iterdir())  # nothing half-built left in the cache
+
+
+def test_optimum_build_failure_is_reported_not_hidden(tmp_path, tiny_checkpoints, monkeypatch):
+    monkeypatch.setattr(bench, "_optimum_in_process", lambda: False)
+    monkeypatch.setattr(bench, "optimum_python", lambda: Path(sys.executable))
+
+    def failing(cmd, **kw):
+        return subprocess.CompletedProcess(cmd, 1, stdout="", stderr="Traceback ...\nValueError: no optimum here\n")
+
+    with pytest.raises(MissingDependencyError, match="no optimum here"):
+        bench.optimum_baselines(Path(tiny_checkpoints["v3"]), tmp_path, runner=failing)
+
+
+def test_optimum_baselines_are_cached_by_fingerprint(tmp_path, tiny_checkpoints, monkeypatch):
+    calls = []
+    monkeypatch.setattr(bench, "_optimum_in_process", lambda: False)
+    monkeypatch.setattr(bench, "optimum_python", lambda: Path(sys.executable))
+
+    def fake_build(cmd, **kw):  # stands in for the side venv: writes two files where it was told
+        calls.append(cmd)
+        out = Path(cmd[3])
+        for sub in ("fp32", "int8"):
+            (out / sub).mkdir(parents=True)
+            (out / sub / "model.onnx").write_bytes(b"x")
+        line = json.dumps({"fp32": str(out / "fp32/model.onnx"), "int8": str(out / "int8/model.onnx")})
+        return subprocess.CompletedProcess(cmd, 0, stdout=f"log\nDEBX-OPTIMUM {line}\n", stderr="")
+
+    ckpt = Path(tiny_checkpoints["v3"])
+    first = bench.optimum_baselines(ckpt, tmp_path, runner=fake_build)
+    second = bench.optimum_baselines(ckpt, tmp_path, runner=fake_build)
+    assert len(calls) == 1 and first == second
+    assert Path(first["fp32"]).is_file() and Path(first["int8"]).is_file()
+    assert calls[0][-2:] == ["--task", "text-classification"]
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--model", "/no/such/dir"], "not a checkpoint folder"),
+    (["--engine", "/no/such.onnx"], "no such file"),
+    (["--batch", "1,x"], "--batch"),
+    (["--seq", "0"], "--seq"),
+    ([], "nothing to benchmark"),
+    (["--compare", "tensorflow", "--engine", __file__], "--compare"),
+    (["--iters", "3", "--seconds", "1", "--engine", __file__], "not both"),
+])
+def test_bad_input_is_one_line(args, match):
+    proc = subprocess.run([sys.executable, "-m", "debx.cli.bench", *args], capture_output=True, text=True,
+                          cwd=str(ROOT), timeout=120)
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("debx: error:") and match in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_sequence_longer_than_the_model_is_refused(tiny_checkpoints):
+    with pytest.raises(ConfigError, match="exceeds"):
+        run_bench(BenchConfig(models=[tiny_checkpoints["v3"]], seqs=(4096,), iters=1))

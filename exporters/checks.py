@@ -24,16 +24,39 @@ def _all_nodes(graph):
                 yield from _all_nodes(g)
 
 
-def _elem_types(model) -> dict[str, int]:
-    """Element type of every named tensor (inputs, outputs, value_info after shape inference, initializers)."""
-    import onnx
+SMALL_INITIALIZER = 4096  # bytes: kept with their values for inference (shapes, axes); larger ones become inputs
 
+
+def inferred_value_info(model) -> list:
+    """ONNX shape/type inference of any size of model: it runs on a skeleton of the graph in which the large
+    initializers are typed inputs (inference needs their types and shapes, not their values), so a model over
+    protobuf's 2 GB limit is inferred without serializing its weights. Custom nodes keep any value_info given."""
+    import onnx
+    from onnx import helper
+
+    g = model.graph
+    sk = onnx.GraphProto(name=g.name)
+    sk.node.extend(g.node)
+    sk.input.extend(g.input)
+    sk.output.extend(g.output)
+    sk.value_info.extend(g.value_info)
+    for t in g.initializer:
+        if len(t.raw_data) <= SMALL_INITIALIZER and not t.external_data:
+            sk.initializer.append(t)
+        else:
+            sk.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    skeleton = onnx.ModelProto(ir_version=model.ir_version, graph=sk)
+    skeleton.opset_import.extend(model.opset_import)
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
-    except Exception:  # inference is best-effort here; unknown custom ops simply stop it
-        inferred = model
-    g = inferred.graph
-    types = {vi.name: vi.type.tensor_type.elem_type for vi in [*g.input, *g.output, *g.value_info]}
+        return list(onnx.shape_inference.infer_shapes(skeleton, strict_mode=False).graph.value_info)
+    except Exception:  # best effort: an op inference cannot handle leaves what was known
+        return list(g.value_info)
+
+
+def _elem_types(model) -> dict[str, int]:
+    """Element type of every named tensor (inputs, outputs, inferred value_info, initializers, Constant nodes)."""
+    g = model.graph
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in [*g.input, *g.output, *inferred_value_info(model)]}
     types.update({t.name: t.data_type for t in g.initializer})
     for node in g.node:  # Constant nodes
         if node.op_type == "Constant":

@@ -1,9 +1,10 @@
 """`debx export`: a checkpoint folder -> a validated ONNX file (+ JSON sidecar), FP32 or FP16, in one of three
 attention modes (see exporters/attention.py).
 
-Flow: load the debx model -> trace it inside `export_patches` (every export-only change, in one place) -> graph
-checks -> optional FP16 conversion -> write to a temporary file next to the output -> validate against PyTorch
-(exporters/validate.py) -> rename into place and write the sidecar. Any failure leaves no output file behind.
+Flow: load the debx model -> trace it inside `export_patches` (every export-only change, in one place) -> tidy the
+graph (onnxscript optimizer, names, metadata) -> optional FP16 conversion (exporters/fp16.py) -> write it to a
+temporary folder next to the output -> graph checks and validation against PyTorch (exporters/checks.py,
+exporters/validate.py) -> rename into place and write the sidecar. Any failure leaves no output file behind.
 
 Exporter choice: the TorchScript-based `torch.onnx.export(..., dynamo=False)`. Our model is written for tracing
 (no data-dependent control flow), so tracing loses nothing, and this exporter (1) writes custom nodes exactly as
@@ -23,14 +24,14 @@ import platform
 import shutil
 import tempfile
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import torch
 
 import debx.model as dm
-from debx.errors import ConfigError, DebxError
+from debx.errors import ConfigError
 from exporters.attention import MODES, check_supported, emitter
 from exporters.onnx_config import HEADS, onnx_config_for
 
@@ -72,7 +73,6 @@ class ExportResult:
     metadata: dict
     external_data: Path | None = None
     report: object | None = None  # exporters.validate.ValidationReport when validated
-    warnings: list[str] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -253,9 +253,11 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
     """Export, check, (convert,) validate and write `cfg.output` + `<output>.json`. Nothing is written on failure."""
     import onnx
 
+    from debx.runtimes import HEAD_OUTPUTS
     from debx.runtimes.torch import load_for_head
     from debx.variants import describe_variant
     from exporters import checks
+    from exporters.fp16 import KEEP_FP32
     from exporters.validate import ValidationFailed, expected_axes, validate_onnx
 
     _check_request(cfg)
@@ -296,7 +298,7 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
                                    data_dir=cfg.data_dir)
         else:  # the structural checks always run
             report = None
-            out_name, token_level = oc.output_names(head)[0], head in ("embeddings", "masked-lm")
+            out_name, token_level = HEAD_OUTPUTS[head]
             problems = checks.graph_problems(
                 onnx.load(str(staged), load_external_data=False), mode=cfg.attention,
                 num_layers=mcfg.num_hidden_layers,
@@ -316,7 +318,7 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
             "opset": opset,
             "attention": cfg.attention,
             "precision": cfg.precision,
-            "keep_fp32": list(cfg.keep_fp32 if cfg.keep_fp32 is not None else _default_keep()) if cfg.fp16 else [],
+            "keep_fp32": list(KEEP_FP32 if cfg.keep_fp32 is None else cfg.keep_fp32) if cfg.fp16 else [],
             "shapes": shapes,
             "versions": _versions(),
             "parity": report.to_dict() if report else None,
@@ -335,9 +337,3 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
         shutil.rmtree(work, ignore_errors=True)
     return ExportResult(output=out, sidecar=side, metadata=sidecar, external_data=stale_data if data else None,
                         report=report)
-
-
-def _default_keep() -> tuple[str, ...]:
-    from exporters.fp16 import KEEP_FP32
-
-    return KEEP_FP32

@@ -30,11 +30,17 @@ def convert_to_fp16(model, keep_fp32: tuple[str, ...] | None = None):
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
     keep = tuple(KEEP_FP32 if keep_fp32 is None else keep_fp32)
+    from exporters.checks import inferred_value_info
+
     work = onnx.ModelProto()
     work.CopyFrom(model)
     _unshare_initializers(work, set(keep))
     _type_custom_outputs(work)
-    out = convert_float_to_float16(work, keep_io_types=True, op_block_list=[*DEFAULT_OP_BLOCK_LIST, *keep])
+    typed = inferred_value_info(work)  # works past 2 GB, unlike the converter's own inference
+    del work.graph.value_info[:]
+    work.graph.value_info.extend(typed)
+    out = convert_float_to_float16(work, keep_io_types=True, disable_shape_infer=True,
+                                   op_block_list=[*DEFAULT_OP_BLOCK_LIST, *keep])
     topological_sort(out.graph)
     return out
 
@@ -62,23 +68,23 @@ def _unshare_initializers(model, keep: set[str]) -> None:
 
 
 def _type_custom_outputs(model) -> None:
-    """Custom attention nodes have no ONNX schema: declare their output as the type of their first input."""
-    import onnx
+    """Custom attention nodes have no ONNX schema, so inference stops at them: declare each one's output as the
+    type of its first input, layer after layer (each pass of inference reaches the next custom node)."""
     from onnx import helper
 
     from debx.runtimes.reference_ops import custom_nodes
+    from exporters.checks import inferred_value_info
 
-    nodes = custom_nodes(model)
-    if not nodes:
-        return
-    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
-    known = {vi.name: vi for vi in [*inferred.graph.value_info, *inferred.graph.input]}
-    have = {vi.name for vi in model.graph.value_info}
-    for node in nodes:
-        src = known.get(node.input[0])
-        if src is None or node.output[0] in have:
-            continue
-        model.graph.value_info.append(helper.make_tensor_value_info(node.output[0], src.type.tensor_type.elem_type, None))
+    pending = [n for n in custom_nodes(model) if n.output[0] not in {vi.name for vi in model.graph.value_info}]
+    while pending:
+        known = {vi.name: vi for vi in [*inferred_value_info(model), *model.graph.input]}
+        typed = [n for n in pending if n.input[0] in known]
+        if not typed:
+            return  # nothing more can be inferred; the converter will treat the rest as untyped
+        for node in typed:
+            elem = known[node.input[0]].type.tensor_type.elem_type
+            model.graph.value_info.append(helper.make_tensor_value_info(node.output[0], elem, None))
+        pending = [n for n in pending if n not in typed]
 
 
 def topological_sort(graph) -> None:

@@ -93,22 +93,33 @@ def _load_tokenizer_cached(folder: str, stamp: tuple):  # stamp: tokenizer file 
         return None
 
 
-def _rows(tokenizer, texts, max_len: int, vocab_size: int, rng: np.random.Generator) -> list[list[int]]:
-    """Token ids per text (pairs as (a, b) tuples); random in-vocabulary ids when there is no tokenizer."""
-    if tokenizer is None:
-        lengths = [min(max_len, 2 + len(t[0].split()) + (len(t[1].split()) + 1 if isinstance(t, tuple) else 0))
-                   if isinstance(t, tuple) else min(max_len, 2 + len(t.split())) for t in texts]
-        return [[1, *rng.integers(5, max(6, vocab_size), n - 2).tolist(), 2][:n] for n in lengths]
-    from debx.tokenizer import encode
+def _encode(tokenizer, texts, max_len: int, vocab_size: int, rng: np.random.Generator
+            ) -> tuple[list[list[int]], list[list[int]]]:
+    """(ids, token types) per text; a text is a sentence or an (a, b) pair. Without a tokenizer: random
+    in-vocabulary ids, one per word, in the [CLS] a [SEP] b [SEP] layout."""
+    pairs = [t if isinstance(t, tuple) else (t, None) for t in texts]
+    if tokenizer is not None:
+        from debx.tokenizer import encode
 
-    a = [t[0] if isinstance(t, tuple) else t for t in texts]
-    b = [t[1] if isinstance(t, tuple) else None for t in texts]
-    enc = encode(tokenizer, a, b if any(x is not None for x in b) else None, max_len)
-    return enc.input_ids, enc.token_type_ids
+        has_b = any(b is not None for _, b in pairs)
+        enc = encode(tokenizer, [a for a, _ in pairs], [b for _, b in pairs] if has_b else None, max_len)
+        return enc.input_ids, enc.token_type_ids
+    ids, types = [], []
+    for a, b in pairs:
+        na, nb = len(a.split()), len(b.split()) if b else 0
+        row = [1, *rng.integers(5, vocab_size, na).tolist(), 2]
+        seg = [0] * len(row)
+        if b:
+            row += [*rng.integers(5, vocab_size, nb).tolist(), 2]
+            seg += [1] * (nb + 1)
+        ids.append(row[:max_len])
+        types.append(seg[:max_len])
+    return ids, types
 
 
-def _feeds(ids: list[list[int]], types: list[list[int]] | None, pad_id: int, n: int | None, with_types: bool
+def _feeds(ids: list[list[int]], types: list[list[int]], pad_id: int, n: int | None, with_types: bool
            ) -> dict[str, np.ndarray]:
+    """int64 (B, n) feeds, right-padded (n None: the longest row)."""
     n = n or max(len(r) for r in ids)
     out_ids = np.full((len(ids), n), pad_id, dtype=np.int64)
     mask = np.zeros((len(ids), n), dtype=np.int64)
@@ -117,8 +128,7 @@ def _feeds(ids: list[list[int]], types: list[list[int]] | None, pad_id: int, n: 
         row = row[:n]
         out_ids[r, :len(row)] = row
         mask[r, :len(row)] = 1
-        if types is not None:
-            tt[r, :len(row)] = types[r][:n]
+        tt[r, :len(row)] = types[r][:n]
     feeds = {"input_ids": out_ids, "attention_mask": mask}
     if with_types:
         feeds["token_type_ids"] = tt
@@ -135,29 +145,28 @@ def validation_cases(checkpoint: Path | None, cfg, max_len: int, *, batch: int |
     rng = np.random.default_rng(0)
     max_len = seq or max_len
     with_types = cfg.type_vocab_size > 0
-    pad = cfg.pad_token_id
     cls_id = getattr(tokenizer, "cls_token_id", None) or 1
 
-    def encode(texts, limit=max_len):
-        got = _rows(tokenizer, texts, limit, cfg.vocab_size, rng)
-        return got if isinstance(got, tuple) else (got, None)
+    def enc(texts):
+        return _encode(tokenizer, texts, max_len, cfg.vocab_size, rng)
 
-    long_text = " ".join(singles)  # far longer than any model limit: truncated to exactly max_len tokens
-    specs = [
-        ("1 token, batch 1", ([[cls_id]], [[0]])),
-        ("short, batch 1", encode(singles[:1])),
-        ("pairs with padding, batch 4", encode(pairs[:4])),
-        ("sentences with padding, batch 8", encode(singles[1:9])),
-        ("maximum length, batch 2", encode([long_text, singles[9 % len(singles)]])),
-        *((f"sentences {i}-{i + 15}, batch 16", encode(singles[i:i + 16])) for i in (16, 32)
+    words = sum(len(t.split()) for t in singles)
+    long_text = " ".join(singles * (max_len // max(words, 1) + 2))  # more words than max_len: truncated to it
+    specs = [  # name, (ids, types), padded length (None: the longest row)
+        ("1 token, batch 1", ([[cls_id]], [[0]]), None),
+        ("short, batch 1", enc(singles[:1]), None),
+        ("pairs with padding, batch 4", enc(pairs[:4]), None),
+        ("sentences with padding, batch 8", enc(singles[1:9]), None),
+        ("maximum length, batch 2", enc([long_text, singles[9 % len(singles)]]), max_len),
+        *((f"sentences {i}-{i + 15}, batch 16", enc(singles[i:i + 16]), None) for i in (16, 32)
           if len(singles) >= i + 16),
     ]
     cases = []
-    for name, (ids, types) in specs:
+    for name, (ids, types), n in specs:
         if batch is not None:  # pinned batch: repeat or cut the rows to exactly `batch`
             reps = -(-batch // len(ids))
-            ids, types = (ids * reps)[:batch], ((types or [[0] * len(r) for r in ids]) * reps)[:batch]
-        cases.append(Case(name, _feeds(ids, types, pad, seq, with_types)))
+            ids, types = (ids * reps)[:batch], (types * reps)[:batch]
+        cases.append(Case(name, _feeds(ids, types, cfg.pad_token_id, seq or n, with_types)))
     too_big = max(int(c.feeds["input_ids"].max()) for c in cases)
     if too_big >= cfg.vocab_size:
         raise ConfigError(f"the checkpoint's tokenizer produces id {too_big} but the model has vocab_size "

@@ -31,8 +31,11 @@ def _ort():
 
 
 def session_options(threads: int | None = None, custom_ops: bool = False):
+    """threads: intra-op threads (default: $OMP_NUM_THREADS when set, else ONNX Runtime's choice)."""
     ort = _ort()
     so = ort.SessionOptions()
+    if threads is None and os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        threads = int(os.environ["OMP_NUM_THREADS"])
     if threads:
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1

@@ -17,8 +17,11 @@ What the policy produces (the same file serves ONNX Runtime's CPU provider and T
   The default keeps them in float (the safe starting point of `--auto`); the Speed issue can switch them on
   (`QDQPolicy(attention=("scores", "position", "context"))`) and let the gate decide.
 * Custom attention nodes (`debx::DebxDisentangledAttention`, `DisentangledAttention_TRT`) are never quantized:
-  their inputs come from float Adds and their outputs feed float ops, so TensorRT runs the plugin in the precision
-  it is given (FP32, or FP16 when the builder allows it) and quantizes only the projections around it.
+  their inputs come from the float bias Adds of the projections, and their float output is quantized only as the
+  input of the next matmul (the attention output projection; a QuantizeLinear, as for any activation). TensorRT
+  runs such a plugin in a float format it advertises (FP32, or FP16 when the builder allows it) and executes the
+  following Q as its own layer unless the plugin advertises INT8 outputs, which debx's plugin does not; so the
+  plugin keeps its precision and only the projections around it run in INT8.
 """
 
 from __future__ import annotations
@@ -30,7 +33,11 @@ from debx.errors import ConfigError
 
 ATTENTION_KINDS = ("scores", "position", "context")
 ACTIVATION_TYPES = ("int8", "uint8")
-_PASS_THROUGH = ("Transpose", "Reshape", "Unsqueeze", "Squeeze", "Cast", "Identity", "Mul", "Div", "Slice")
+# ops whose output is constant when their data input (input 0) is, whatever their shape/index inputs are
+_DATA_ONLY = ("Transpose", "Reshape", "Unsqueeze", "Squeeze", "Cast", "Identity", "Slice", "Expand", "Gather")
+# ops whose output is constant when all their inputs are
+_ALL_INPUTS = ("Mul", "Div", "Add", "Sub")
+_PASS_THROUGH = _DATA_ONLY + ("Mul", "Div")
 
 
 @dataclass
@@ -97,13 +104,18 @@ class _Graph:
                     self.inits.setdefault(out, None)
 
     def is_constant(self, name: str, depth: int = 6) -> bool:
-        """An initializer/Constant, possibly through shape-only ops (Transpose, Reshape, ...) with constant inputs."""
+        """Derived from an initializer/Constant only: through Transpose/Reshape/Slice/... of a constant (whatever
+        their shape or index inputs) and arithmetic between constants."""
         if name in self.inits:
             return True
         node = self.producer.get(name)
-        if node is None or depth == 0 or node.op_type not in _PASS_THROUGH:
+        if node is None or depth == 0:
             return False
-        return all(self.is_constant(i, depth - 1) for i in node.input if i)
+        if node.op_type in _DATA_ONLY:
+            return self.is_constant(node.input[0], depth - 1)
+        if node.op_type in _ALL_INPUTS:
+            return all(self.is_constant(i, depth - 1) for i in node.input if i)
+        return False
 
     def comes_from(self, name: str, op_type: str, depth: int = 4) -> bool:
         node = self.producer.get(name)

@@ -1,0 +1,390 @@
+"""`debx calibrate`: an FP32 ONNX model -> an INT8 (explicit Q/DQ) or FP16 model, with the files that go with it.
+
+Artifacts, all named after the output file OUT (e.g. model.int8.onnx):
+    OUT                   the model (OUT.data beside it when the weights exceed 2 GB)
+    OUT.json              sidecar: the input's source/variant/attention entries, the precision, the calibration
+                          record (task, split, rows, method, ...), the Q/DQ placement or the FP16 keep list, the
+                          parity against the input on the calibration batches, the --auto steps
+    OUT.ranges.json       per-tensor activation ranges (calib/ranges.py)
+    OUT.calib.cache       INT8 only: TensorRT calibration cache text for implicit quantization (calib/trt_cache.py)
+Everything is staged in a temporary folder next to OUT and renamed into place at the end, sidecar last; nothing is
+left behind when a step fails.
+
+When calibrating on dev, the sidecar's calibration.rows lists the dev rows used, and `debx eval` of OUT leaves
+them out (debx.evaluate.excluded_rows) and says so in its report.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from calib.data import CalibDataConfig
+from calib.fp16 import FP16Config
+from calib.qdq import QDQPolicy
+from calib.ranges import METHODS, RangeConfig
+from calib.sensitivity import AutoConfig
+from calib.trt_cache import DEFAULT_TRT_VERSION
+from debx.errors import ConfigError, GateFailed
+from debx.gate import GateConfig
+
+PRECISIONS = ("int8", "fp16")
+RANGES_SUFFIX = ".ranges.json"
+TRT_CACHE_SUFFIX = ".calib.cache"
+
+
+@dataclass
+class CalibrateConfig:
+    model: Path  # FP32 ONNX input
+    output: Path  # e.g. model.int8.onnx
+    task: str
+    data_dir: Path | None = None
+    precision: str = "int8"
+    method: str = "entropy"
+    percentile: float = 99.99
+    num_bins: int | None = None
+    num_samples: int = 256
+    calib_split: str = "train"
+    seed: int = 0
+    batch_size: int = 8
+    max_seq_len: int | None = None
+    tokenizer: Path | None = None  # default: the input sidecar's source checkpoint
+    policy: QDQPolicy = field(default_factory=QDQPolicy)
+    fp16: FP16Config = field(default_factory=FP16Config)
+    auto: bool = False
+    gate: GateConfig = field(default_factory=GateConfig)
+    auto_cfg: AutoConfig = field(default_factory=AutoConfig)
+    reference: Path | None = None  # --auto: the FP32 reference; default the input model
+    trt_version: str = DEFAULT_TRT_VERSION
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        self.model, self.output = Path(self.model), Path(self.output)
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"--precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
+        if self.method not in METHODS:
+            raise ConfigError(f"--method {self.method!r}: choose one of {', '.join(METHODS)}")
+
+
+@dataclass
+class CalibrateResult:
+    output: Path
+    sidecar: Path
+    ranges: Path
+    trt_cache: Path | None
+    metadata: dict
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Checks and inputs
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def artifact_paths(output: Path) -> dict[str, Path]:
+    return {"model": output, "sidecar": output.with_name(output.name + ".json"),
+            "ranges": output.with_name(output.name + RANGES_SUFFIX),
+            "trt_cache": output.with_name(output.name + TRT_CACHE_SUFFIX),
+            "data": output.with_name(output.name + ".data")}
+
+
+def _check_paths(cfg: CalibrateConfig) -> None:
+    if not cfg.model.exists():
+        raise ConfigError(f"{cfg.model}: no such ONNX file")
+    if not cfg.model.is_file() or cfg.model.suffix.lower() != ".onnx":
+        raise ConfigError(f"{cfg.model}: expected a .onnx file")
+    if cfg.output.suffix.lower() != ".onnx":
+        raise ConfigError(f"-o {cfg.output}: the output file must end in .onnx")
+    if cfg.output.is_dir():
+        raise ConfigError(f"-o {cfg.output}: is a folder, expected a .onnx file name")
+    if cfg.output.resolve() == cfg.model.resolve():
+        raise ConfigError("-o must differ from the input model")
+
+
+def load_input(path: Path):
+    import onnx
+
+    try:
+        return onnx.load(str(path))
+    except Exception as e:  # protobuf/onnx raise many kinds for a corrupt file
+        raise ConfigError(f"{path}: not a readable ONNX model ({str(e).splitlines()[0][:120]})") from None
+
+
+def _check_float32(model, sidecar: dict, path: Path) -> None:
+    ops = {n.op_type for n in model.graph.node}
+    if ops & {"QuantizeLinear", "DequantizeLinear", "QLinearMatMul", "MatMulInteger"}:
+        raise ConfigError(f"{path}: already quantized; calibrate the FP32 export")
+    fp16 = any(t.data_type == 10 for t in model.graph.initializer)
+    if fp16 or sidecar.get("precision") not in (None, "fp32"):
+        raise ConfigError(f"{path}: is a {sidecar.get('precision') or 'fp16'} model; calibrate the FP32 export "
+                          "(debx export without --fp16)")
+
+
+def _tokenizer_and_limit(cfg: CalibrateConfig, sidecar: dict):
+    from debx.checkpoint import read_config
+    from debx.evaluate import source_checkpoint
+    from debx.tokenizer import load_tokenizer
+
+    src = source_checkpoint(cfg.model, sidecar)
+    tok_src = cfg.tokenizer or src
+    if tok_src is None:
+        raise ConfigError(f"{cfg.model}: no sidecar names its source checkpoint; pass --tokenizer CKPT_DIR")
+    if not Path(tok_src).exists():
+        raise ConfigError(f"tokenizer source {tok_src} does not exist (the model's source checkpoint moved? "
+                          "pass --tokenizer CKPT_DIR)")
+    limit = (sidecar.get("shapes") or {}).get("max_seq_len")
+    if not isinstance(limit, int) and src is not None and (Path(src) / "config.json").is_file():
+        limit = read_config(src)[0].max_position_embeddings
+    return load_tokenizer(tok_src), int(limit) if isinstance(limit, int) else 512
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Parity and evaluation helpers
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def parity(reference_model, candidate_model, batches, threads: int | None = None) -> dict:
+    """Candidate vs reference outputs on the calibration batches (max abs diff, argmax agreement)."""
+    from debx.runtimes.onnxruntime import session_for_model
+
+    a = session_for_model(reference_model, threads=threads)
+    b = session_for_model(candidate_model, threads=threads)
+    names = [i.name for i in a.get_inputs()]
+    diff, agree, total = 0.0, 0, 0
+    for feeds in batches:
+        x = {k: feeds[k] for k in names}
+        ya, yb = a.run(None, x)[0], b.run(None, x)[0]
+        diff = max(diff, float(np.abs(ya.astype(np.float32) - yb.astype(np.float32)).max()))
+        if ya.ndim == 2 and ya.shape[1] > 1:
+            agree += int((ya.argmax(-1) == yb.argmax(-1)).sum())
+            total += ya.shape[0]
+    out = {"against": "input model", "data": "calibration batches", "max_abs_diff": diff}
+    if total:
+        out["argmax_agreement"] = agree / total
+    return out
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+
+class _Evaluator:
+    """--auto: score candidate models on the eval split and gate them against the FP32 reference."""
+
+    def __init__(self, cfg: CalibrateConfig, sidecar: dict, work: Path, tokenizer_dir: Path | None):
+        from debx.evaluate import EvalConfig, evaluate
+
+        self.cfg, self.sidecar, self.work = cfg, sidecar, work
+        self.eval_cfg = EvalConfig(task=cfg.task, engine=cfg.reference or cfg.model, data_dir=cfg.data_dir,
+                                   split=cfg.auto_cfg.eval_split, tokenizer=tokenizer_dir,
+                                   batch_size=cfg.auto_cfg.batch_size, threads=cfg.threads,
+                                   limit=cfg.auto_cfg.eval_limit, progress=False)
+        self.reference = evaluate(self.eval_cfg)
+        self.count = 0
+
+    def __call__(self, model):
+        from dataclasses import replace
+
+        from debx.evaluate import evaluate
+        from debx.gate import gate_reports
+
+        from calib.ranges import save_model_copy
+
+        self.count += 1
+        path = self.work / f"auto_candidate_{self.count}.onnx"
+        save_model_copy(model, path)
+        _write_json(path.with_name(path.name + ".json"), self.sidecar)
+        res = evaluate(replace(self.eval_cfg, engine=path))
+        result = gate_reports(res.task, self.reference.report, res.report, res.labels, self.cfg.gate)
+        for p in (path, path.with_name(path.name + ".json"), path.with_name(path.name + ".data")):
+            p.unlink(missing_ok=True)
+        return result
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The flow
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def calibrate(cfg: CalibrateConfig, log: Callable[[str], None] = lambda s: None) -> CalibrateResult:
+    """Measure, convert, check, (fall back,) and write OUT + its sidecar, ranges and TensorRT cache atomically."""
+    from calib.data import calibration_data, model_input_names
+    from calib.ranges import compute_ranges, save_model_copy
+    from debx.evaluate import read_sidecar
+    from debx.runtimes.reference_ops import custom_nodes
+    from debx.tasks import get_task
+
+    _check_paths(cfg)
+    task = get_task(cfg.task)
+    model = load_input(cfg.model)
+    sidecar_in = read_sidecar(cfg.model)
+    _check_float32(model, sidecar_in, cfg.model)
+    tokenizer, max_len = _tokenizer_and_limit(cfg, sidecar_in)
+    data_cfg = CalibDataConfig(task=task.name if task.spec_dir is None else cfg.task, data_dir=cfg.data_dir,
+                               split=cfg.calib_split, num_samples=cfg.num_samples, seed=cfg.seed,
+                               batch_size=cfg.batch_size, max_seq_len=cfg.max_seq_len)
+    data = calibration_data(data_cfg, tokenizer, model_input_names(model), max_len)
+    log(f"calibration data: {data.num_samples} rows of {task.name} {data.split} in {len(data.batches)} batches")
+
+    out = cfg.output.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    paths = artifact_paths(out)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=str(out.parent)))
+    try:
+        scratch = work / "scratch"
+        scratch.mkdir()
+        meta: dict = {}
+        if cfg.precision == "int8":
+            range_cfg = RangeConfig(method=cfg.method, percentile=cfg.percentile, num_bins=cfg.num_bins,
+                                    op_types=cfg.policy.op_types)
+            ranges = compute_ranges(model, data.batches, range_cfg, scratch, cfg.threads)
+            log(f"ranges: {len(ranges.tensors)} tensors ({cfg.method})")
+            result_model, int8_meta = _int8(cfg, model, ranges, data, sidecar_in, scratch, log)
+            meta.update(int8_meta)
+        else:
+            ranges = compute_ranges(model, data.batches, RangeConfig(method="minmax", op_types=None), scratch,
+                                    cfg.threads)
+            result_model, fp16_meta = _fp16(cfg, model, data, sidecar_in, scratch, log)
+            meta.update(fp16_meta)
+        meta["parity"] = parity(model, result_model, data.batches, cfg.threads)
+
+        staged = work / out.name
+        large = save_model_copy(result_model, staged)
+        ranges.save(work / paths["ranges"].name)
+        cache = None
+        if cfg.precision == "int8":
+            from calib.trt_cache import scales_from_ranges, write_cache
+
+            write_cache(work / paths["trt_cache"].name, scales_from_ranges(ranges), cfg.trt_version)
+            cache = paths["trt_cache"]
+        sidecar = _sidecar(cfg, sidecar_in, out, large, data, ranges, meta, custom=bool(custom_nodes(model)))
+        _write_json(work / paths["sidecar"].name, sidecar)
+        # into place: weights, graph, ranges, cache, then the sidecar that describes them
+        if large:
+            os.replace(work / paths["data"].name, paths["data"])
+        os.replace(staged, out)
+        if not large:
+            paths["data"].unlink(missing_ok=True)
+        os.replace(work / paths["ranges"].name, paths["ranges"])
+        if cache is not None:
+            os.replace(work / paths["trt_cache"].name, cache)
+        else:
+            paths["trt_cache"].unlink(missing_ok=True)
+        os.replace(work / paths["sidecar"].name, paths["sidecar"])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return CalibrateResult(out, paths["sidecar"], paths["ranges"], cache, sidecar)
+
+
+def _int8(cfg, model, ranges, data, sidecar_in, scratch, log):
+    from calib.qdq import qdq_summary, quantize_int8
+    from calib.sensitivity import auto_fallback
+
+    meta: dict = {}
+    if cfg.auto:
+        tok_dir = cfg.tokenizer
+        evaluator = _Evaluator(cfg, {**sidecar_in, "precision": "int8", "calibration": data.record(cfg.seed)},
+                               scratch, tok_dir)
+        auto = auto_fallback(model, ranges, cfg.policy, data.batches, evaluator, cfg.auto_cfg, scratch,
+                             cfg.threads, log)
+        meta["auto"] = {**auto.to_dict(), "gate": cfg.gate.mode, "eval_split": cfg.auto_cfg.eval_split,
+                        "reference": str(cfg.reference or cfg.model)}
+        if not auto.passed:
+            last = auto.steps[-1]
+            raise GateFailed(f"--auto: the {cfg.gate.mode} gate still fails after {len(auto.steps) - 1} fallback "
+                             f"step(s) ({len(last['float_nodes'])} matmuls back in float, {last['metric']} delta "
+                             f"{last['delta']:+.2f}, allowed drop {last['allowed_drop']:.2f}); no model written")
+        quantized, placement, policy = auto.model, auto.placement, auto.policy
+    else:
+        quantized, placement = quantize_int8(model, ranges, cfg.policy, scratch)
+        policy = cfg.policy
+    summary = qdq_summary(quantized)
+    log(f"int8: {len(placement.quantize)} matmuls quantized, {len(placement.float_nodes)} kept in float, "
+        f"{summary['QuantizeLinear']} QuantizeLinear / {summary['DequantizeLinear']} DequantizeLinear")
+    meta["quantization"] = {"format": "QDQ", "policy": policy.to_dict(), "placement": placement.to_dict(),
+                            "summary": summary}
+    return quantized, meta
+
+
+def _fp16(cfg, model, data, sidecar_in, scratch, log):
+    from calib.fp16 import make_fp16
+
+    half, plan, stats = make_fp16(model, data.batches, cfg.fp16, cfg.threads)
+    kept = plan.to_list(model)
+    log(f"fp16: {len(kept)} nodes kept in FP32")
+    meta = {"fp16": {"kept": kept, "keep_op_types": list(plan.keep_op_types),
+                     "overflow_margin": cfg.fp16.overflow_margin, "underflow_share": cfg.fp16.underflow_share,
+                     "largest": sorted(({"tensor": k, "amax": s.amax} for k, s in stats.items()),
+                                       key=lambda d: -d["amax"])[:10]}}
+    if cfg.auto:
+        evaluator = _Evaluator(cfg, {**sidecar_in, "precision": "fp16", "calibration": data.record(cfg.seed)},
+                               scratch, cfg.tokenizer)
+        result = evaluator(half)
+        meta["auto"] = {"passed": result.passed, "gate": cfg.gate.mode, "steps": [result.to_dict()]}
+        log(f"--auto: fp16 {result.metric} {result.candidate:.2f} vs {result.reference:.2f} "
+            f"(delta {result.delta:+.2f}) {result.verdict}")
+        if not result.passed:
+            raise GateFailed(f"--auto: the FP16 model fails the {cfg.gate.mode} gate (delta {result.delta:+.2f}, "
+                             f"allowed drop {result.allowed_drop:.2f}); --auto falls back only INT8 layers; "
+                             "no model written")
+    return half, meta
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+    import platform
+
+    out = {"python": platform.python_version()}
+    for pkg in ("debx", "onnx", "onnxruntime", "onnxruntime-extensions", "numpy"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def _sidecar(cfg, sidecar_in, out, large, data, ranges, meta, custom: bool) -> dict:
+    paths = artifact_paths(out)
+    carried = {k: v for k, v in sidecar_in.items()
+               if k not in ("file", "external_data", "precision", "parity", "created", "versions", "keep_fp32",
+                            "calibration", "quantization", "fp16", "auto")}
+    if not carried.get("source") and cfg.tokenizer is not None:
+        carried["source"] = {"path": str(Path(cfg.tokenizer).resolve())}
+    calibration = {**data.record(cfg.seed), "method": ranges.method if cfg.precision == "int8" else "minmax",
+                   "settings": ranges.settings, "tensors": len(ranges.tensors),
+                   "ranges_file": paths["ranges"].name,
+                   "trt_cache": paths["trt_cache"].name if cfg.precision == "int8" else None,
+                   "trt_version": cfg.trt_version if cfg.precision == "int8" else None}
+    side = {
+        "format": sidecar_in.get("format", "debx-onnx/1"),
+        **carried,
+        "file": out.name,
+        "external_data": paths["data"].name if large else None,
+        "precision": cfg.precision,
+        "parent": {"file": str(cfg.model.resolve()), "digest": _digest(cfg.model),
+                   "precision": sidecar_in.get("precision", "fp32")},
+        "calibration": calibration,
+        **meta,
+        "versions": _versions(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if custom:
+        side["custom_nodes"] = ("custom attention nodes keep their precision: no Q/DQ pairs at their inputs or "
+                                "outputs; TensorRT runs the plugin in FP32 or FP16 between the INT8 projections")
+    return side

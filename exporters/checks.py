@@ -27,10 +27,9 @@ def _all_nodes(graph):
 SMALL_INITIALIZER = 4096  # bytes: kept with their values for inference (shapes, axes); larger ones become inputs
 
 
-def inferred_value_info(model) -> list:
-    """ONNX shape/type inference of any size of model: it runs on a skeleton of the graph in which the large
-    initializers are typed inputs (inference needs their types and shapes, not their values), so a model over
-    protobuf's 2 GB limit is inferred without serializing its weights. Custom nodes keep any value_info given."""
+def skeleton(model):
+    """A copy of `model` without its large weights: initializers over SMALL_INITIALIZER bytes (or stored outside)
+    become typed graph inputs. Inference and the checker need types and shapes, not weight values."""
     import onnx
     from onnx import helper
 
@@ -45,12 +44,22 @@ def inferred_value_info(model) -> list:
             sk.initializer.append(t)
         else:
             sk.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
-    skeleton = onnx.ModelProto(ir_version=model.ir_version, graph=sk)
-    skeleton.opset_import.extend(model.opset_import)
+    out = onnx.ModelProto(ir_version=model.ir_version, graph=sk, producer_name=model.producer_name)
+    out.opset_import.extend(model.opset_import)
+    return out
+
+
+def inferred_value_info(model) -> list:
+    """ONNX shape/type inference of any size of model: it runs on a skeleton of the graph in which the large
+    initializers are typed inputs (inference needs their types and shapes, not their values), so a model over
+    protobuf's 2 GB limit is inferred without serializing its weights. Custom nodes keep any value_info given."""
+    import onnx
+
+    skeleton_model = skeleton(model)
     try:
-        return list(onnx.shape_inference.infer_shapes(skeleton, strict_mode=False).graph.value_info)
+        return list(onnx.shape_inference.infer_shapes(skeleton_model, strict_mode=False).graph.value_info)
     except Exception:  # best effort: an op inference cannot handle leaves what was known
-        return list(g.value_info)
+        return list(model.graph.value_info)
 
 
 def _elem_types(model) -> dict[str, int]:
@@ -64,6 +73,25 @@ def _elem_types(model) -> dict[str, int]:
                 if a.name == "value":
                     types[node.output[0]] = a.t.data_type
     return types
+
+
+def onnx_checker(model) -> list[str]:
+    """onnx.checker (full check, with strict shape inference) on the graph. TensorRT's DisentangledAttention_TRT
+    has no ONNX schema by design (TensorRT resolves it as a plugin), so it is checked as a custom-domain op."""
+    import onnx
+    from onnx import helper
+
+    m = skeleton(model)
+    trt = [n for n in m.graph.node if (n.domain, n.op_type) == ("", TRT_OP)]
+    for n in trt:
+        n.domain = "trt.plugins"
+    if trt:
+        m.opset_import.append(helper.make_opsetid("trt.plugins", 1))
+    try:
+        onnx.checker.check_model(m, full_check=True)
+    except Exception as e:  # onnx raises ValidationError / InferenceError with multi-line context
+        return [f"onnx.checker: {str(e).strip().splitlines()[0][:200]}"]
+    return []
 
 
 def control_flow(model) -> list[str]:
@@ -139,6 +167,7 @@ def folded_position_tables(model) -> list[str]:
 def graph_problems(model, *, mode: str, num_layers: int, expected_axes: dict) -> list[str]:
     types = _elem_types(model)
     return [
+        *onnx_checker(model),
         *control_flow(model),
         *uint8_tensors(model, types),
         *bool_to_number(model, types),

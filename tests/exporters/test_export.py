@@ -311,3 +311,31 @@ def test_portable_file_runs_in_plain_onnxruntime_without_debx(exported, tmp_path
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert p.returncode == 0, p.stderr
     assert float(p.stdout.strip()) <= 1e-4
+
+
+def test_graph_checks_catch_what_they_forbid():
+    from onnx import TensorProto, helper
+
+    from exporters.checks import graph_problems
+
+    ids = helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", 7])  # sequence pinned by mistake
+    mask = helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "sequence"])
+    out = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])
+    branch = helper.make_graph([helper.make_node("Identity", ["f"], ["y"])], "b", [],
+                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    nodes = [
+        helper.make_node("Cast", ["attention_mask"], ["b"], to=TensorProto.BOOL, name="to_bool"),
+        helper.make_node("Cast", ["b"], ["f"], to=TensorProto.FLOAT, name="bool_to_float"),
+        helper.make_node("Cast", ["attention_mask"], ["u"], to=TensorProto.UINT8, name="to_uint8"),
+        helper.make_node("ReduceMax", ["f"], ["c"], keepdims=0, name="any"),
+        helper.make_node("Cast", ["c"], ["cb"], to=TensorProto.BOOL, name="cond"),
+        helper.make_node("If", ["cb"], ["g"], then_branch=branch, else_branch=branch, name="branch"),
+        helper.make_node("Mul", ["g", "f"], ["h"], name="mul"),
+        helper.make_node("ReduceSum", ["h"], ["logits"], keepdims=1, name="sum"),
+    ]
+    model = helper.make_model(helper.make_graph(nodes, "bad", [ids, mask], [out]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    problems = " | ".join(graph_problems(model, mode="debx", num_layers=2, expected_axes={
+        "input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}, "logits": {0: "batch"}}))
+    for expected in ("1 If node", "uint8", "bool_to_float", "input_ids axis 1 is 7", "0 DebxDisentangledAttention"):
+        assert expected in problems, expected

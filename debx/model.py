@@ -222,6 +222,7 @@ def disentangled_attention(
     k = key.view(B, N, H, D).transpose(1, 2)  # (B, H, N, D)
     v = value.view(B, N, H, D).transpose(1, 2)  # (B, H, N, D)
     scores = q @ k.transpose(-1, -2)  # (B, H, N, N)
+    rel = None  # c2p + p2c, summed before they meet the content scores (the reference's order of additions)
     if c2p or p2c:
         if index is None:
             index = relative_index(relative_index_table(N, span, position_buckets, max_relative_positions), N)
@@ -229,11 +230,14 @@ def disentangled_attention(
     if c2p:
         pk = pos_key.view(-1, H, D).transpose(0, 1)  # (H, P, D)
         c2p_all = q @ pk.transpose(-1, -2)  # (B, H, N, P): query i against every relative slot
-        scores = scores + torch.gather(c2p_all, -1, idx)  # c2p[i, j] = q_i . pk[idx(i, j)]
+        rel = torch.gather(c2p_all, -1, idx)  # c2p[i, j] = q_i . pk[idx(i, j)]
     if p2c:
         pq = pos_query.view(-1, H, D).transpose(0, 1)  # (H, P, D)
         p2c_all = k @ pq.transpose(-1, -2)  # (B, H, N, P): key j against every relative slot
-        scores = scores + torch.gather(p2c_all, -1, idx.transpose(-1, -2)).transpose(-1, -2)  # p2c[i,j] = k_j . pq[idx(i,j)]
+        p2c_ij = torch.gather(p2c_all, -1, idx.transpose(-1, -2)).transpose(-1, -2)  # p2c[i,j] = k_j . pq[idx(i,j)]
+        rel = p2c_ij if rel is None else rel + p2c_ij
+    if rel is not None:
+        scores = scores + rel
     scores = scores * scale
     keep = mask.to(torch.bool)
     keep = keep[:, None, :, None] & keep[:, None, None, :]  # (B, 1, N, N) query and key both real tokens
@@ -259,6 +263,24 @@ def activation(name: str):
     return acts[name]
 
 
+class V1LayerNorm(nn.LayerNorm):
+    """DeBERTa v1's LayerNorm: the same parameters, computed as (x - mean) / sqrt(var + eps) in float32 like the
+    reference (bit-for-bit parity). Exported as a standard LayerNormalization (same math, fusable, FP16-keepable)."""
+
+    def forward(self, x):
+        if torch.onnx.is_in_onnx_export():
+            return super().forward(x)
+        dtype = x.dtype
+        x = x.float()
+        mean = x.mean(-1, keepdim=True)
+        var = (x - mean).pow(2).mean(-1, keepdim=True)
+        return self.weight * ((x - mean) / torch.sqrt(var + self.eps)).to(dtype) + self.bias
+
+
+def layer_norm(cfg: DebertaConfig, size: int) -> nn.LayerNorm:
+    return (V1LayerNorm if cfg.is_v1 else nn.LayerNorm)(size, eps=cfg.layer_norm_eps)
+
+
 class Embeddings(nn.Module):
     def __init__(self, cfg: DebertaConfig):
         super().__init__()
@@ -267,7 +289,7 @@ class Embeddings(nn.Module):
         self.position_embeddings = nn.Embedding(cfg.max_position_embeddings, e) if cfg.position_biased_input else None
         self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, e) if cfg.type_vocab_size > 0 else None
         self.embed_proj = nn.Linear(e, cfg.hidden_size, bias=False) if e != cfg.hidden_size else None
-        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.LayerNorm = layer_norm(cfg, cfg.hidden_size)
         self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
 
     def forward(self, input_ids, mask, token_type_ids=None):  # (B, N) ints -> (B, N, C)
@@ -367,8 +389,12 @@ class DisentangledSelfAttention(nn.Module):
 def attention_core(attn: DisentangledSelfAttention, q, k, v, pk, pq, mask, index):
     """The single call site of the attention op; the exporter swaps this for a custom node in `--attention debx`."""
     cfg = attn.cfg
+    scale = attn.scale
+    if cfg.is_v1:  # v1 divides the query side by sqrt(D * factor) before the products: same order, same rounding
+        root = 1.0 / attn.scale
+        q, pq, scale = q / root, pq / root, 1.0
     return disentangled_attention(
-        q, k, v, pk, pq, mask, num_heads=attn.num_heads, scale=attn.scale, span=cfg.span,
+        q, k, v, pk, pq, mask, num_heads=attn.num_heads, scale=scale, span=cfg.span,
         position_buckets=cfg.buckets, max_relative_positions=cfg.max_relative, c2p=attn.c2p, p2c=attn.p2c,
         index=index, dropout_p=attn.dropout.p if attn.training else 0.0,
     )
@@ -378,7 +404,7 @@ class SelfOutput(nn.Module):  # dense + residual + LayerNorm (also used for the 
     def __init__(self, cfg: DebertaConfig, d_in: int):
         super().__init__()
         self.dense = nn.Linear(d_in, cfg.hidden_size)
-        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.LayerNorm = layer_norm(cfg, cfg.hidden_size)
         self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
 
     def forward(self, x, residual):

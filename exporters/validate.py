@@ -153,13 +153,12 @@ def validation_cases(checkpoint: Path | None, cfg, max_len: int, *, batch: int |
     words = sum(len(t.split()) for t in singles)
     long_text = " ".join(singles * (max_len // max(words, 1) + 2))  # more words than max_len: truncated to it
     specs = [  # name, (ids, types), padded length (None: the longest row)
-        ("1 token, batch 1", ([[cls_id]], [[0]]), None),
-        ("short, batch 1", enc(singles[:1]), None),
-        ("pairs with padding, batch 4", enc(pairs[:4]), None),
-        ("sentences with padding, batch 8", enc(singles[1:9]), None),
-        ("maximum length, batch 2", enc([long_text, singles[9 % len(singles)]]), max_len),
-        *((f"sentences {i}-{i + 15}, batch 16", enc(singles[i:i + 16]), None) for i in (16, 32)
-          if len(singles) >= i + 16),
+        ("1 token", ([[cls_id]], [[0]]), None),
+        ("short sentence", enc(singles[:1]), None),
+        ("pairs with padding", enc(pairs[:4]), None),
+        ("sentences with padding", enc(singles[1:9]), None),
+        ("maximum length with padding", enc([long_text, singles[9 % len(singles)]]), max_len),
+        *((f"sentences {i}-{i + 15}", enc(singles[i:i + 16]), None) for i in (16, 32) if len(singles) >= i + 16),
     ]
     cases = []
     for name, (ids, types), n in specs:

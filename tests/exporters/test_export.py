@@ -50,8 +50,9 @@ def test_every_variant_exports_and_validates(exported, tmp_path, tiny_checkpoint
     assert rep.ok and rep.precision == ("fp16" if fp16 else "fp32") and rep.attention == mode
     assert rep.max_abs_diff <= (2e-2 if fp16 else 1e-4)
     assert rep.argmax_agreement >= (0.995 if fp16 else 1.0)
-    names = {c["case"] for c in rep.cases}
-    assert {"1 token, batch 1", "short, batch 1", "pairs with padding, batch 4", "maximum length, batch 2"} <= names
+    shapes = {c["case"]: (c["batch"], c["seq"]) for c in rep.cases}
+    assert shapes["1 token"] == (1, 1) and shapes["short sentence"][0] == 1
+    assert shapes["pairs with padding"][0] == 4 and shapes["maximum length with padding"] == (2, 128)
     longest = max(c["seq"] for c in rep.cases)
     assert longest == 128  # the model limit: relative positions computed in-graph up to it
     assert res.output.is_file() and res.sidecar.is_file()

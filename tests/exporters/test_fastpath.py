@@ -62,18 +62,32 @@ def test_emission_matches_reference(name, n):
     torch.testing.assert_close(got, want, rtol=0, atol=2e-6)
 
 
-def test_slot_range_is_what_the_length_needs():
-    """W = hi - lo + 1 is 2N - 1 while N fits the exact-bucket range, and never more than 2k."""
+def test_distance_rows_are_the_slots_of_each_distance():
+    """c2p rows run over r = N-1 ... -(N-1), p2c rows over r = -(N-1) ... N-1 (plus one spare): at most 2N rows of
+    the 2k-row table are multiplied, whatever the length."""
     from exporters.fastpath import RelativePlan
 
-    for buckets, k, L in ((256, 256, 512), (16, 16, 128)):
+    for buckets, k, L in ((256, 256, 512), (16, 16, 128), (0, 16, 64)):
         table = relative_index_table(L, k, buckets, L)
-        for n in (1, 5, buckets // 2, buckets, L):
+        for n in (1, 2, 5, 64, L):
             plan = RelativePlan(relative_index(table, n))
-            width = int(plan.end[0] - plan.start[0])
-            assert width <= min(2 * k, 2 * n - 1 if n <= buckets // 2 else 2 * k)
-            if n <= buckets // 2:
-                assert width == 2 * n - 1
+            r = torch.arange(-(n - 1), n)
+            slots = table[r + L - 1]  # slot of each distance, r ascending
+            assert plan.c2p_rows.shape == plan.p2c_rows.shape == (2 * n,)
+            assert torch.equal(plan.p2c_rows[:-1], slots)
+            assert torch.equal(plan.c2p_rows[:-1], slots.flip(0))
+
+
+def test_skew_is_the_relative_shift():
+    from exporters.fastpath import skew
+
+    for n in (1, 2, 3, 8):
+        x = torch.randn(2, 3, n, 2 * n)
+        want = torch.empty(2, 3, n, n)
+        for i in range(n):
+            for j in range(n):
+                want[:, :, i, j] = x[:, :, i, j - i + n - 1]
+        assert torch.equal(skew(x), want)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -127,8 +141,9 @@ def test_exported_fast_graph_is_exact(fast_exports, tiny_checkpoints, variant):
 
 @pytest.mark.parametrize("variant", ["v1", "v3"])
 def test_no_broadcast_copies(fast_exports, tiny_checkpoints, variant):
-    """No Expand/Tile (of a (B, H, N, P) tensor or anything else), no GatherElements, one Gather per c2p/p2c,
-    position slices with run-time bounds, and the index arithmetic shared by the layers."""
+    """No Expand/Tile (of a (B, H, N, P) tensor or anything else), no GatherElements, no element-wise gather of
+    scores: the only Gathers on position tables pick whole rows (two per layer), and the index arithmetic is
+    shared by the layers."""
     import onnx
 
     from debx.checkpoint import read_config
@@ -137,13 +152,30 @@ def test_no_broadcast_copies(fast_exports, tiny_checkpoints, variant):
     ops = Counter(n.op_type for n in model.graph.node)
     cfg, _ = read_config(tiny_checkpoints[variant])
     layers = cfg.num_hidden_layers
-    assert ops["Expand"] == 0 and ops["Tile"] == 0 and ops["GatherElements"] == 0
-    consts = {t.name for t in model.graph.initializer} | {n.output[0] for n in model.graph.node if n.op_type == "Constant"}
-    slices = [n for n in model.graph.node if n.op_type == "Slice" and n.input[0] in consts]
-    assert len(slices) == 2 * layers  # pk and pq per layer, each cut to the slots this length needs
-    assert all(n.input[1] not in consts and n.input[2] not in consts for n in slices)  # bounds come from N
-    assert ops["Range"] <= 3  # the relative index and the two flat gather indices: once per graph
-    # score-sized gathers: exactly two per layer, each with a 1-D index
-    score_gathers = [n for n in model.graph.node if n.op_type == "Gather"
-                     and any(a.name == "axis" and a.i == 2 for a in n.attribute)]
-    assert len(score_gathers) == 2 * layers
+    assert ops["Expand"] == 0 and ops["Tile"] == 0 and ops["GatherElements"] == 0 and ops["GatherND"] == 0
+    inits = {t.name: t for t in model.graph.initializer}
+    table_gathers = [n for n in model.graph.node if n.op_type == "Gather" and n.input[0] in inits
+                     and "embeddings" not in n.input[0] and len(inits[n.input[0]].dims) == 2]
+    assert len(table_gathers) == 2 * layers  # pk and pq rows in distance order, per layer
+    assert all(next((a.i for a in n.attribute if a.name == "axis"), 0) == 0 for n in table_gathers)
+    assert len({n.input[1] for n in table_gathers}) == 2  # the same two row lists serve every layer
+    consumers: dict[str, list] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+
+    def downstream(name: str, through: tuple[str, ...], want: str, depth: int = 4) -> list:
+        found = []
+        for n in consumers.get(name, []):
+            if n.op_type == want:
+                found.append(n)
+            elif n.op_type in through and depth:
+                found += downstream(n.output[0], through, want, depth - 1)
+        return found
+
+    products = [m for g in table_gathers for m in downstream(g.output[0], ("Reshape", "Transpose"), "MatMul")]
+    assert len(products) == 2 * layers  # one c2p and one p2c matmul per layer
+    for m in products:  # each product goes through the skew (Reshape/Slice), never through a gather
+        assert not downstream(m.output[0], ("Reshape", "Slice", "Transpose"), "Gather")
+        assert not downstream(m.output[0], ("Reshape", "Slice", "Transpose"), "GatherElements")
+        assert downstream(m.output[0], ("Reshape",), "Slice")

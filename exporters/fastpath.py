@@ -4,23 +4,24 @@ Entry point: `emit_fast(attn, q, k, v, pk, pq, mask, index)`, the signature of e
 exporters/attention.py, so the exporter can offer it as `--attention fast` (or make it the `onnx` emission) with one
 registry entry. What it changes against the direct transcription of debx.model.disentangled_attention:
 
-  1. Only the relative-position rows the current length can reach are used. The index table is monotone in i - j,
-     so for a sequence of N tokens every slot lies in [lo, hi] with lo = index[0, N-1] and hi = index[N-1, 0];
-     the position tables are sliced to those W = hi - lo + 1 <= 2 * min(N, k) rows in-graph (one Slice on a
-     constant), which halves the c2p/p2c matmuls at N = 128 for k = 256 (255 slots instead of 512).
-  2. c2p and p2c are each one matmul and one plain Gather, no broadcast copies: the (B, H, N, W) products are
-     flattened to (B, H, N * W) and gathered along the last axis with an (N, N) index computed once per graph
-     (shared by all layers):
-        c2p[b, h, i, j] = c2p_all[b, h, i, idx(i, j)]  -> flat index i * W + idx(i, j) - lo
-        p2c[b, h, i, j] = p2c_all[b, h, j, idx(i, j)]  -> flat index j * W + idx(i, j) - lo
-     so there is no Expand/Tile of a (B, H, N, 2k) tensor, no GatherElements and no Transpose of a score-sized
-     tensor (the p2c transpose pair of the reference disappears).
-  3. The position tables are stored pre-transposed per head, (H, D, P), and the softmax scale is folded into the
-     query and into the p2c table (the same trick as the `onnx` emission), so no constant is re-laid out per call.
+  1. Relative positions are handled by distance, not by slot. The slot of (query i, key j) depends only on the
+     distance r = i - j, so the position tables are first gathered into distance order for the current length
+     (2N rows: r = N-1 ... -(N-1) for c2p, r = -(N-1) ... N-1 for p2c, plus one spare row), one Gather of whole
+     table rows each. This also does the slicing: a sequence of N tokens touches at most 2N - 1 distances, so a
+     128-token sequence multiplies against 256 rows instead of all 2k = 512 slots.
+  2. c2p and p2c are each one matmul against that table and one "relative shift" (the Transformer-XL skew): with
+     the product X (B, H, N, 2N) laid out by distance, the wanted element X[i, j - i + N - 1] sits at flat offset
+     (N - 1) + i * (2N - 1) + j, so a Slice of the flattened product, a Reshape to (N, 2N - 1) rows and a Slice of
+     the first N columns pick every score at once. No Expand/Tile of a (B, H, N, 2k) tensor, no GatherElements,
+     no element-wise gather at all (ONNX Runtime's Gather copies one element at a time when it picks single
+     floats: measured 3x slower than the GatherElements it would replace).
+        c2p[i, j] = q_i . pk[idx(i, j)]  = (Q  @ PK_dist^T)[i, j - i + N - 1]          (PK_dist in c2p order)
+        p2c[i, j] = k_j . pq[idx(i, j)]  = (K  @ PQ_dist^T)[j, i - j + N - 1]          (transposed once)
+  3. The softmax scale is folded into the query and into the p2c table (as the `onnx` emission does), so every
+     intermediate is at its final magnitude and the tables need no per-call arithmetic.
 
-The math is unchanged (same products, same index, same mask-by-Where with MASK_FILL and softmax), so FP32 output
-matches the PyTorch reference to rounding (tests/exporters/test_fastpath.py). INT8 placement for this graph:
-`quantize_fast` in exporters/fastquant.py.
+The math is unchanged (the same products, the same index, the same Where-mask with MASK_FILL and softmax), so FP32
+output matches the PyTorch reference to rounding (tests/exporters/test_fastpath.py).
 """
 
 from __future__ import annotations
@@ -30,41 +31,21 @@ import torch
 from debx.model import MASK_FILL, DisentangledSelfAttention
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Relative slots the current length needs (computed once per graph, shared by every layer)
+# Distance-ordered table rows for the current length (computed once per graph, shared by every layer)
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-class _SliceLast(torch.autograd.Function):
-    """x[..., start:end] with tensor bounds: one ONNX Slice whose starts/ends are graph values (the TorchScript
-    tracer would bake Python-int bounds into constants and freeze the sequence length)."""
-
-    @staticmethod
-    def forward(ctx, x, start, end):  # start, end: int64 (1,)
-        return x[..., int(start[0]):int(end[0])].clone()
-
-    @staticmethod
-    def symbolic(g, x, start, end):
-        axes = g.op("Constant", value_t=torch.tensor([-1], dtype=torch.long))
-        return g.op("Slice", x, start, end, axes)
-
-
-def slice_last(x: torch.Tensor, start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
-    return _SliceLast.apply(x, start, end)
-
-
 class RelativePlan:
-    """The slot range and the two flat gather indices for one sequence length (from the (N, N) relative index)."""
+    """Which table row each relative distance uses, for one sequence length (from the (N, N) relative index).
 
-    def __init__(self, index: torch.Tensor):  # (N, N) int64: slot of (query i, key j)
-        n = index.shape[0]
-        lo = index[0, -1].reshape(1)  # smallest slot: i - j = -(N - 1)
-        hi = index[-1, 0].reshape(1)  # largest slot: i - j = N - 1
-        self.start, self.end = lo, hi + 1  # (1,) each
-        width = hi + 1 - lo  # (1,) W
-        local = index - lo  # (N, N) slot within the slice
-        ar = torch.arange(n, device=index.device)  # (N,)
-        self.c2p = (ar[:, None] * width + local).reshape(-1)  # (N*N,): row i of (N, W)
-        self.p2c = (ar[None, :] * width + local).reshape(-1)  # (N*N,): row j of (N, W)
+    c2p_rows[m] = idx at distance r = N-1-m (m = j - i + N - 1), p2c_rows[m] = idx at r = m-(N-1) (m = i - j + N - 1);
+    both have 2N entries, the last a spare so that the skew also works for N = 1."""
+
+    def __init__(self, index: torch.Tensor):  # (N, N) int64: slot of (query i, key j), a function of i - j
+        spare = index[0, :1]  # (1,) any valid row
+        # index[-1, j] = idx(N-1-j), index[0, j] = idx(-j), index[i, -1] = idx(i-N+1), index[i, 0] = idx(i)
+        self.c2p_rows = torch.cat([index[-1, :], index[0, 1:], spare])  # (2N,) r = N-1 ... -(N-1), spare
+        self.p2c_rows = torch.cat([index[:, -1], index[1:, 0], spare])  # (2N,) r = -(N-1) ... N-1, spare
 
 
 _PLANS: dict[int, tuple[torch.Tensor, RelativePlan]] = {}
@@ -82,16 +63,18 @@ def relative_plan(index: torch.Tensor) -> RelativePlan:
     return plan
 
 
-def head_major(table: torch.Tensor, heads: int) -> torch.Tensor:
-    """(P, HD) position table -> (H, D, P): the right operand of a per-head matmul (folded to a constant at export)."""
-    P, HD = table.shape
-    return table.reshape(P, heads, HD // heads).permute(1, 2, 0)
+def distance_table(table: torch.Tensor, rows: torch.Tensor, heads: int) -> torch.Tensor:
+    """(P, HD) position table -> (H, 2N, D): its rows in distance order, per head (one Gather of whole rows)."""
+    picked = torch.index_select(table, 0, rows)  # (2N, HD)
+    return picked.reshape(rows.shape[0], heads, -1).transpose(0, 1)  # (H, 2N, D)
 
 
-def gather_scores(prod: torch.Tensor, flat: torch.Tensor, n: int) -> torch.Tensor:
-    """(B, H, N, W) products -> (B, H, N, N) scores picked by a flat (N*N,) index: one Gather, no Expand."""
-    B, H = prod.shape[0], prod.shape[1]
-    return torch.index_select(prod.reshape(B, H, -1), 2, flat).reshape(B, H, n, n)
+def skew(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, N, 2N) products by distance -> (B, H, N, N) with out[i, j] = x[i, j - i + N - 1] (relative shift)."""
+    B, H, n = x.shape[0], x.shape[1], x.shape[2]
+    flat = x.reshape(B, H, -1)  # (B, H, 2N^2)
+    flat = flat[:, :, n - 1:n - 1 + n * (2 * n - 1)]  # (B, H, N * (2N - 1)): row i starts at (N-1) + i(2N-1)
+    return flat.reshape(B, H, n, 2 * n - 1)[:, :, :, :n]  # (B, H, N, N)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -112,11 +95,11 @@ def emit_fast(attn: DisentangledSelfAttention, q, k, v, pk, pq, mask, index):
     if attn.c2p or attn.p2c:
         plan = relative_plan(index)
     if attn.c2p:
-        pk_t = slice_last(head_major(pk, H), plan.start, plan.end)  # (H, D, W)
-        scores = scores + gather_scores(qh @ pk_t, plan.c2p, N)  # c2p: q_i . pk[idx(i, j)]
+        pk_d = distance_table(pk, plan.c2p_rows, H)  # (H, 2N, D)
+        scores = scores + skew(qh @ pk_d.transpose(-1, -2))  # c2p[i, j] = q_i . pk[idx(i, j)]
     if attn.p2c:
-        pq_t = slice_last(head_major(pq * s, H), plan.start, plan.end)  # (H, D, W), scaled
-        scores = scores + gather_scores(kh @ pq_t, plan.p2c, N)  # p2c: k_j . pq[idx(i, j)]
+        pq_d = distance_table(pq * s, plan.p2c_rows, H)  # (H, 2N, D), scaled
+        scores = scores + skew(kh @ pq_d.transpose(-1, -2)).transpose(-1, -2)  # p2c[i, j] = k_j . pq[idx(i, j)]
     keep = mask.to(torch.bool)
     keep = keep[:, None, :, None] & keep[:, None, None, :]  # (B, 1, N, N) query and key both real tokens
     scores = torch.where(keep, scores, torch.tensor(MASK_FILL, dtype=scores.dtype))

@@ -47,6 +47,7 @@ class ValidationReport:
     argmax_near_ties: int = 0
     failures: list[str] = field(default_factory=list)
     text_source: str = ""
+    reference: str = "debx PyTorch model (FP32, CPU)"
 
     @property
     def ok(self) -> bool:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # 2 shared cores: one thread per test process (torch and ONNX Runtime)
+
 ROOT = Path(__file__).resolve().parents[1]
 GLUE = Path(os.environ.get("GLUE_DIR") or ROOT.parent / "shared" / "glue")
 SPM = ROOT.parent / "shared" / "tokenizers" / "deberta-v3" / "spm.model"

@@ -13,7 +13,8 @@ Modes:
   onnx  standard ONNX ops only (runs anywhere)
   trt   c2c/c2p/p2c matmuls in standard ops, then one `DisentangledAttention_TRT` node (TensorRT's own plugin) for
         the gathered, summed and scaled scores, then mask, softmax and the value product in standard ops
-  debx  one `debx::DebxDisentangledAttention` node per layer (whole attention; see plugins/ and OP_SPEC)
+  debx  one `debx::DebxDisentangledAttention` node per layer (whole attention; contract in
+        plugins/disentangledAttention/README.md)
 """
 
 from __future__ import annotations
@@ -141,7 +142,7 @@ def emit_trt(attn: DisentangledSelfAttention, q, k, v, pk, pq, mask, index):
 
 
 class _DebxAttention(torch.autograd.Function):
-    """The whole attention of a layer; traced as one debx::DebxDisentangledAttention node (attributes per OP_SPEC)."""
+    """The whole attention of a layer; traced as one debx::DebxDisentangledAttention node (attributes per its contract)."""
 
     @staticmethod
     def forward(ctx, q, k, v, pk, pq, mask, num_heads, scale, span, position_buckets, max_relative_positions, c2p, p2c):
@@ -163,7 +164,7 @@ class _DebxAttention(torch.autograd.Function):
 def emit_debx(attn: DisentangledSelfAttention, q, k, v, pk, pq, mask, index):
     cfg = attn.cfg
     HD = q.shape[-1]
-    if not (attn.c2p and attn.p2c):  # OP_SPEC: an unused table is still an input, (P >= 1, HD)
+    if not (attn.c2p and attn.p2c):  # contract: an unused table is still an input, (P >= 1, HD)
         pk = pk if attn.c2p else pk.new_zeros(1, HD)
         pq = pq if attn.p2c else pq.new_zeros(1, HD)
     return _DebxAttention.apply(q, k, v, pk, pq, mask.to(torch.int32), attn.num_heads, float(attn.scale), cfg.span,

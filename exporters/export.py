@@ -32,6 +32,7 @@ import torch
 
 import debx.model as dm
 from debx.errors import ConfigError
+from debx.runtimes.reference_ops import DEBX_DOMAIN, DEBX_OP_VERSION
 from exporters.attention import MODES, check_supported, emitter
 from exporters.onnx_config import HEADS, onnx_config_for
 
@@ -154,7 +155,7 @@ def trace_to_onnx(model: torch.nn.Module, model_cfg: dm.DebertaConfig, head: str
         torch.onnx.export(
             model, tuple(dummy[n] for n in names), str(path), input_names=names, output_names=oc.output_names(head),
             dynamic_axes=oc.dynamic_axes(model_cfg, head, batch, seq), opset_version=opset, dynamo=False,
-            do_constant_folding=True, custom_opsets={"debx": 1} if mode == "debx" else None,
+            do_constant_folding=True, custom_opsets={DEBX_DOMAIN: DEBX_OP_VERSION} if mode == "debx" else None,
         )
 
 

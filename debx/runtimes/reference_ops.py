@@ -1,6 +1,7 @@
 """Reference implementations of the two custom attention ops debx graphs may contain, runnable in ONNX Runtime on CPU.
 
-* `debx::DebxDisentangledAttention` (our op, contract in plugins/ and notes/OP_SPEC): the whole attention of a layer.
+* `debx::DebxDisentangledAttention` (our op; contract in plugins/disentangledAttention/README.md): the whole
+  attention of a layer.
 * `DisentangledAttention_TRT` (domain "", the op of TensorRT's own plugin library): the summed and scaled score
   matrix (c2c + gathered c2p + gathered p2c) * factor, with TensorRT's log-bucket index math.
 
@@ -42,7 +43,8 @@ _ATTRS = {  # attributes the references take, with their ONNX kinds ("i" int, "f
 
 
 def spec_relative_index(n: int, span: int, position_buckets: int, max_relative_positions: int) -> np.ndarray:
-    """(N, N) slot index idx[i, j] into the (2*span, HD) position tables, as OP_SPEC defines it (float32 log math)."""
+    """(N, N) slot index idx[i, j] into the (2*span, HD) position tables, as the op contract defines it (float32
+    log math, Hugging Face's make_log_bucket_position)."""
     ar = np.arange(n)
     r = ar[:, None] - ar[None, :]  # (N, N) i - j
     if position_buckets > 0:
@@ -86,7 +88,7 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 
 def debx_attention_reference(query, key, value, pos_key, pos_query, mask, *, num_heads: int, scale: float, span: int,
                              position_buckets: int, max_relative_positions: int, c2p: int, p2c: int) -> np.ndarray:
-    """DebxDisentangledAttention per OP_SPEC, float32 NumPy. (B, N, HD) x3, (P, HD) x2, (B, N) -> (B, N, HD)."""
+    """DebxDisentangledAttention per its contract, float32 NumPy. (B, N, HD) x3, (P, HD) x2, (B, N) -> (B, N, HD)."""
     q, k, v = (np.asarray(t, dtype=np.float32) for t in (query, key, value))
     B, N, HD = q.shape
     H = int(num_heads)

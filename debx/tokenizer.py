@@ -65,7 +65,10 @@ def load_tokenizer(path: str | Path):
     if (path / "spm.model").is_file():
         return spm_tokenizer(path / "spm.model")
     if (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
-        return T.DebertaTokenizer(vocab_file=str(path / "vocab.json"), merges_file=str(path / "merges.txt"))
+        try:  # DeBERTa v1: GPT-2 byte-level BPE files
+            return T.DebertaTokenizer.from_pretrained(str(path), local_files_only=True)
+        except Exception as e:
+            raise CheckpointError(f"{path}: cannot load the BPE tokenizer ({str(e).splitlines()[0][:160]})") from None
     raise CheckpointError(f"{path}: no tokenizer files (expected tokenizer.json, spm.model or vocab.json + merges.txt)")
 
 

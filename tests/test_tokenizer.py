@@ -55,3 +55,18 @@ def test_trained_tokenizer_round_trips_through_a_checkpoint_folder(tmp_path):
 def test_folder_without_tokenizer_is_a_clear_error(tmp_path):
     with pytest.raises(CheckpointError, match="no tokenizer files"):
         load_tokenizer(tmp_path)
+
+
+def test_v1_gpt2_bpe_files_load(tmp_path):
+    """DeBERTa v1 checkpoints carry GPT-2 byte-level BPE files (vocab.json + merges.txt)."""
+    import json
+
+    vocab = {"[PAD]": 0, "[CLS]": 1, "[SEP]": 2, "[UNK]": 3, "[MASK]": 4}
+    for c in "abcdefghijklmnopqrstuvwxyz":
+        vocab[c] = len(vocab)
+        vocab["\u0120" + c] = len(vocab)
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n")
+    tok = load_tokenizer(tmp_path)
+    ids = tok("ab", "c")["input_ids"]
+    assert ids == [1, vocab["a"], vocab["b"], 2, 2, vocab["c"], 2]  # RoBERTa-style pair: [CLS] a [SEP] [SEP] b [SEP]

@@ -189,8 +189,8 @@ def convert(model, plan: FP16Plan):
         out = convert_float_to_float16(work, keep_io_types=True,
                                        op_block_list=[*DEFAULT_OP_BLOCK_LIST, *plan.keep_op_types],
                                        node_block_list=list(plan.kept))
+    topological_sort(out.graph)  # the converter appends its Casts at the end; type inference needs producers first
     _drop_fp16_round_trips(out)
-    topological_sort(out.graph)
     return out
 
 
@@ -203,7 +203,17 @@ def _drop_fp16_round_trips(model) -> None:
     from onnx import TensorProto, helper
 
     types = {}
-    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    # the converter leaves stale FP32 entries behind: infer every type afresh, except the outputs of custom nodes
+    # (no schema: their declared type is all there is)
+    from debx.runtimes.reference_ops import custom_nodes
+
+    declared = {o for n in custom_nodes(probe) for o in n.output}
+    keep = [vi for vi in probe.graph.value_info if vi.name in declared]
+    del probe.graph.value_info[:]
+    probe.graph.value_info.extend(keep)
+    inferred = onnx.shape_inference.infer_shapes(probe, strict_mode=False)
     for vi in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
         types[vi.name] = vi.type.tensor_type.elem_type
     for t in model.graph.initializer:

@@ -60,7 +60,7 @@ class GateResult:
     ci_high: float
     confidence: float
     allowed_drop: float | None  # None in mode "none"
-    changed: float  # share of examples whose prediction differs (classification: label; regression: value)
+    changed: float  # share of examples whose prediction differs (class; regression: by > 1% of the score range)
     n: int
     passed: bool
     reference_name: str = "reference"
@@ -213,11 +213,17 @@ def align(reference_guids: list[str], reference_preds, candidate_guids: list[str
     return ref, cand, np.asarray(labels)[keep], [candidate_guids[i] for i in keep]
 
 
+REGRESSION_CHANGE = 0.01  # a regression prediction "changed" when it moved by > 1% of the reference's spread
+
+
 def changed_share(task: "TaskSpec", reference: np.ndarray, candidate: np.ndarray) -> float:
+    """Share of examples whose prediction changed: another class, or (regression) a score that moved by more than
+    1% of the range of the reference's scores (so FP16/INT8 rounding noise does not count as a change)."""
     if task.is_regression:
         ref = np.asarray(reference, dtype=np.float64)
         cand = np.asarray(candidate, dtype=np.float64)
-        return float(np.mean(~np.isclose(ref, cand, rtol=0.0, atol=1e-6)))
+        spread = float(np.ptp(ref)) if ref.size else 0.0
+        return float(np.mean(np.abs(cand - ref) > max(REGRESSION_CHANGE * spread, 1e-6)))
     return float(np.mean(np.asarray(reference) != np.asarray(candidate)))
 
 

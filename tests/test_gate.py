@@ -201,12 +201,11 @@ def test_markdown_and_png(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-DRIVER = ROOT / "tests" / "calib" / "cli_driver.py"
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, str(DRIVER), *map(str, args)], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "debx", *map(str, args)], capture_output=True, text=True, env=env,
                           cwd=ROOT, timeout=300)
 
 

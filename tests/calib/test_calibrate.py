@@ -22,7 +22,6 @@ from debx.evaluate import EvalConfig, evaluate, gate_notes
 from debx.gate import GateConfig
 
 ROOT = Path(__file__).resolve().parents[2]
-DRIVER = ROOT / "tests" / "calib" / "cli_driver.py"
 
 
 def _cfg(exports, glue_dir, out, name="v3", **kw):
@@ -151,7 +150,7 @@ def test_bad_requests(exports, glue_dir, tmp_path):
 
 def run_cli(*args) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, str(DRIVER), *map(str, args)], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "debx", *map(str, args)], capture_output=True, text=True, env=env,
                           cwd=ROOT, timeout=600)
 
 

@@ -20,6 +20,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("calibrate", "debx.cli.calibrate"),
     ("build", "debx.cli.build"),
     ("eval", "debx.cli.eval"),
+    ("bench", "debx.cli.bench"),
 ]
 
 app = typer.Typer(

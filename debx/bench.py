@@ -15,8 +15,8 @@ Method (what the numbers mean):
     deltas of the shared process, so allocator reuse between engines can hide memory: treat them as indications;
   * `ratio` is p50 latency divided by the reference entry's p50 at the same shape (the first entry unless
     `ratio_to` names another): below 1 is faster;
-  * `max_abs_diff` is the largest difference of the engine's output from the reference entry's output on the
-    first timed inputs (a guard against "fast but wrong"; the accuracy gate is `debx eval`).
+  * `max_abs_diff` is the largest difference of the engine's output from the first entry's output on the same
+    inputs (put the FP32 reference first; a guard against "fast but wrong", the accuracy gate is `debx eval`).
 
 Engines: a checkpoint folder (the debx PyTorch model, eager FP32), any .onnx file (ONNX Runtime), a TensorRT plan
 (when TensorRT is present), and the baselines `pytorch` (debx PyTorch), `hf` (transformers PyTorch model), and
@@ -553,8 +553,9 @@ def run_bench(cfg: BenchConfig, engines: Sequence[Engine] | None = None,
                            **summarize(lat[e.name], b, s), "load_mb": round(e.load_mb, 1),
                            "run_mb": round(max(run_mb[e.name], 0.0), 1)}
                     row["ratio"] = row["p50_ms"] / (ref_p50 * 1e3)
-                    row["max_abs_diff"] = max_abs_diff(outs.get(e.name), outs.get(ref_name))
+                    row["max_abs_diff"] = max_abs_diff(outs.get(e.name), outs.get(engines[0].name))
                     rows.append(row)
+                say(f"  {b}x{s}: " + ", ".join(f"{r['engine']} {r['p50_ms']:.1f} ms" for r in rows[-len(engines):]))
     finally:
         for e in engines:
             try:
@@ -567,7 +568,8 @@ def run_bench(cfg: BenchConfig, engines: Sequence[Engine] | None = None,
         "machine": _machine(cfg.threads),
         "versions": _versions(),
         "config": {k: _jsonable(v) for k, v in asdict(cfg).items() if k not in ("json_path", "plot_path", "cache_dir")},
-        "reference": ref_name,
+        "reference": ref_name,  # the ratio column's denominator; max_abs_diff is against the first entry
+        "parity_reference": engines[0].name,
         "engines": [{"name": e.name, "kind": e.kind, "path": e.path, "precision": e.precision,
                      "load_mb": round(e.load_mb, 1), "info": e.info} for e in engines],
         "results": rows,
@@ -654,4 +656,4 @@ def table_rows(report: dict) -> list[list[str]]:
 
 
 TABLE_COLUMNS = ["engine", "prec", "B×N", "p50 ms", "p90 ms", "p99 ms", "seq/s", "tok/s", "RSS MB load+run",
-                 "× ref p50", "max|Δ| vs ref"]
+                 "× ref p50", "max|Δ| vs 1st"]

@@ -63,6 +63,11 @@ def relative_plan(index: torch.Tensor) -> RelativePlan:
     return plan
 
 
+def reset() -> None:
+    """Forget the per-graph plans (call when an export ends; `export_patches` should call it in its finally)."""
+    _PLANS.clear()
+
+
 def distance_table(table: torch.Tensor, rows: torch.Tensor, heads: int) -> torch.Tensor:
     """(P, HD) position table -> (H, 2N, D): its rows in distance order, per head (one Gather of whole rows)."""
     picked = torch.index_select(table, 0, rows)  # (2N, HD)
@@ -113,9 +118,11 @@ def emit_fast(attn: DisentangledSelfAttention, q, k, v, pk, pq, mask, index):
 
 
 def export_fast(checkpoint, output, **options):
-    """`debx export` with the fast emission in place of the standard one (sidecar: attention "onnx", emission
-    "fast"). Uses exporters.export unchanged: the `onnx` emitter is swapped for the duration of the call."""
+    """`debx export` with the fast emission in place of the standard one (sidecar: attention "onnx", plus
+    "emission": "fast"). Uses exporters.export unchanged: the `onnx` emitter is swapped for the duration of the call."""
     import contextlib
+    import json
+    import os
 
     import exporters.attention as attention
     from exporters.export import ExportConfig, export_onnx
@@ -128,7 +135,12 @@ def export_fast(checkpoint, output, **options):
             yield
         finally:
             attention.EMITTERS["onnx"] = saved
-            _PLANS.clear()
+            reset()
 
     with swapped():
-        return export_onnx(ExportConfig(checkpoint, output, attention="onnx", **options))
+        result = export_onnx(ExportConfig(checkpoint, output, attention="onnx", **options))
+    result.metadata["emission"] = "fast"
+    tmp = result.sidecar.with_name(result.sidecar.name + ".tmp")
+    tmp.write_text(json.dumps(result.metadata, indent=2, default=str) + "\n")
+    os.replace(tmp, result.sidecar)
+    return result

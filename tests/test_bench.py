@@ -77,15 +77,17 @@ def test_report_fields_and_ratio_with_fake_engines(tmp_path):
     res = run_bench(cfg, engines=_fakes(2, log))
     report = json.loads((tmp_path / "b.json").read_text())
     assert report["format"] == "debx-bench/1" and report["reference"] == "e1"
+    assert report["parity_reference"] == "e0"
     assert len(report["results"]) == 2 * 2 * 2
     for row in report["results"]:
         assert ROW_FIELDS <= set(row)
         assert row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"]
         assert row["tokens_per_s"] == pytest.approx(row["seq_per_s"] * row["seq"])
-        if row["engine"] == "e1":
-            assert row["ratio"] == pytest.approx(1.0) and row["max_abs_diff"] == 0.0
+        if row["engine"] == "e1":  # the ratio reference; parity is against the first entry (e0)
+            assert row["ratio"] == pytest.approx(1.0)
+            assert row["max_abs_diff"] == pytest.approx(1.0)  # outputs 1 vs 0: the parity guard sees it
         else:
-            assert row["max_abs_diff"] == pytest.approx(1.0)  # outputs 0 vs 1: the parity guard sees it
+            assert row["max_abs_diff"] == 0.0
     assert res.report == report
     with pytest.raises(ConfigError, match="--ratio-to"):
         run_bench(BenchConfig(models=[tmp_path], ratio_to="nope", iters=1), engines=_fakes(2, []))
@@ -173,7 +175,7 @@ def test_optimum_baselines_are_cached_by_fingerprint(tmp_path, tiny_checkpoints,
     (["--iters", "3", "--seconds", "1", "--engine", __file__], "not both"),
 ])
 def test_bad_input_is_one_line(args, match):
-    proc = subprocess.run([sys.executable, "-m", "debx.cli.bench", *args], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "debx", "bench", *args], capture_output=True, text=True,
                           cwd=str(ROOT), timeout=120)
     assert proc.returncode == 2
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]

@@ -49,21 +49,3 @@ def command(
     if res.plot_path:
         out.print(f"plot: {res.plot_path}")
 
-
-def main() -> None:
-    """`python -m debx.cli.bench ...`: this command alone, with the CLI's one-line error handling."""
-    import sys
-
-    from debx.errors import DebxError
-
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    app.command()(command)
-    try:
-        app()
-    except DebxError as e:
-        print(f"debx: error: {e}", file=sys.stderr)
-        sys.exit(e.exit_code)
-
-
-if __name__ == "__main__":
-    main()

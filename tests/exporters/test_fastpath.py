@@ -3,6 +3,7 @@ broadcast copies it exists to remove."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import numpy as np
@@ -130,6 +131,7 @@ def test_exported_fast_graph_is_exact(fast_exports, tiny_checkpoints, variant):
 
     res = fast_exports(variant)
     assert res.report is not None and res.report.ok  # the exporter's own validation (GLUE sentences) passed
+    assert json.loads(res.sidecar.read_text())["emission"] == "fast"
     with TorchRunner(tiny_checkpoints[variant]) as ref, OnnxRuntimeRunner(res.output, threads=1) as ort:
         limit = ref.config.max_position_embeddings
         for i, (batch, n) in enumerate([(1, 1), (2, 7), (3, 33), (2, 63), (2, limit - 1), (1, limit)]):

@@ -181,3 +181,46 @@ def test_no_broadcast_copies(fast_exports, tiny_checkpoints, variant):
         assert not downstream(m.output[0], ("Reshape", "Slice", "Transpose"), "Gather")
         assert not downstream(m.output[0], ("Reshape", "Slice", "Transpose"), "GatherElements")
         assert downstream(m.output[0], ("Reshape",), "Slice")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Offline ONNX Runtime optimisation of the INT8 graph (exporters/ort_optimize.py)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_ort_optimize_folds_biases_and_keeps_outputs(fast_exports, tiny_checkpoints, tmp_path):
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from debx.runtimes.onnxruntime import OnnxRuntimeRunner
+    from debx.runtimes.torch import TorchRunner
+    from exporters.ort_optimize import optimize_for_cpu
+
+    fp32 = fast_exports("v3").output
+    with TorchRunner(tiny_checkpoints["v3"]) as ref:
+        cfg = ref.config
+        cases = [_feeds(cfg, 2, n, pad_rows=True, seed=n) for n in (5, 17, 40)]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter(cases)
+
+        def get_next(self):
+            return next(self.it, None)
+
+    int8 = tmp_path / "v3.int8.onnx"
+    quantize_static(str(fp32), str(int8), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul"],
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+                    extra_options={"DedicatedQDQPair": True, "OpTypesToExcludeOutputQuantization": ["MatMul"],
+                                   "QuantizeBias": False})  # the placement calib/qdq.py uses
+    out = tmp_path / "v3.int8.cpu.onnx"
+    stats = optimize_for_cpu(int8, out)
+    assert stats["bias_adds_folded"] > 0 and stats["bias_gelu_to_gelu"] == cfg.num_hidden_layers
+    ops = Counter((n.domain, n.op_type) for n in onnx.load(str(out)).graph.node)
+    assert ops[("com.microsoft", "BiasGelu")] == 0 and ops[("com.microsoft", "Gelu")] >= cfg.num_hidden_layers
+    with_bias = [n for n in onnx.load(str(out)).graph.node if n.op_type == "MatMulIntegerToFloat" and len(n.input) == 7]
+    assert len(with_bias) == stats["bias_adds_folded"] + stats["bias_gelu_to_gelu"]
+    assert json.loads(out.with_name(out.name + ".json").read_text())["ort_optimized"]["bias_adds_folded"] > 0
+    with OnnxRuntimeRunner(int8, threads=1) as a, OnnxRuntimeRunner(out, threads=1) as b:
+        for feeds in cases:
+            assert np.abs(a.infer(feeds)["logits"] - b.infer(feeds)["logits"]).max() <= 1e-6

@@ -82,23 +82,10 @@ def _named(model) -> None:
 
 def tensor_stats(model, batches: list[dict[str, np.ndarray]], threads: int | None = None) -> dict[str, TensorStats]:
     """Statistics of every float node output of `model` (onnx.ModelProto) over `batches`."""
-    import onnx
-
     from debx.runtimes.onnxruntime import session_for_model
+    from exporters.fp16 import expose_intermediates
 
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    outputs = {o.name for o in probe.graph.output}
-    consts = {t.name for t in probe.graph.initializer}
-    for node in probe.graph.node:
-        if node.op_type == "Constant":
-            consts.update(node.output)
-            continue
-        for name in node.output:
-            if name and name not in outputs and name not in consts:
-                probe.graph.output.append(onnx.ValueInfoProto(name=name))
-                outputs.add(name)
-    session = session_for_model(probe, threads=threads)
+    session = session_for_model(expose_intermediates(model), threads=threads)
     names = [o.name for o in session.get_outputs()]
     inputs = [i.name for i in session.get_inputs()]
     stats: dict[str, TensorStats] = {}
@@ -178,13 +165,13 @@ def convert(model, plan: FP16Plan):
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
     from calib.ranges import quiet
-    from exporters.fp16 import _type_custom_outputs, topological_sort
+    from exporters.fp16 import topological_sort, type_custom_outputs
 
     work = onnx.ModelProto()
     work.CopyFrom(model)
     _named(work)
     _unshare_initializers(work, set(plan.kept), set(plan.keep_op_types))
-    _type_custom_outputs(work)
+    type_custom_outputs(work)
     with quiet():
         out = convert_float_to_float16(work, keep_io_types=True,
                                        op_block_list=[*DEFAULT_OP_BLOCK_LIST, *plan.keep_op_types],

@@ -193,7 +193,6 @@ def compute_ranges(model, batches: list[dict[str, np.ndarray]], cfg: RangeConfig
     """Ranges of the float tensors of `model` (onnx.ModelProto) over `batches`, with ORT's calibrator of cfg.method.
 
     work_dir: a scratch folder (the calibrator writes the model and its augmented copy there)."""
-    import onnx
 
     from calib.data import as_calibration_reader
     from debx.runtimes.reference_ops import adapt_for_ort, custom_nodes

@@ -35,7 +35,7 @@ def convert_to_fp16(model, keep_fp32: tuple[str, ...] | None = None):
     work = onnx.ModelProto()
     work.CopyFrom(model)
     _unshare_initializers(work, set(keep))
-    _type_custom_outputs(work)
+    type_custom_outputs(work)
     typed = inferred_value_info(work)  # works past 2 GB, unlike the converter's own inference
     del work.graph.value_info[:]
     work.graph.value_info.extend(typed)
@@ -67,7 +67,7 @@ def _unshare_initializers(model, keep: set[str]) -> None:
             model.graph.initializer.remove(inits[name])
 
 
-def _type_custom_outputs(model) -> None:
+def type_custom_outputs(model) -> None:
     """Custom attention nodes have no ONNX schema, so inference stops at them: declare each one's output as the
     type of its first input, layer after layer (each pass of inference reaches the next custom node)."""
     from onnx import helper
@@ -125,13 +125,9 @@ def topological_sort(graph) -> None:
     graph.node.extend(copies)
 
 
-def overflow_problems(model, feeds_list: list[dict[str, np.ndarray]], limit: int = 5, model_dir=None) -> list[str]:
-    """Run `model` (FP16 onnx.ModelProto) with every float intermediate as an output; report inf/NaN tensors.
-
-    model_dir: folder of the model's external data files, when its weights are not inside the proto."""
+def expose_intermediates(model):
+    """A copy of `model` (onnx.ModelProto) whose every non-constant node output is also a graph output."""
     import onnx
-
-    from debx.runtimes.onnxruntime import session_for_model
 
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
@@ -145,7 +141,16 @@ def overflow_problems(model, feeds_list: list[dict[str, np.ndarray]], limit: int
             if name and name not in outputs and name not in consts:
                 probe.graph.output.append(onnx.ValueInfoProto(name=name))
                 outputs.add(name)
-    session = session_for_model(probe, model_dir=model_dir)
+    return probe
+
+
+def overflow_problems(model, feeds_list: list[dict[str, np.ndarray]], limit: int = 5, model_dir=None) -> list[str]:
+    """Run `model` (FP16 onnx.ModelProto) with every float intermediate as an output; report inf/NaN tensors.
+
+    model_dir: folder of the model's external data files, when its weights are not inside the proto."""
+    from debx.runtimes.onnxruntime import session_for_model
+
+    session = session_for_model(expose_intermediates(model), model_dir=model_dir)
     names = [o.name for o in session.get_outputs()]
     bad: dict[str, int] = {}
     for feeds in feeds_list:

@@ -69,9 +69,11 @@ def reset() -> None:
 
 
 def distance_table(table: torch.Tensor, rows: torch.Tensor, heads: int) -> torch.Tensor:
-    """(P, HD) position table -> (H, 2N, D): its rows in distance order, per head (one Gather of whole rows)."""
-    picked = torch.index_select(table, 0, rows)  # (2N, HD)
-    return picked.reshape(rows.shape[0], heads, -1).transpose(0, 1)  # (H, 2N, D)
+    """(P, HD) position table -> (H, 2N, D): its rows in distance order, per head. The table is laid out (H, P, D)
+    first (a constant, folded at export), so one Gather of D-float rows yields the matmul operand, no Transpose."""
+    P, HD = table.shape
+    per_head = table.reshape(P, heads, HD // heads).transpose(0, 1)  # (H, P, D) constant
+    return torch.index_select(per_head, 1, rows)  # (H, 2N, D)
 
 
 def skew(x: torch.Tensor) -> torch.Tensor:

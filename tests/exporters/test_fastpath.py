@@ -157,9 +157,11 @@ def test_no_broadcast_copies(fast_exports, tiny_checkpoints, variant):
     assert ops["Expand"] == 0 and ops["Tile"] == 0 and ops["GatherElements"] == 0 and ops["GatherND"] == 0
     inits = {t.name: t for t in model.graph.initializer}
     table_gathers = [n for n in model.graph.node if n.op_type == "Gather" and n.input[0] in inits
-                     and "embeddings" not in n.input[0] and len(inits[n.input[0]].dims) == 2]
+                     and "embeddings" not in n.input[0] and len(inits[n.input[0]].dims) == 3]
     assert len(table_gathers) == 2 * layers  # pk and pq rows in distance order, per layer
-    assert all(next((a.i for a in n.attribute if a.name == "axis"), 0) == 0 for n in table_gathers)
+    for n in table_gathers:  # (H, P, D) constants, gathered along P: whole D-float rows, no transposes after
+        assert next((a.i for a in n.attribute if a.name == "axis"), 0) == 1
+        assert inits[n.input[0]].dims[0] == cfg.num_attention_heads
     assert len({n.input[1] for n in table_gathers}) == 2  # the same two row lists serve every layer
     consumers: dict[str, list] = {}
     for n in model.graph.node:

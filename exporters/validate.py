@@ -337,6 +337,21 @@ def case_rows(report: ValidationReport) -> list[tuple[str, str, str, str]]:
              c["argmax"] or "-") for c in report.cases]
 
 
+def print_report(console, title: str, report: ValidationReport) -> str:
+    """Print the per-case table; return the one-line summary (max diff, tolerance, argmax agreement, text)."""
+    from rich.table import Table
+
+    t = Table(title=title)
+    for col in ("case", "batch x seq", "max abs diff", "argmax"):
+        t.add_column(col, justify="left" if col == "case" else "right")
+    for row in case_rows(report):
+        t.add_row(*row)
+    console.print(t)
+    agree = "-" if report.argmax_agreement is None else f"{report.argmax_agreement:.2%}"
+    return (f"max abs diff {report.max_abs_diff:.2e} (tolerance {report.tolerance['atol']:g}), argmax agreement "
+            f"{agree}; text: {report.text_source}")
+
+
 def _finish(report: ValidationReport, raise_on_failure: bool) -> ValidationReport:
     if report.failures and raise_on_failure:
         n = len(report.failures)

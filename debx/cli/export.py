@@ -33,10 +33,9 @@ def command(
 ) -> None:
     """Export a checkpoint to ONNX and validate it against PyTorch (exit 1 and no file when validation fails)."""
     from rich.console import Console
-    from rich.table import Table
 
     from exporters.export import ExportConfig, export_onnx
-    from exporters.validate import case_rows
+    from exporters.validate import print_report
 
     out = output or default_output(checkpoint, attention, fp16)
     cfg = ExportConfig(checkpoint=checkpoint, output=out, attention=attention, fp16=fp16, opset=opset,
@@ -45,13 +44,6 @@ def command(
     with con.status(f"exporting {checkpoint} ({attention} attention, {cfg.precision})"):
         res = export_onnx(cfg)
     meta, rep = res.metadata, res.report
-    t = Table(title=f"{res.output.name} · {meta['variant']} · {meta['head']} · opset {meta['opset']}")
-    for col in ("case", "batch x seq", "max abs diff", "argmax"):
-        t.add_column(col, justify="left" if col == "case" else "right")
-    for row in case_rows(rep):
-        t.add_row(*row)
-    con.print(t)
-    agree = "-" if rep.argmax_agreement is None else f"{rep.argmax_agreement:.2%}"
-    con.print(f"[green]validated[/green] {meta['precision']} vs PyTorch: max abs diff {rep.max_abs_diff:.2e} "
-              f"(tolerance {rep.tolerance['atol']:g}), argmax agreement {agree}; text: {rep.text_source}")
+    summary = print_report(con, f"{res.output.name} · {meta['variant']} · {meta['head']} · opset {meta['opset']}", rep)
+    con.print(f"[green]validated[/green] {meta['precision']} vs PyTorch: {summary}")
     con.print(f"wrote {res.output} and {res.sidecar.name}" + (f" (+ {res.external_data.name})" if res.external_data else ""))

@@ -21,10 +21,9 @@ def command(
     """Validate an ONNX file against PyTorch: names, dynamic axes, graph rules, shapes and values on real sentences
     (exit 1 listing every failure)."""
     from rich.console import Console
-    from rich.table import Table
 
     from debx.errors import ConfigError
-    from exporters.validate import case_rows, read_sidecar, validate_onnx
+    from exporters.validate import print_report, read_sidecar, validate_onnx
 
     if model is None:
         src = (read_sidecar(onnx_file).get("source") or {}).get("checkpoint")
@@ -35,12 +34,5 @@ def command(
     con = Console()
     with con.status(f"validating {onnx_file} against {model}"):
         rep = validate_onnx(onnx_file, model, head=head, precision=precision, data_dir=data_dir, threads=threads)
-    t = Table(title=f"{onnx_file.name} vs {model} ({rep.precision}, {rep.attention} attention)")
-    for col in ("case", "batch x seq", "max abs diff", "argmax"):
-        t.add_column(col, justify="left" if col == "case" else "right")
-    for row in case_rows(rep):
-        t.add_row(*row)
-    con.print(t)
-    agree = "-" if rep.argmax_agreement is None else f"{rep.argmax_agreement:.2%}"
-    con.print(f"[green]PASS[/green]: max abs diff {rep.max_abs_diff:.2e} (tolerance {rep.tolerance['atol']:g}), "
-              f"argmax agreement {agree}; text: {rep.text_source}")
+    summary = print_report(con, f"{onnx_file.name} vs {model} ({rep.precision}, {rep.attention} attention)", rep)
+    con.print(f"[green]PASS[/green]: {summary}")

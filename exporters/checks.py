@@ -144,10 +144,10 @@ def attention_nodes(model, mode: str, num_layers: int) -> list[str]:
         expected = num_layers if key == want else 0
         if n != expected:
             problems.append(f"--attention {mode}: graph has {n} {key[1]} node(s), expected {expected}")
-    if mode == "onnx":
+    if mode in ("onnx", "fast"):  # standard ops only
         odd = sorted({f"{d}::{t}" for (d, t) in counts if d not in ("", "ai.onnx")})
         if odd:
-            problems.append(f"--attention onnx graph has non-standard ops: {', '.join(odd)}")
+            problems.append(f"--attention {mode} graph has non-standard ops: {', '.join(odd)}")
     return problems
 
 

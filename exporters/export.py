@@ -33,6 +33,7 @@ import torch
 import debx.model as dm
 from debx.errors import ConfigError
 from debx.runtimes.reference_ops import DEBX_DOMAIN, DEBX_OP_VERSION
+from exporters import fastpath
 from exporters.attention import MODES, check_supported, emitter
 from exporters.onnx_config import HEADS, onnx_config_for
 
@@ -44,7 +45,7 @@ EXTERNAL_DATA_THRESHOLD = TWO_GB - 64 * 2**20  # protobuf's 2 GB limit, minus ro
 class ExportConfig:
     checkpoint: Path
     output: Path
-    attention: str = "onnx"  # onnx | trt | debx
+    attention: str = "onnx"  # onnx | trt | debx | fast
     fp16: bool = False
     opset: int | None = None  # None: the architecture's default (17)
     max_seq_len: int | None = None  # None: max_position_embeddings; the graph accepts any length up to this
@@ -135,6 +136,7 @@ def export_patches(model: torch.nn.Module, mode: str, max_seq_len: int | None = 
         yield model
     finally:
         dm.attention_core = saved_core
+        fastpath.reset()  # the fast emission's per-graph plans hold tensors of this trace
         for attn in attns:
             attn.__dict__.pop("position_tables", None)
             for name in ("pos_key_table", "pos_query_table"):

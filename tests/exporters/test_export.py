@@ -23,7 +23,7 @@ from exporters.attention import MODES, supported_modes
 from exporters.export import ExportConfig, export_onnx
 from exporters.validate import ValidationFailed
 
-SUPPORTED = {"v1": ("onnx", "debx"), "v2": ("onnx", "debx"), "v3": MODES, "mdeberta": MODES, "gimlp": MODES}
+SUPPORTED = {"v1": ("onnx", "debx", "fast"), "v2": ("onnx", "debx", "fast"), "v3": MODES, "mdeberta": MODES, "gimlp": MODES}
 MATRIX = [(v, m, p) for v in VARIANTS for m in MODES for p in (False, True)]
 
 

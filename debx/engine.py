@@ -297,6 +297,14 @@ def read_onnx_sidecar(onnx: Path) -> dict:
         return {}
 
 
+def check_calibration_target(onnx: Path, sidecar: Mapping) -> None:
+    """An INT8 model calibrated with `debx calibrate --target ort` (uint8 activations, ORT-fused ops) is not for
+    TensorRT, which needs symmetric int8 activations."""
+    if sidecar.get("target") == "ort":
+        raise ConfigError(f"{onnx}: calibrated for ONNX Runtime CPU (uint8 activations); recalibrate with "
+                          "--target trt for TensorRT")
+
+
 def plan_sidecar(config: BuildConfig, selection: FlagSelection, profiles, versions: Mapping[str, str],
                  plugins: Sequence[Path], onnx_sha256: str | None = None, onnx_sidecar: Mapping | None = None) -> dict:
     """What the plan's `<plan>.json` records: enough to reproduce the build and to evaluate the plan."""
@@ -418,6 +426,7 @@ def build_engine(config: BuildConfig) -> BuildResult:
         if not lib.is_file():
             raise ConfigError(f"plugin library {lib}: no such file (from $DEBX_PLUGINS)")
     check_plugins(facts, plugins)
+    check_calibration_target(config.onnx, read_onnx_sidecar(Path(config.onnx)))
     profiles = make_profiles(config, facts.input_names)
 
     trt = import_tensorrt()

@@ -291,6 +291,26 @@ def test_build_engine_without_tensorrt(tmp_path):
     assert not (tmp_path / "m.plan").exists()
 
 
+def test_build_refuses_a_model_calibrated_for_onnx_runtime(tmp_path, monkeypatch):
+    """`debx calibrate --target ort` output (uint8 activations) is refused before TensorRT is even imported."""
+    import debx.engine as engine
+
+    onnx = tiny_onnx(tmp_path / "m.int8.onnx", qdq=True)
+    (tmp_path / "m.int8.onnx.json").write_text(json.dumps({"precision": "int8", "target": "ort"}))
+
+    def no_tensorrt():
+        raise AssertionError("TensorRT imported before the target check")
+
+    monkeypatch.setattr(engine, "import_tensorrt", no_tensorrt)
+    with pytest.raises(ConfigError, match="calibrated for ONNX Runtime CPU .uint8 activations.; recalibrate with "
+                                          "--target trt for TensorRT"):
+        build_engine(BuildConfig(onnx=onnx, precision="int8"))
+    assert not (tmp_path / "m.int8.plan").exists()
+    (tmp_path / "m.int8.onnx.json").write_text(json.dumps({"precision": "int8", "target": "trt"}))
+    with pytest.raises(AssertionError, match="TensorRT imported"):  # a trt-target model gets past the check
+        build_engine(BuildConfig(onnx=onnx, precision="int8"))
+
+
 def run_build_cli(args: list[str]) -> subprocess.CompletedProcess:
     """`debx build ...` through the real CLI when it is wired, else through the same error handling as debx.cli.main."""
     try:

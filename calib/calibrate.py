@@ -22,7 +22,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -38,6 +38,8 @@ from debx.errors import ConfigError, GateFailed
 from debx.gate import GateConfig
 
 PRECISIONS = ("int8", "fp16")
+TARGETS = ("trt", "ort")  # trt: symmetric int8 activations (TensorRT and ONNX Runtime); ort: ONNX Runtime CPU only
+TARGET_ACTIVATIONS = {"trt": "int8", "ort": "uint8"}
 RANGES_SUFFIX = ".ranges.json"
 TRT_CACHE_SUFFIX = ".calib.cache"
 
@@ -66,11 +68,22 @@ class CalibrateConfig:
     reference: Path | None = None  # --auto: the FP32 reference; default the input model
     trt_version: str = DEFAULT_TRT_VERSION
     threads: int | None = None
+    # trt: the policy's activation type (default symmetric int8); ort: uint8 activations unless `activations` says
+    # otherwise, and the written model is optimised offline for ONNX Runtime's CPU provider (exporters/ort_optimize.py)
+    target: str = "trt"
+    activations: str | None = None  # explicit --activations: wins over the target's default
 
     def __post_init__(self) -> None:
         self.model, self.output = Path(self.model), Path(self.output)
         if self.precision not in PRECISIONS:
             raise ConfigError(f"--precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
+        if self.target not in TARGETS:
+            raise ConfigError(f"--target {self.target!r}: choose one of {', '.join(TARGETS)}")
+        if self.target == "ort" and self.precision != "int8":
+            raise ConfigError("--target ort applies to --precision int8 (uint8 activations for ONNX Runtime CPU)")
+        act = self.activations or (TARGET_ACTIVATIONS["ort"] if self.target == "ort" else None)
+        if act is not None and act != self.policy.activation_type:
+            self.policy = replace(self.policy, activation_type=act)
         if self.method not in METHODS:
             raise ConfigError(f"--method {self.method!r}: choose one of {', '.join(METHODS)}")
 
@@ -265,7 +278,12 @@ def calibrate(cfg: CalibrateConfig, log: Callable[[str], None] = lambda s: None)
         meta["parity"] = parity(model, result_model, data.batches, cfg.threads)
 
         staged = work / out.name
-        large = save_model_copy(result_model, staged)
+        if cfg.target == "ort":
+            large, meta["ort_optimized"] = _optimize_for_ort(result_model, staged, scratch)
+            log(f"optimised for ONNX Runtime CPU: {meta['ort_optimized']}")
+        else:
+            large = save_model_copy(result_model, staged)
+        meta["target"] = cfg.target
         ranges.save(work / paths["ranges"].name)
         cache = None
         if cfg.precision == "int8":
@@ -290,6 +308,19 @@ def calibrate(cfg: CalibrateConfig, log: Callable[[str], None] = lambda s: None)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return CalibrateResult(out, paths["sidecar"], paths["ranges"], cache, sidecar)
+
+
+def _optimize_for_ort(model, staged: Path, scratch: Path) -> tuple[bool, dict]:
+    """Write `model` to `staged` through exporters.ort_optimize.optimize_for_cpu (ORT EXTENDED + bias folding,
+    outputs bit-identical). Returns (weights in `<staged>.data`, what the rewrite did)."""
+    from calib.ranges import save_model_copy
+    from exporters.ort_optimize import optimize_for_cpu
+
+    plain = scratch / "unoptimized.onnx"
+    save_model_copy(model, plain)
+    stats = optimize_for_cpu(plain, staged)
+    staged.with_name(staged.name + ".json").unlink(missing_ok=True)  # its own sidecar; ours is written later
+    return staged.with_name(staged.name + ".data").exists(), {"level": "ORT_ENABLE_EXTENDED", **stats}
 
 
 def _int8(cfg, model, ranges, data, sidecar_in, scratch, log):
@@ -363,7 +394,7 @@ def _sidecar(cfg, sidecar_in, out, large, data, ranges, meta, custom: bool) -> d
     paths = artifact_paths(out)
     carried = {k: v for k, v in sidecar_in.items()
                if k not in ("file", "external_data", "precision", "parity", "created", "versions", "keep_fp32",
-                            "calibration", "quantization", "fp16", "auto")}
+                            "calibration", "quantization", "fp16", "auto", "target", "ort_optimized")}
     if not carried.get("source") and cfg.tokenizer is not None:
         carried["source"] = {"path": str(Path(cfg.tokenizer).resolve())}
     calibration = {**data.record(cfg.seed), "method": ranges.method if cfg.precision == "int8" else "minmax",

@@ -6,7 +6,7 @@
 # TensorRT 10 headers come from the kernel-lens sdist on PyPI; they are unpacked into a cache folder, never into the
 # repository.
 #
-#   bash plugins/ci_compile.sh                 # build into $DEBX_CACHE/build-plugins
+#   bash plugins/ci_compile.sh                 # build into <repo>/build/plugins (headers cached in $DEBX_CACHE)
 #   DEBX_BUILD_DIR=/tmp/b bash plugins/ci_compile.sh
 #
 # Needs: cmake, a C++17 compiler, nvcc (CUDA 12+), pip, and for the runtime
@@ -19,7 +19,7 @@ CACHE="${DEBX_CACHE:-$HOME/.cache/debx}"
 VERSION="2.0.1"
 HEADERS_ROOT="$CACHE/kernel-lens-$VERSION"
 TRT_INCLUDE="$HEADERS_ROOT/kernel_lens/include/tensorrt"
-BUILD="${DEBX_BUILD_DIR:-$CACHE/build-plugins}"
+BUILD="${DEBX_BUILD_DIR:-$(dirname "$HERE")/build/plugins}"  # per checkout: a CMake cache is tied to its source folder
 ARCHS="${DEBX_CUDA_ARCHITECTURES:-80;90}"
 JOBS="${DEBX_JOBS:-2}"
 PIP="${PIP:-python3 -m pip}"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from plugin_helpers import PLUGINS, Params, cache_dir, cmake_build, require
+from plugin_helpers import PLUGINS, Params, cmake_build, require
 
 
 @pytest.fixture(scope="session")
@@ -59,11 +59,12 @@ def tokenizer_build(tmp_path_factory):
 def plugin_build():
     """Full build through plugins/ci_compile.sh (TensorRT headers from kernel-lens, nvcc for sm_80 and sm_90).
 
-    Built in $DEBX_CACHE/build-plugins so a developer's second run is incremental; CI starts from scratch.
+    Built in <repo>/build/plugins (per checkout: a CMake cache is tied to its source folder), so a developer's
+    second run is incremental; CI starts from scratch.
     """
     require(shutil.which("nvcc") is not None, "nvcc is not on PATH (CUDA toolkit needed to compile the plugins)")
     require(shutil.which("cmake") is not None, "cmake is not installed")
-    build = cache_dir() / "build-plugins"
+    build = PLUGINS.parent / "build" / "plugins"
     env = dict(os.environ, DEBX_BUILD_DIR=str(build), PIP=f"{sys.executable} -m pip")
     proc = subprocess.run(["bash", str(PLUGINS / "ci_compile.sh")], capture_output=True, text=True, env=env,
                           timeout=1800)

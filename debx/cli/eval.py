@@ -57,7 +57,8 @@ def command(
     res = evaluate(cfg)
     con = Console()
     r = res.report
-    t = Table(title=f"{r['task']} {r['split']} · {r['n_examples']} examples · {r['runner'].get('runner')}")
+    con.print(f"[bold]{r['task']} {r['split']}[/bold] · {r['n_examples']} examples · {r['runner'].get('runner')}")
+    t = Table()
     for k in res.metrics:
         t.add_column(k, justify="right")
     t.add_row(*(f"{v:.2f}" for v in res.metrics.values()))

@@ -47,7 +47,8 @@ def command(
     if result["dev"] is None:
         return
     con = Console()
-    t = Table(title=f"{result['task']} dev (best, step {result['best_step']}/{result['steps']})")
+    con.print(f"[bold]{result['task']} dev[/bold] (best, step {result['best_step']}/{result['steps']})")
+    t = Table()
     for k in result["dev"]:
         t.add_column(k, justify="right")
     t.add_row(*(f"{v:.2f}" for v in result["dev"].values()))

@@ -135,42 +135,18 @@ def plan_fp16(model, stats: dict[str, TensorStats], cfg: FP16Config) -> FP16Plan
     return plan
 
 
-def _unshare_initializers(model, keep_nodes: set[str], keep_types: set[str]) -> None:
-    """Give nodes kept in FP32 their own copy of any initializer they share with nodes converted to FP16."""
-    consumers: dict[str, list] = {}
-    for node in model.graph.node:
-        for i, name in enumerate(node.input):
-            consumers.setdefault(name, []).append((node, i))
-    inits = {t.name: t for t in model.graph.initializer}
-    for name, uses in consumers.items():
-        if name not in inits or len(uses) < 2:
-            continue
-        kept = [(n, i) for n, i in uses if n.name in keep_nodes or n.op_type in keep_types]
-        if not kept:
-            continue
-        # one copy per kept use, even when every use is kept: ORT's converter otherwise emits one Cast per use of a
-        # shared initializer, all with the same node name
-        for k, (node, i) in enumerate(kept):
-            copy = model.graph.initializer.add()
-            copy.CopyFrom(inits[name])
-            copy.name = f"{name}.fp32.{k}"
-            node.input[i] = copy.name
-        if len(kept) == len(uses):
-            model.graph.initializer.remove(inits[name])
-
-
 def convert(model, plan: FP16Plan):
     """FP16 copy of `model` with plan.kept nodes and plan.keep_op_types in FP32, FP32 graph inputs/outputs."""
     import onnx
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
     from calib.ranges import quiet
-    from exporters.fp16 import topological_sort, type_custom_outputs
+    from exporters.fp16 import topological_sort, type_custom_outputs, unshare_initializers
 
     work = onnx.ModelProto()
     work.CopyFrom(model)
     _named(work)
-    _unshare_initializers(work, set(plan.kept), set(plan.keep_op_types))
+    unshare_initializers(work, set(plan.keep_op_types), set(plan.kept))
     type_custom_outputs(work)
     with quiet():
         out = convert_float_to_float16(work, keep_io_types=True,

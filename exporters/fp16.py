@@ -34,7 +34,7 @@ def convert_to_fp16(model, keep_fp32: tuple[str, ...] | None = None):
 
     work = onnx.ModelProto()
     work.CopyFrom(model)
-    _unshare_initializers(work, set(keep))
+    unshare_initializers(work, set(keep))
     type_custom_outputs(work)
     typed = inferred_value_info(work)  # works past 2 GB, unlike the converter's own inference
     del work.graph.value_info[:]
@@ -45,8 +45,11 @@ def convert_to_fp16(model, keep_fp32: tuple[str, ...] | None = None):
     return out
 
 
-def _unshare_initializers(model, keep: set[str]) -> None:
-    """Give FP32-kept nodes their own copy of any initializer they share with other nodes."""
+def unshare_initializers(model, keep_types: set[str], keep_nodes: set[str] = frozenset()) -> None:
+    """Give nodes kept in FP32 (by op type or by name) their own copy of any initializer they share with others.
+
+    One copy per kept use, even when every use is kept: ORT's converter otherwise emits one Cast per use of a shared
+    initializer, all with the same node name."""
     consumers = defaultdict(list)
     for node in model.graph.node:
         for i, name in enumerate(node.input):
@@ -55,7 +58,7 @@ def _unshare_initializers(model, keep: set[str]) -> None:
     for name, uses in consumers.items():
         if name not in inits or len(uses) < 2:
             continue
-        kept = [(n, i) for n, i in uses if n.op_type in keep]
+        kept = [(n, i) for n, i in uses if n.op_type in keep_types or n.name in keep_nodes]
         if not kept:
             continue
         for k, (node, i) in enumerate(kept):

@@ -4,7 +4,6 @@ debx.runtimes.reference_ops, registered automatically."""
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Mapping
 import numpy as np
 
 from debx.errors import ConfigError, MissingDependencyError
-from debx.runtimes.base import Runner
+from debx.runtimes.base import Runner, artifact_sidecar
 
 PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
@@ -146,12 +145,8 @@ class OnnxRuntimeRunner(Runner):
         return {n: np.asarray(v, dtype=np.float32) for n, v in zip(self.output_names, values)}
 
     def sidecar(self) -> dict:
-        """The export sidecar (<file>.json) when there is one."""
-        side = self.path.with_name(self.path.name + ".json")
-        try:
-            return json.loads(side.read_text()) if side.is_file() else {}
-        except (OSError, json.JSONDecodeError):
-            return {}
+        """The artifact's sidecar (<file>.json) when there is one."""
+        return artifact_sidecar(self.path)
 
     def describe(self) -> dict:
         ort = _ort()

@@ -10,7 +10,6 @@ Without TensorRT or without a GPU, activate() raises MissingDependencyError sayi
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -18,7 +17,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from debx.errors import ConfigError, MissingDependencyError
-from debx.runtimes.base import Runner
+from debx.runtimes.base import Runner, artifact_sidecar
 
 NO_TORCH_CUDA = ("no CUDA GPU visible to PyTorch: the TensorRT runner needs an NVIDIA GPU, its driver and a CUDA "
                  "build of torch (pip install torch from the CUDA index)")
@@ -39,11 +38,8 @@ class TensorRTRunner(Runner):
 
     # -- helpers -------------------------------------------------------------------------------------------------
     def sidecar(self) -> dict:
-        side = self.path.with_name(self.path.name + ".json")
-        try:
-            return json.loads(side.read_text()) if side.is_file() else {}
-        except (OSError, json.JSONDecodeError):
-            return {}
+        """The artifact's sidecar (<file>.json) when there is one."""
+        return artifact_sidecar(self.path)
 
     def plugin_libraries(self) -> list[Path]:
         if self.plugins:

@@ -17,7 +17,6 @@ them out (debx.evaluate.excluded_rows) and says so in its report.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import shutil
@@ -34,6 +33,7 @@ from calib.qdq import QDQPolicy
 from calib.ranges import METHODS, RangeConfig
 from calib.sensitivity import AutoConfig
 from calib.trt_cache import DEFAULT_TRT_VERSION
+from debx.artifacts import file_digest, package_versions
 from debx.errors import ConfigError, GateFailed
 from debx.gate import GateConfig
 
@@ -157,14 +157,6 @@ def _tokenizer_and_limit(cfg: CalibrateConfig, sidecar: dict):
     if not isinstance(limit, int) and src is not None and (Path(src) / "config.json").is_file():
         limit = read_config(src)[0].max_position_embeddings
     return load_tokenizer(tok_src), int(limit) if isinstance(limit, int) else 512
-
-
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -377,19 +369,6 @@ def _fp16(cfg, model, data, sidecar_in, scratch, log):
     return half, meta
 
 
-def _versions() -> dict:
-    import importlib.metadata as md
-    import platform
-
-    out = {"python": platform.python_version()}
-    for pkg in ("debx", "onnx", "onnxruntime", "onnxruntime-extensions", "numpy"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out
-
-
 def _sidecar(cfg, sidecar_in, out, large, data, ranges, meta, custom: bool) -> dict:
     paths = artifact_paths(out)
     carried = {k: v for k, v in sidecar_in.items()
@@ -408,11 +387,11 @@ def _sidecar(cfg, sidecar_in, out, large, data, ranges, meta, custom: bool) -> d
         "file": out.name,
         "external_data": paths["data"].name if large else None,
         "precision": cfg.precision,
-        "parent": {"file": str(cfg.model.resolve()), "digest": _digest(cfg.model),
+        "parent": {"file": str(cfg.model.resolve()), "digest": file_digest(cfg.model),
                    "precision": sidecar_in.get("precision", "fp32")},
         "calibration": calibration,
         **meta,
-        "versions": _versions(),
+        "versions": package_versions(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     if custom:

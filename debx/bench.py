@@ -38,6 +38,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from debx.artifacts import package_versions
 from debx.errors import ConfigError, DebxError, MissingDependencyError
 
 COMPARE = ("pytorch", "hf", "optimum", "optimum-fp32", "optimum-int8")
@@ -508,18 +509,6 @@ def _jsonable(v):
     return v
 
 
-def _versions() -> dict:
-    import importlib.metadata as md
-
-    out = {}
-    for pkg in ("debx", "torch", "transformers", "onnxruntime", "onnx"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out
-
-
 def run_bench(cfg: BenchConfig, engines: Sequence[Engine] | None = None,
               progress: Callable[[str], None] | None = None) -> BenchResult:
     """Load every engine, time every shape, and write JSON/PNG when asked. `engines` overrides build_engines."""
@@ -565,7 +554,7 @@ def run_bench(cfg: BenchConfig, engines: Sequence[Engine] | None = None,
         "format": FORMAT,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": _machine(cfg.threads),
-        "versions": _versions(),
+        "versions": package_versions(),
         "config": {k: _jsonable(v) for k, v in asdict(cfg).items() if k not in ("json_path", "plot_path", "cache_dir")},
         "reference": ref_name,  # the ratio column's denominator; max_abs_diff is against the first entry
         "parity_reference": engines[0].name,

@@ -13,7 +13,6 @@ an FP16 export for FP16, Q/DQ nodes (debx calibrate) for INT8.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -24,6 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from debx.artifacts import file_digest
 from debx.errors import ConfigError, DebxError, MissingDependencyError
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
@@ -282,11 +282,7 @@ def check_plugins(facts: OnnxFacts, plugins: Sequence[Path]) -> None:
 
 
 def sha256_of(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_digest(path, None)
 
 
 def read_onnx_sidecar(onnx: Path) -> dict:

@@ -8,13 +8,13 @@ are taken, and the rows used for calibration, which are excluded from the evalua
 from __future__ import annotations
 
 import json
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from debx.artifacts import file_digest, package_versions, write_json_atomic
 from debx.errors import ConfigError, DataError
 from debx.metrics import compute_metrics, predictions_from_outputs
 from debx.tasks import TaskSpec, get_task, load_split, split_path
@@ -81,23 +81,6 @@ def excluded_rows(sidecar: dict, task: TaskSpec, split: str) -> set[str]:
     if cal.get("task") in (task.name, None) and cal.get("split") == split:
         return set(cal.get("rows") or [])
     return set()
-
-
-def _versions() -> dict:
-    import torch
-    import transformers
-
-    import debx
-
-    v = {"debx": debx.__version__, "python": platform.python_version(), "torch": torch.__version__,
-         "transformers": transformers.__version__, "numpy": np.__version__}
-    try:
-        import onnxruntime
-
-        v["onnxruntime"] = onnxruntime.__version__
-    except ImportError:
-        pass
-    return v
 
 
 def evaluate(cfg: EvalConfig) -> EvalResult:
@@ -176,40 +159,21 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
         "metrics": metrics,
         "primary_metric": task.primary_metric,
         "engine": {"path": str(engine), "kind": "checkpoint" if engine.is_dir() else engine.suffix.lstrip("."),
-                   "fingerprint": fingerprint(engine) if engine.is_dir() else _file_digest(engine),
+                   "fingerprint": fingerprint(engine) if engine.is_dir() else file_digest(engine),
                    "source_fingerprint": fingerprint(src) if src is not None and (src / "config.json").is_file() else None,
                    "precision": sidecar.get("precision", "fp32")},
         "runner": described,
         "seconds": round(seconds, 3),
-        "versions": _versions(),
+        "versions": package_versions(),
         "predictions": preds.tolist(),
         "guids": [e.guid for e in examples],
     }
     return EvalResult(task, metrics, preds, labels, [e.guid for e in examples], report)
 
 
-def _file_digest(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
-
-
 def write_report(report: dict, path: Path) -> None:
     """Atomic JSON write."""
-    import os
-    import tempfile
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(report, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    write_json_atomic(path, report)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import json
 import os
-import platform
 import shutil
 import tempfile
 import warnings
@@ -31,6 +29,7 @@ from typing import Iterator
 import torch
 
 import debx.model as dm
+from debx.artifacts import package_versions, write_json_atomic
 from debx.errors import ConfigError
 from debx.runtimes.reference_ops import DEBX_DOMAIN, DEBX_OP_VERSION
 from exporters import fastpath
@@ -213,26 +212,6 @@ def save_onnx(model, path: Path, external_data_threshold: int = EXTERNAL_DATA_TH
     return None
 
 
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for pkg in ("debx", "torch", "transformers", "onnx", "onnxscript", "onnxruntime", "onnxruntime-extensions"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=str(path.parent))
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2, sort_keys=False, default=str)
-        fh.write("\n")
-    os.replace(tmp, path)
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # The export
 # ---------------------------------------------------------------------------------------------------------------------
@@ -323,7 +302,7 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
             "precision": cfg.precision,
             "keep_fp32": list(KEEP_FP32 if cfg.keep_fp32 is None else cfg.keep_fp32) if cfg.fp16 else [],
             "shapes": shapes,
-            "versions": _versions(),
+            "versions": package_versions(),
             "parity": report.to_dict() if report else None,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
@@ -335,7 +314,7 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
         if data is None and stale_data.exists():
             stale_data.unlink()
         side = out.with_name(out.name + ".json")
-        _write_json_atomic(side, sidecar)
+        write_json_atomic(side, sidecar)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return ExportResult(output=out, sidecar=side, metadata=sidecar, external_data=stale_data if data else None,

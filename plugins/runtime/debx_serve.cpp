@@ -52,66 +52,42 @@ struct Options
 Options parseArgs(int argc, char** argv)
 {
     Options o;
-    for (int i = 1; i < argc; ++i)
+    debx::runtime::ArgReader a(argc, argv, usage);
+    while (a.next())
     {
-        std::string const arg = argv[i];
-        auto value = [&]() -> std::string {
-            if (i + 1 >= argc)
-            {
-                usage(("missing value for " + arg).c_str());
-            }
-            return argv[++i];
-        };
-        if (arg == "--plan")
+        if (a.common(o.maxLength, o.batchSize))
         {
-            o.plan = value();
+            continue;
         }
-        else if (arg == "--spm")
+        if (a.arg() == "--plan")
         {
-            o.spm = value();
+            o.plan = a.value();
         }
-        else if (arg == "--plugins")
+        else if (a.arg() == "--spm")
         {
-            o.plugins.push_back(value());
+            o.spm = a.value();
         }
-        else if (arg == "--max-length")
+        else if (a.arg() == "--plugins")
         {
-            o.maxLength = std::atoi(value().c_str());
+            o.plugins.push_back(a.value());
         }
-        else if (arg == "--batch-size")
+        else if (a.arg() == "--pooling")
         {
-            int const n = std::atoi(value().c_str());
-            if (n < 1)
-            {
-                usage("--batch-size must be >= 1");
-            }
-            o.batchSize = static_cast<size_t>(n);
-        }
-        else if (arg == "--pooling")
-        {
-            std::string const v = value();
+            std::string const v = a.value();
             if (v != "cls" && v != "mean")
             {
                 usage("--pooling must be cls or mean");
             }
             o.meanPooling = v == "mean";
         }
-        else if (arg == "-h" || arg == "--help")
-        {
-            usage(nullptr);
-        }
         else
         {
-            usage(("unknown argument " + arg).c_str());
+            usage(("unknown argument " + a.arg()).c_str());
         }
     }
     if (o.plan.empty() || o.spm.empty())
     {
         usage("--plan and --spm are required");
-    }
-    if (o.maxLength < 3)
-    {
-        usage("--max-length must be >= 3");
     }
     return o;
 }
@@ -163,25 +139,12 @@ nlohmann::json answer(debx::runtime::Output const& out, debx::runtime::Encoding 
 void flush(debx::runtime::DebertaTokenizer const& tok, debx::runtime::TensorRTEngine& engine,
     std::vector<std::string> const& lines, Options const& o)
 {
-    std::vector<debx::runtime::Encoding> rows;
-    std::vector<std::string> replies(lines.size());
-    std::vector<size_t> rowOf(lines.size(), SIZE_MAX);
-    for (size_t n = 0; n < lines.size(); ++n)
-    {
-        try
-        {
-            debx::runtime::Request const r = debx::runtime::parseRequest(lines[n]);
-            rows.push_back(tok.encode(r.text, r.textPair ? &*r.textPair : nullptr, o.maxLength));
-            rowOf[n] = rows.size() - 1;
-        }
-        catch (std::exception const& e)
-        {
-            replies[n] = debx::runtime::errorLine(e.what());
-        }
-    }
+    debx::runtime::EncodedBatch b = debx::runtime::encodeLines(tok, lines, o.maxLength);
+    std::vector<debx::runtime::Encoding> const& rows = b.rows;
+    std::vector<size_t> const& rowOf = b.rowOf;
+    std::vector<std::string>& replies = b.replies;
     if (!rows.empty())
     {
-        tok.padBatch(rows);
         try
         {
             std::vector<debx::runtime::Output> const outputs = engine.run(rows);
@@ -236,20 +199,7 @@ int main(int argc, char** argv)
         std::fprintf(stderr, "debx_serve: error: %s\n", e.what());
         return 2;
     }
-    std::vector<std::string> pending;
-    std::string line;
-    while (std::getline(std::cin, line))
-    {
-        pending.push_back(line);
-        if (pending.size() == o.batchSize)
-        {
-            flush(*tok, *engine, pending, o);
-            pending.clear();
-        }
-    }
-    if (!pending.empty())
-    {
-        flush(*tok, *engine, pending, o);
-    }
+    debx::runtime::forEachBatch(
+        std::cin, o.batchSize, [&](std::vector<std::string> const& lines) { flush(*tok, *engine, lines, o); });
     return 0;
 }

@@ -46,65 +46,35 @@ struct Options
 Options parseArgs(int argc, char** argv)
 {
     Options o;
-    for (int i = 1; i < argc; ++i)
+    debx::runtime::ArgReader a(argc, argv, usage);
+    while (a.next())
     {
-        std::string const arg = argv[i];
-        auto value = [&]() -> std::string {
-            if (i + 1 >= argc)
-            {
-                usage(("missing value for " + arg).c_str());
-            }
-            return argv[++i];
-        };
-        if (arg == "--spm")
+        if (a.common(o.maxLength, o.batchSize))
         {
-            o.spm = value();
+            continue;
         }
-        else if (arg == "--max-length")
+        if (a.arg() == "--spm")
         {
-            o.maxLength = std::atoi(value().c_str());
+            o.spm = a.value();
         }
-        else if (arg == "--batch-size")
+        else if (a.arg() == "--normalization")
         {
-            int const n = std::atoi(value().c_str());
-            if (n < 1)
-            {
-                usage("--batch-size must be >= 1");
-            }
-            o.batchSize = static_cast<size_t>(n);
-        }
-        else if (arg == "--normalization")
-        {
-            std::string const v = value();
-            if (v == "transformers")
-            {
-                o.normalization = debx::runtime::Normalization::kTransformers;
-            }
-            else if (v == "sentencepiece")
-            {
-                o.normalization = debx::runtime::Normalization::kSentencePiece;
-            }
-            else
+            std::string const v = a.value();
+            if (v != "transformers" && v != "sentencepiece")
             {
                 usage("--normalization must be transformers or sentencepiece");
             }
-        }
-        else if (arg == "-h" || arg == "--help")
-        {
-            usage(nullptr);
+            o.normalization = v == "transformers" ? debx::runtime::Normalization::kTransformers
+                                                  : debx::runtime::Normalization::kSentencePiece;
         }
         else
         {
-            usage(("unknown argument " + arg).c_str());
+            usage(("unknown argument " + a.arg()).c_str());
         }
     }
     if (o.spm.empty())
     {
         usage("--spm is required");
-    }
-    if (o.maxLength < 3)
-    {
-        usage("--max-length must be >= 3");
     }
     return o;
 }
@@ -112,31 +82,15 @@ Options parseArgs(int argc, char** argv)
 //! Encode and print one batch; lines that failed keep their place as {"error": ...}.
 void flush(debx::runtime::DebertaTokenizer const& tok, std::vector<std::string> const& lines, Options const& o)
 {
-    std::vector<debx::runtime::Encoding> rows;
-    std::vector<std::string> errors(lines.size());
-    std::vector<size_t> rowOf(lines.size(), SIZE_MAX);
+    debx::runtime::EncodedBatch const b = debx::runtime::encodeLines(tok, lines, o.maxLength);
     for (size_t n = 0; n < lines.size(); ++n)
     {
-        try
+        if (b.rowOf[n] == SIZE_MAX)
         {
-            debx::runtime::Request const r = debx::runtime::parseRequest(lines[n]);
-            rows.push_back(tok.encode(r.text, r.textPair ? &*r.textPair : nullptr, o.maxLength));
-            rowOf[n] = rows.size() - 1;
-        }
-        catch (std::exception const& e)
-        {
-            errors[n] = e.what();
-        }
-    }
-    tok.padBatch(rows);
-    for (size_t n = 0; n < lines.size(); ++n)
-    {
-        if (rowOf[n] == SIZE_MAX)
-        {
-            std::cout << debx::runtime::errorLine(errors[n]) << '\n';
+            std::cout << b.replies[n] << '\n';
             continue;
         }
-        auto const& e = rows[rowOf[n]];
+        auto const& e = b.rows[b.rowOf[n]];
         nlohmann::json j{{"input_ids", e.inputIds}, {"token_type_ids", e.tokenTypeIds},
             {"attention_mask", e.attentionMask}};
         std::cout << j.dump() << '\n';
@@ -159,20 +113,6 @@ int main(int argc, char** argv)
         std::fprintf(stderr, "debx_tokenize: error: %s\n", e.what());
         return 2;
     }
-    std::vector<std::string> pending;
-    std::string line;
-    while (std::getline(std::cin, line))
-    {
-        pending.push_back(line);
-        if (pending.size() == o.batchSize)
-        {
-            flush(*tok, pending, o);
-            pending.clear();
-        }
-    }
-    if (!pending.empty())
-    {
-        flush(*tok, pending, o);
-    }
+    debx::runtime::forEachBatch(std::cin, o.batchSize, [&](std::vector<std::string> const& lines) { flush(*tok, lines, o); });
     return 0;
 }

@@ -34,6 +34,22 @@ def package_versions(packages: tuple[str, ...] = PACKAGES) -> dict[str, str]:
     return out
 
 
+def read_sidecar(path: str | Path, strict: bool = False) -> dict:
+    """The JSON sidecar beside an artifact (`model.onnx` -> `model.onnx.json`), or {} when there is none.
+
+    An unreadable sidecar is {} too, unless `strict`: then it is a ConfigError naming the file."""
+    path = Path(path)
+    side = path.with_name(path.name + ".json")
+    try:
+        return json.loads(side.read_text()) if side.is_file() else {}
+    except (OSError, json.JSONDecodeError) as e:
+        if strict:
+            from debx.errors import ConfigError
+
+            raise ConfigError(f"{side}: invalid JSON ({e})") from None
+        return {}
+
+
 def write_json_atomic(path: str | Path, data: dict) -> None:
     """Write JSON to a temporary file beside `path`, then rename: never a half-written file."""
     path = Path(path)

@@ -38,7 +38,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from debx.artifacts import package_versions
+from debx.artifacts import package_versions, read_sidecar
 from debx.errors import ConfigError, DebxError, MissingDependencyError
 
 COMPARE = ("pytorch", "hf", "optimum", "optimum-fp32", "optimum-int8")
@@ -251,19 +251,11 @@ def file_engine(path: Path, threads: int | None, name: str | None = None, kind: 
         cls = runner_class(backend)
     except ImportError as e:
         raise MissingDependencyError(f"--engine {path}: the {backend} runtime is not available ({e})") from None
-    side = _sidecar(path)
+    side = read_sidecar(path)
     precision = side.get("precision") or ("int8" if "int8" in path.name else "fp32")
     limit = (side.get("shapes") or {}).get("max_seq_len") if isinstance(side.get("shapes"), dict) else None
     return Engine(name or path.name, kind or backend, cls(path, threads=threads), str(path), precision,
                   limit if isinstance(limit, int) else None)
-
-
-def _sidecar(path: Path) -> dict:
-    side = path.with_name(path.name + ".json")
-    try:
-        return json.loads(side.read_text()) if side.is_file() else {}
-    except (OSError, json.JSONDecodeError):
-        return {}
 
 
 def source_checkpoint(cfg: BenchConfig) -> Path | None:
@@ -271,7 +263,7 @@ def source_checkpoint(cfg: BenchConfig) -> Path | None:
     if cfg.models:
         return cfg.models[0]
     for e in cfg.engines:
-        src = (_sidecar(e).get("source") or {}).get("checkpoint")
+        src = (read_sidecar(e).get("source") or {}).get("checkpoint")
         if src and Path(src).is_dir():
             return Path(src)
     return None

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from debx.artifacts import file_digest
+from debx.artifacts import file_digest, read_sidecar
 from debx.errors import ConfigError, DebxError, MissingDependencyError
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
@@ -285,14 +285,6 @@ def sha256_of(path: str | Path) -> str:
     return file_digest(path, None)
 
 
-def read_onnx_sidecar(onnx: Path) -> dict:
-    side = onnx.with_name(onnx.name + ".json")
-    try:
-        return json.loads(side.read_text()) if side.is_file() else {}
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
 def check_calibration_target(onnx: Path, sidecar: Mapping) -> None:
     """An INT8 model calibrated with `debx calibrate --target ort` (uint8 activations, ORT-fused ops) is not for
     TensorRT, which needs symmetric int8 activations."""
@@ -422,7 +414,7 @@ def build_engine(config: BuildConfig) -> BuildResult:
         if not lib.is_file():
             raise ConfigError(f"plugin library {lib}: no such file (from $DEBX_PLUGINS)")
     check_plugins(facts, plugins)
-    check_calibration_target(config.onnx, read_onnx_sidecar(Path(config.onnx)))
+    check_calibration_target(config.onnx, read_sidecar(config.onnx))
     profiles = make_profiles(config, facts.input_names)
 
     trt = import_tensorrt()
@@ -457,6 +449,6 @@ def build_engine(config: BuildConfig) -> BuildResult:
         reason = logger.errors[-1] if logger.errors else "see the TensorRT log above"
         raise DebxError(f"TensorRT could not build the engine: {reason}")
     sidecar = plan_sidecar(config, selection, profiles, {"tensorrt": str(trt.__version__), "debx": debx.__version__},
-                           plugins, sha256_of(config.onnx), read_onnx_sidecar(Path(config.onnx)))
+                           plugins, sha256_of(config.onnx), read_sidecar(config.onnx))
     side_path = write_plan(config.plan_path, bytes(plan), sidecar)
     return BuildResult(config.plan_path, side_path, selection, profiles, str(trt.__version__))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from debx import artifacts
 from debx.artifacts import file_digest, package_versions, write_json_atomic
 from debx.errors import ConfigError, DataError
 from debx.metrics import compute_metrics, predictions_from_outputs
@@ -50,13 +51,7 @@ class EvalResult:
 
 def read_sidecar(engine: Path) -> dict:
     """The JSON written next to an artifact (`<file>.json`), or {} for a checkpoint folder / missing sidecar."""
-    side = engine.with_name(engine.name + ".json")
-    if engine.is_file() and side.is_file():
-        try:
-            return json.loads(side.read_text())
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{side}: invalid JSON ({e})") from None
-    return {}
+    return artifacts.read_sidecar(engine, strict=True) if engine.is_file() else {}
 
 
 def source_checkpoint(engine: Path, sidecar: dict) -> Path | None:

@@ -9,12 +9,12 @@ length. Pinned batch/sequence sizes are honoured.
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from debx.artifacts import read_sidecar
 from debx.errors import ConfigError, DebxError, GateFailed
 from debx.runtimes import HEAD_OUTPUTS
 from debx.runtimes.compare import Case, Comparator, OutputDiff
@@ -226,16 +226,6 @@ def judge(diffs: list[OutputDiff], tol: Tolerance) -> tuple[list[str], float, fl
         failures.append(f"argmax agreement {agreement:.2%} < {tol.argmax_agreement:.1%} "
                         f"({total - same - ties} of {total} differ beyond near ties)")
     return failures, worst, agreement, ties
-
-
-def read_sidecar(onnx_path: Path) -> dict:
-    side = onnx_path.with_name(onnx_path.name + ".json")
-    if side.is_file():
-        try:
-            return json.loads(side.read_text())
-        except json.JSONDecodeError:
-            return {}
-    return {}
 
 
 def graph_facts(onnx_path: Path) -> dict:

@@ -264,10 +264,10 @@ def test_sidecar_and_atomic_write(tmp_path):
     cfg = BuildConfig(onnx=onnx, precision="fp16")
     sel = select_builder_flags(cfg, 10, onnx_facts(onnx))
     profiles = make_profiles(cfg, ["input_ids", "attention_mask"])
-    from debx.engine import read_onnx_sidecar
+    from debx.artifacts import read_sidecar
 
     side = plan_sidecar(cfg, sel, profiles, {"tensorrt": "10.14.1", "debx": "0.1.0"}, [], "abc",
-                        read_onnx_sidecar(onnx))
+                        read_sidecar(onnx))
     side_path = write_plan(cfg.plan_path, b"PLAN", side)
     assert cfg.plan_path.read_bytes() == b"PLAN"
     stored = json.loads(side_path.read_text())

@@ -23,7 +23,8 @@ def command(
     from rich.console import Console
 
     from debx.errors import ConfigError
-    from exporters.validate import print_report, read_sidecar, validate_onnx
+    from debx.artifacts import read_sidecar
+    from exporters.validate import print_report, validate_onnx
 
     if model is None:
         src = (read_sidecar(onnx_file).get("source") or {}).get("checkpoint")

@@ -12,22 +12,10 @@ and returns a dict of float32 NumPy arrays keyed by output name (``logits``, ``l
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
-from pathlib import Path
 from typing import Mapping
 
 import numpy as np
-
-
-def artifact_sidecar(path: str | Path) -> dict:
-    """The JSON sidecar written next to an artifact (`model.onnx.json`), or {} when absent or unreadable."""
-    path = Path(path)
-    side = path.with_name(path.name + ".json")
-    try:
-        return json.loads(side.read_text()) if side.is_file() else {}
-    except (OSError, json.JSONDecodeError):
-        return {}
 
 
 class Runner(ABC):

@@ -12,7 +12,8 @@ from typing import Mapping
 import numpy as np
 
 from debx.errors import ConfigError, MissingDependencyError
-from debx.runtimes.base import Runner, artifact_sidecar
+from debx.artifacts import read_sidecar
+from debx.runtimes.base import Runner
 
 PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
@@ -146,7 +147,7 @@ class OnnxRuntimeRunner(Runner):
 
     def sidecar(self) -> dict:
         """The artifact's sidecar (<file>.json) when there is one."""
-        return artifact_sidecar(self.path)
+        return read_sidecar(self.path)
 
     def describe(self) -> dict:
         ort = _ort()

@@ -17,7 +17,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from debx.errors import ConfigError, MissingDependencyError
-from debx.runtimes.base import Runner, artifact_sidecar
+from debx.artifacts import read_sidecar
+from debx.runtimes.base import Runner
 
 NO_TORCH_CUDA = ("no CUDA GPU visible to PyTorch: the TensorRT runner needs an NVIDIA GPU, its driver and a CUDA "
                  "build of torch (pip install torch from the CUDA index)")
@@ -39,7 +40,7 @@ class TensorRTRunner(Runner):
     # -- helpers -------------------------------------------------------------------------------------------------
     def sidecar(self) -> dict:
         """The artifact's sidecar (<file>.json) when there is one."""
-        return artifact_sidecar(self.path)
+        return read_sidecar(self.path)
 
     def plugin_libraries(self) -> list[Path]:
         if self.plugins:

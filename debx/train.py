@@ -121,7 +121,7 @@ class Prepared:
     notes: list[str] = field(default_factory=list)
 
 
-def prepare(cfg: TrainConfig, scratch_dir: Path) -> Prepared:
+def prepare(cfg: TrainConfig, scratch_dir: Path, tokenizer_path: Path | None = None) -> Prepared:
     """Validate every input and build model, tokenizer and encoded data before anything is written to OUT."""
     task = get_task(cfg.task)
     train_ex = load_split(task, cfg.data_dir, "train", limit=cfg.max_train_samples)
@@ -137,8 +137,8 @@ def prepare(cfg: TrainConfig, scratch_dir: Path) -> Prepared:
         tokenizer = load_tokenizer(cfg.model)
         notes.append(f"fine-tuning {cfg.model} ({ckpt.fingerprint})")
     else:
-        if cfg.tokenizer is not None:
-            tokenizer = load_tokenizer(cfg.tokenizer)
+        if (tokenizer_path or cfg.tokenizer) is not None:
+            tokenizer = load_tokenizer(tokenizer_path or cfg.tokenizer)
         else:
             texts = [e.text_a for e in train_ex] + [e.text_b for e in train_ex if e.text_b]
             spm_file = train_spm(texts, scratch_dir / "spm.model", vocab_size=cfg.vocab_size, seed=cfg.seed)
@@ -246,13 +246,8 @@ def train(cfg: TrainConfig) -> dict:
     import tempfile
 
     with tempfile.TemporaryDirectory() as scratch:
-        if cfg.resume:  # the tokenizer and model shape come from the resume state
-            cfg_tok = cfg.tokenizer
-            cfg.tokenizer = last_dir if cfg.preset else cfg.tokenizer
-            prep = prepare(cfg, Path(scratch))
-            cfg.tokenizer = cfg_tok
-        else:
-            prep = prepare(cfg, Path(scratch))
+        # on resume from a preset, the tokenizer (hence the model shape) is the one saved with the resume state
+        prep = prepare(cfg, Path(scratch), tokenizer_path=last_dir if cfg.resume and cfg.preset else None)
         model, task = prep.model, prep.task
         tok_dir = Path(scratch) / "tokenizer"
         save_tokenizer(prep.tokenizer, tok_dir)

@@ -1,0 +1,124 @@
+"""The native ONNX Runtime custom-op library (plugins/ortOps): the fused CPU kernel of `debx::DebxDisentangledAttention`.
+
+`library_path()` compiles it on first use with the machine's C++ compiler (`$CXX`, else g++ or c++; one translation
+unit pair, a few seconds) into a cache keyed by the sources, the flags, the compiler and the CPU
+(`$DEBX_CACHE`, default ~/.cache/debx/ort_ops/<key>/libdebx_ort_ops.so), writing to a temporary file and renaming, so
+concurrent builds and failed builds never leave a broken library behind. `-march=native` is deliberate: the library
+is built on the machine that runs it. Sessions register it with `SessionOptions.register_custom_ops_library`.
+
+When no compiler is available, `available()` is False and ONNX Runtime sessions fall back to the NumPy reference
+(debx.runtimes.reference_ops), which is exact but slow; `debx bench` shows which one ran.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+from debx.errors import MissingDependencyError
+
+PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
+SOURCES = ("ortOps/debxOrtOps.cpp", "disentangledAttention/disentangledAttentionCpu.cpp")
+HEADERS = ("ortOps/ortAbi.h", "disentangledAttention/disentangledAttentionCpu.h",
+           "disentangledAttention/disentangledAttentionMath.h")
+FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-fvisibility=hidden", "-Wall",
+         "-Wno-maybe-uninitialized")
+LIBRARY = "libdebx_ort_ops.so"
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CXX"), "g++", "c++", "clang++"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _cpu_signature() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return line
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("DEBX_CACHE", Path.home() / ".cache" / "debx")) / "ort_ops"
+
+
+def _key(cxx: str) -> str:
+    h = hashlib.sha256()
+    for rel in SOURCES + HEADERS:
+        h.update(rel.encode())
+        h.update((PLUGINS / rel).read_bytes())
+    version = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=False).stdout
+    for part in (" ".join(FLAGS), version, _cpu_signature(), platform.machine()):
+        h.update(part.encode())
+    return h.hexdigest()[:16]
+
+
+def build(out_dir: Path | None = None) -> Path:
+    """Compile the library (or return the cached build). Raises MissingDependencyError when it cannot be built."""
+    missing = [rel for rel in SOURCES + HEADERS if not (PLUGINS / rel).is_file()]
+    if missing:
+        raise MissingDependencyError(f"the native ONNX Runtime ops need the plugins/ sources of the debx checkout "
+                                     f"(missing {', '.join(missing)}); install debx from its repository (pip install -e .)")
+    cxx = _compiler()
+    if cxx is None:
+        raise MissingDependencyError("the native ONNX Runtime ops need a C++17 compiler (g++ or clang++; set $CXX): "
+                                     "apt-get install g++")
+    target_dir = out_dir or cache_root() / _key(cxx)
+    target = target_dir / LIBRARY
+    if target.is_file():
+        return target
+    target_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=str(target_dir))
+    os.close(fd)
+    cmd = [cxx, *FLAGS, f"-I{PLUGINS / 'disentangledAttention'}", *(str(PLUGINS / s) for s in SOURCES), "-o", tmp]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            first = next((ln for ln in proc.stderr.splitlines() if "error" in ln), proc.stderr.strip()[:200])
+            raise MissingDependencyError(f"building {LIBRARY} failed: {first}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+@lru_cache(maxsize=1)
+def _cached() -> tuple[Path | None, str]:
+    try:
+        return build(), ""
+    except MissingDependencyError as e:
+        return None, str(e)
+
+
+def library_path() -> Path:
+    """The built library; raises MissingDependencyError (with the reason) when it cannot be had."""
+    path, why = _cached()
+    if path is None:
+        raise MissingDependencyError(why)
+    return path
+
+
+def available() -> bool:
+    """True when the native library is built or can be built here (respects $DEBX_NATIVE_OPS=0 to force the
+    NumPy reference, e.g. to compare the two)."""
+    if os.environ.get("DEBX_NATIVE_OPS", "1") == "0":
+        return False
+    return _cached()[0] is not None
+
+
+def unavailable_reason() -> str:
+    if os.environ.get("DEBX_NATIVE_OPS", "1") == "0":
+        return "disabled by DEBX_NATIVE_OPS=0"
+    return _cached()[1]

@@ -1,0 +1,452 @@
+/*
+ * debx: fast CPU implementation of DebxDisentangledAttention (see disentangledAttentionCpu.h for the plan).
+ *
+ * The matrix products use one register-blocked kernel (4 rows x up to 64 columns, AVX-512 FMA with masked tails);
+ * without AVX-512 a plain loop computes the same sums. Softmax uses a vectorised exp (Cody-Waite reduction and a
+ * degree-7 polynomial, ~1 ulp).
+ */
+#include "disentangledAttentionCpu.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+namespace debx
+{
+namespace attention
+{
+namespace
+{
+
+#if defined(__AVX512F__)
+//! C[r, c0 + c] = sum_t A[r * lda + t] * Bt[t * ldb + c0 + c] for r < rows (<= 4) and c < 16 * NV (masked at cols).
+template <int NV>
+inline void microKernel(float const* A, int64_t lda, int rows, float const* Bt, int64_t ldb, int c0, int cols, int K,
+    float* C, int64_t ldc)
+{
+    // every loop below has a compile-time trip count and is unrolled, so the 4 x NV accumulators stay in registers
+    __m512 acc[4][NV];
+    __mmask16 m[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v)
+    {
+        int const rem = cols - (c0 + 16 * v);
+        m[v] = rem >= 16 ? static_cast<__mmask16>(0xFFFF)
+                         : static_cast<__mmask16>((1U << static_cast<unsigned>(rem > 0 ? rem : 0)) - 1U);
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; ++r)
+        {
+            acc[r][v] = _mm512_setzero_ps();
+        }
+    }
+    // rows past `rows` re-read row 0 and are never stored
+    float const* a0 = A;
+    float const* a1 = rows > 1 ? A + lda : A;
+    float const* a2 = rows > 2 ? A + 2 * lda : A;
+    float const* a3 = rows > 3 ? A + 3 * lda : A;
+    float const* b = Bt + c0;
+    for (int t = 0; t < K; ++t, b += ldb)
+    {
+        __m512 const x0 = _mm512_set1_ps(a0[t]);
+        __m512 const x1 = _mm512_set1_ps(a1[t]);
+        __m512 const x2 = _mm512_set1_ps(a2[t]);
+        __m512 const x3 = _mm512_set1_ps(a3[t]);
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v)
+        {
+            __m512 const bv = _mm512_maskz_loadu_ps(m[v], b + 16 * v);
+            acc[0][v] = _mm512_fmadd_ps(x0, bv, acc[0][v]);
+            acc[1][v] = _mm512_fmadd_ps(x1, bv, acc[1][v]);
+            acc[2][v] = _mm512_fmadd_ps(x2, bv, acc[2][v]);
+            acc[3][v] = _mm512_fmadd_ps(x3, bv, acc[3][v]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; ++r)
+    {
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v)
+        {
+            if (r < rows)
+            {
+                _mm512_mask_storeu_ps(C + r * ldc + c0 + 16 * v, m[v], acc[r][v]);
+            }
+        }
+    }
+}
+
+//! exp(x) for 16 floats; exactly 0 below -87 (where float32 exp underflows anyway).
+inline __m512 expVec(__m512 x)
+{
+    __mmask16 const live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0F), _CMP_GE_OQ);
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0F)), _mm512_set1_ps(88.0F));
+    __m512 const n = _mm512_roundscale_ps(
+        _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341F)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375F), x); // x - n ln2, ln2 split in two parts
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4F), r);
+    __m512 p = _mm512_set1_ps(1.0F / 5040.0F);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0F / 720.0F));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0F / 120.0F));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0F / 24.0F));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0F / 6.0F));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5F));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0F));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0F));
+    return _mm512_maskz_mov_ps(live, _mm512_scalef_ps(p, n));
+}
+#endif
+
+//! C (rows, cols) = A (rows, K) . Bt (K, cols); all row-major with the given row strides.
+void gemmBt(float const* A, int64_t lda, int rows, float const* Bt, int64_t ldb, int cols, int K, float* C, int64_t ldc)
+{
+#if defined(__AVX512F__)
+    for (int r0 = 0; r0 < rows; r0 += 4)
+    {
+        int const nr = std::min(4, rows - r0);
+        float const* a = A + r0 * lda;
+        float* c = C + r0 * ldc;
+        int c0 = 0;
+        for (; c0 + 64 <= cols; c0 += 64)
+        {
+            microKernel<4>(a, lda, nr, Bt, ldb, c0, cols, K, c, ldc);
+        }
+        int const rem = cols - c0;
+        if (rem > 48)
+        {
+            microKernel<4>(a, lda, nr, Bt, ldb, c0, cols, K, c, ldc);
+        }
+        else if (rem > 32)
+        {
+            microKernel<3>(a, lda, nr, Bt, ldb, c0, cols, K, c, ldc);
+        }
+        else if (rem > 16)
+        {
+            microKernel<2>(a, lda, nr, Bt, ldb, c0, cols, K, c, ldc);
+        }
+        else if (rem > 0)
+        {
+            microKernel<1>(a, lda, nr, Bt, ldb, c0, cols, K, c, ldc);
+        }
+    }
+#else
+    for (int r = 0; r < rows; ++r)
+    {
+        float* c = C + r * ldc;
+        std::fill(c, c + cols, 0.0F);
+        for (int t = 0; t < K; ++t)
+        {
+            float const a = A[r * lda + t];
+            float const* b = Bt + t * ldb;
+            for (int j = 0; j < cols; ++j)
+            {
+                c[j] += a * b[j];
+            }
+        }
+    }
+#endif
+}
+
+//! Like gemmBt, but row block [r0, r0 + 4) only computes columns [start(r0), end(r0)) (the band the gathers read);
+//! the rest of C is left unwritten.
+template <typename Band>
+void gemmBtBand(float const* A, int64_t lda, int rows, float const* Bt, int64_t ldb, int K, float* C, int64_t ldc,
+    Band band)
+{
+#if defined(__AVX512F__)
+    for (int r0 = 0; r0 < rows; r0 += 4)
+    {
+        int const nr = std::min(4, rows - r0);
+        int start = 0;
+        int end = 0;
+        band(r0, r0 + nr - 1, &start, &end);
+        float const* a = A + r0 * lda;
+        float* c = C + r0 * ldc;
+        int c0 = start;
+        for (; c0 + 48 < end; c0 += 64)
+        {
+            microKernel<4>(a, lda, nr, Bt, ldb, c0, end, K, c, ldc);
+        }
+        int const rem = end - c0;
+        if (rem > 32)
+        {
+            microKernel<3>(a, lda, nr, Bt, ldb, c0, end, K, c, ldc);
+        }
+        else if (rem > 16)
+        {
+            microKernel<2>(a, lda, nr, Bt, ldb, c0, end, K, c, ldc);
+        }
+        else if (rem > 0)
+        {
+            microKernel<1>(a, lda, nr, Bt, ldb, c0, end, K, c, ldc);
+        }
+    }
+#else
+    for (int r = 0; r < rows; ++r)
+    {
+        int start = 0;
+        int end = 0;
+        band(r, r, &start, &end);
+        float* c = C + r * ldc;
+        std::fill(c + start, c + end, 0.0F);
+        for (int t = 0; t < K; ++t)
+        {
+            float const a = A[r * lda + t];
+            float const* b = Bt + t * ldb;
+            for (int j = start; j < end; ++j)
+            {
+                c[j] += a * b[j];
+            }
+        }
+    }
+#endif
+}
+
+//! dst (cols, rows) = src (rows, cols)^T.
+void transpose(float const* src, int64_t lds, int rows, int cols, float* dst, int64_t ldd)
+{
+    constexpr int kTile = 16;
+    for (int r0 = 0; r0 < rows; r0 += kTile)
+    {
+        int const r1 = std::min(rows, r0 + kTile);
+        for (int c0 = 0; c0 < cols; c0 += kTile)
+        {
+            int const c1 = std::min(cols, c0 + kTile);
+            for (int r = r0; r < r1; ++r)
+            {
+                for (int c = c0; c < c1; ++c)
+                {
+                    dst[c * ldd + r] = src[r * lds + c];
+                }
+            }
+        }
+    }
+}
+
+//! In-place softmax of one row of n scores.
+void softmaxRow(float* s, int n)
+{
+#if defined(__AVX512F__)
+    __m512 mx = _mm512_set1_ps(-INFINITY);
+    int j = 0;
+    for (; j + 16 <= n; j += 16)
+    {
+        mx = _mm512_max_ps(mx, _mm512_loadu_ps(s + j));
+    }
+    float rowMax = _mm512_reduce_max_ps(mx);
+    for (int t = j; t < n; ++t)
+    {
+        rowMax = std::max(rowMax, s[t]);
+    }
+    __m512 const vmax = _mm512_set1_ps(rowMax);
+    __m512 sum = _mm512_setzero_ps();
+    for (j = 0; j < n; j += 16)
+    {
+        __mmask16 const m = n - j >= 16 ? static_cast<__mmask16>(0xFFFF)
+                                        : static_cast<__mmask16>((1U << static_cast<unsigned>(n - j)) - 1U);
+        __m512 const e = _mm512_maskz_mov_ps(m, expVec(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + j), vmax)));
+        _mm512_mask_storeu_ps(s + j, m, e);
+        sum = _mm512_add_ps(sum, e);
+    }
+    __m512 const inv = _mm512_set1_ps(1.0F / _mm512_reduce_add_ps(sum));
+    for (j = 0; j < n; j += 16)
+    {
+        __mmask16 const m = n - j >= 16 ? static_cast<__mmask16>(0xFFFF)
+                                        : static_cast<__mmask16>((1U << static_cast<unsigned>(n - j)) - 1U);
+        _mm512_mask_storeu_ps(s + j, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, s + j), inv));
+    }
+#else
+    float rowMax = -INFINITY;
+    for (int j = 0; j < n; ++j)
+    {
+        rowMax = std::max(rowMax, s[j]);
+    }
+    float sum = 0.0F;
+    for (int j = 0; j < n; ++j)
+    {
+        s[j] = std::exp(s[j] - rowMax);
+        sum += s[j];
+    }
+    float const inv = 1.0F / sum;
+    for (int j = 0; j < n; ++j)
+    {
+        s[j] *= inv;
+    }
+#endif
+}
+
+} // namespace
+
+void cpuTransposeTable(float const* table, int32_t rows, int32_t numHeads, int32_t headSize, float* out)
+{
+    int64_t const HD = static_cast<int64_t>(numHeads) * headSize;
+    for (int32_t h = 0; h < numHeads; ++h)
+    {
+        transpose(table + h * headSize, HD, rows, headSize, out + h * headSize * static_cast<int64_t>(rows), rows);
+    }
+}
+
+char const* cpuPlan(Params const& params, int32_t* indexByDistance, CpuPlan* plan)
+{
+    if (char const* err = validateParams(params))
+    {
+        return err;
+    }
+    int32_t const n = params.seqLen;
+    int32_t lo = 2 * params.span;
+    int32_t hi = -1;
+    for (int32_t r = -(n - 1); r <= n - 1; ++r)
+    {
+        int32_t const i = r > 0 ? r : 0; // any (i, j) with i - j = r
+        int32_t const idx = relativeIndex(i, i - r, params);
+        indexByDistance[r + n - 1] = idx;
+        lo = std::min(lo, idx);
+        hi = std::max(hi, idx);
+    }
+    plan->params = params;
+    plan->indexByDistance = indexByDistance;
+    plan->lo = n > 0 ? lo : 0;
+    plan->width = n > 0 ? hi - lo + 1 : 0;
+    return nullptr;
+}
+
+void cpuRunTask(CpuPlan const& plan, CpuTensors const& t, int64_t task)
+{
+    Params const& p = plan.params;
+    int const N = p.seqLen;
+    int const H = p.numHeads;
+    int const D = p.headSize;
+    int64_t const HD = static_cast<int64_t>(H) * D;
+    int64_t const b = task / H;
+    int const h = static_cast<int>(task % H);
+    if (N == 0)
+    {
+        return;
+    }
+    float const* q = t.query + b * N * HD + h * D;
+    float const* k = t.key + b * N * HD + h * D;
+    float const* v = t.value + b * N * HD + h * D;
+    int32_t const* mask = t.mask + b * N;
+    float* out = t.out + b * N * HD + h * D;
+    int const W = plan.width;
+    int const lo = plan.lo;
+    int32_t const* idx = plan.indexByDistance + (N - 1); // idx[i - j]
+
+    thread_local std::vector<float> scratch;
+    size_t const need = static_cast<size_t>(D) * N + 2 * static_cast<size_t>(D) * W + 2 * static_cast<size_t>(N) * W
+        + static_cast<size_t>(N) * N;
+    if (scratch.size() < need)
+    {
+        scratch.resize(need);
+    }
+    float* kt = scratch.data();   // (D, N)
+    float* tabT = kt + D * N;     // (D, W) two of them
+    float* prod = tabT + 2 * D * W; // (N, W) two of them: Cm, Pm
+    float* S = prod + 2 * static_cast<size_t>(N) * W; // (N, N)
+
+    transpose(k, HD, N, D, kt, N);
+    gemmBt(q, HD, N, kt, N, N, D, S, N); // S = Q K^T
+
+    // idx(i, j) only grows with i - j, so query row i reads Cm[i, idx(i, N-1) - lo ... idx(i, 0) - lo] and key row j
+    // reads Pm[j, idx(0, j) - lo ... idx(N-1, j) - lo]: bands of at most N columns out of W = 2N - 1
+    auto c2pBand = [&](int first, int last, int* start, int* end) {
+        *start = idx[first - (N - 1)] - lo;
+        *end = idx[last] - lo + 1;
+    };
+    auto p2cBand = [&](int first, int last, int* start, int* end) {
+        *start = idx[-last] - lo;
+        *end = idx[(N - 1) - first] - lo + 1;
+    };
+    float* cm = nullptr; // (N, W): Cm[i, m] = q_i . pk[lo + m]
+    float* pm = nullptr; // (N, W): Pm[j, m] = k_j . pq[lo + m]
+    if (p.c2p)
+    {
+        cm = prod;
+        if (t.posKeyT != nullptr)
+        {
+            int64_t const P = p.posRows;
+            gemmBtBand(q, HD, N, t.posKeyT + h * D * P + lo, P, D, cm, W, c2pBand);
+        }
+        else
+        {
+            transpose(t.posKey + static_cast<int64_t>(lo) * HD + h * D, HD, W, D, tabT, W);
+            gemmBtBand(q, HD, N, tabT, W, D, cm, W, c2pBand);
+        }
+    }
+    if (p.p2c)
+    {
+        pm = prod + static_cast<size_t>(N) * W;
+        if (t.posQueryT != nullptr)
+        {
+            int64_t const P = p.posRows;
+            gemmBtBand(k, HD, N, t.posQueryT + h * D * P + lo, P, D, pm, W, p2cBand);
+        }
+        else
+        {
+            transpose(t.posQuery + static_cast<int64_t>(lo) * HD + h * D, HD, W, D, tabT + D * W, W);
+            gemmBtBand(k, HD, N, tabT + D * W, W, D, pm, W, p2cBand);
+        }
+    }
+    for (int i = 0; i < N; ++i)
+    {
+        float* row = S + static_cast<int64_t>(i) * N;
+        // s[i, j] = (qk + Cm[i, idx(i, j) - lo] + Pm[j, idx(i, j) - lo]) * scale, masked; same sum order as the
+        // reference: ((qk + c2p) + p2c) * scale
+        int j = 0;
+#if defined(__AVX512F__)
+        __m512i const reverse = _mm512_set_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        __m512i const vlo = _mm512_set1_epi32(lo);
+        __m512i const lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+        __m512 const vscale = _mm512_set1_ps(p.scale);
+        __m512 const fill = _mm512_set1_ps(kMaskFill);
+        bool const queryValid = mask[i] != 0;
+        float const* crow = cm != nullptr ? cm + static_cast<int64_t>(i) * W : nullptr;
+        for (; j + 16 <= N; j += 16)
+        {
+            // idx(i, j + l) = idx[i - j - l]: 16 consecutive entries read backwards
+            __m512i const rel = _mm512_sub_epi32(
+                _mm512_permutexvar_epi32(reverse, _mm512_loadu_si512(idx + (i - j - 15))), vlo); // idx - lo
+            __m512 sv = _mm512_loadu_ps(row + j);
+            if (crow != nullptr)
+            {
+                sv = _mm512_add_ps(sv, _mm512_i32gather_ps(rel, crow, 4));
+            }
+            if (pm != nullptr)
+            {
+                __m512i const at = _mm512_add_epi32(
+                    _mm512_mullo_epi32(_mm512_add_epi32(lane, _mm512_set1_epi32(j)), _mm512_set1_epi32(W)), rel);
+                sv = _mm512_add_ps(sv, _mm512_i32gather_ps(at, pm, 4));
+            }
+            sv = _mm512_mul_ps(sv, vscale);
+            __mmask16 keep = 0;
+            if (queryValid)
+            {
+                keep = _mm512_cmpneq_epi32_mask(_mm512_loadu_si512(mask + j), _mm512_setzero_si512());
+            }
+            _mm512_storeu_ps(row + j, _mm512_mask_blend_ps(keep, fill, sv));
+        }
+#endif
+        for (; j < N; ++j)
+        {
+            int const m = idx[i - j] - lo;
+            float s = row[j];
+            if (cm != nullptr)
+            {
+                s += cm[static_cast<int64_t>(i) * W + m];
+            }
+            if (pm != nullptr)
+            {
+                s += pm[static_cast<int64_t>(j) * W + m];
+            }
+            row[j] = maskedScore(s, p.scale, mask[i], mask[j]);
+        }
+        softmaxRow(row, N);
+    }
+    gemmBt(S, N, N, v, HD, D, N, out, HD); // O_h = P V_h, straight into (B, N, HD)
+}
+
+} // namespace attention
+} // namespace debx

@@ -1,0 +1,388 @@
+/*
+ * debx: ONNX Runtime custom-op library (CPU execution provider) with the fused debx::DebxDisentangledAttention.
+ *
+ * Load it with SessionOptions.register_custom_ops_library(path) (Python) or RegisterCustomOpsLibrary (C/C++); the
+ * op contract is plugins/disentangledAttention/README.md, the math disentangledAttentionCpu.cpp. Inputs are float32
+ * (the mask int32); FP16 graphs are run by casting around the node (debx.runtimes.reference_ops.adapt_for_ort).
+ * The (batch, head) tasks run on ONNX Runtime's own intra-op thread pool (KernelContext_ParallelFor), so the op
+ * shares the session's threads instead of competing with them.
+ */
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "../disentangledAttention/disentangledAttentionCpu.h"
+#include "ortAbi.h"
+
+#if defined(_WIN32)
+#define DEBX_ORT_EXPORT extern "C" __declspec(dllexport)
+#else
+#define DEBX_ORT_EXPORT extern "C" __attribute__((visibility("default")))
+#endif
+
+namespace
+{
+
+using namespace debx;
+using ort::Api;
+using ort::Status;
+
+constexpr char const* kDomain = "debx";
+constexpr char const* kOpName = "DebxDisentangledAttention";
+constexpr size_t kNumInputs = 6;
+
+struct Kernel
+{
+    Api api;
+    attention::Params attrs; // attributes; shapes are filled per call
+    //! Constant pos_key / pos_query (initializers) laid out (H, D, P) once at session load; empty when the tables
+    //! are computed in the graph. Keyed by their shape, checked on every call.
+    std::vector<float> tableT[2];
+    int64_t tableRows = -1;
+    int64_t tableWidth = -1;
+};
+
+//! The first failing call returns its status; the macro keeps the compute body readable.
+#define DEBX_ORT_TRY(expr)                                                                                             \
+    do                                                                                                                 \
+    {                                                                                                                  \
+        if (Status* status_ = (expr))                                                                                  \
+        {                                                                                                              \
+            return status_;                                                                                            \
+        }                                                                                                              \
+    } while (0)
+
+Status* fail(Api const& api, std::string const& msg)
+{
+    std::string const full = std::string(kOpName) + ": " + msg;
+    return api.createStatus(ort::kInvalidArgument, full.c_str());
+}
+
+//! Element type and dims of an input.
+Status* describe(Api const& api, ort::Value const* value, ort::ElementType* type, std::vector<int64_t>* dims)
+{
+    ort::TensorInfo* info = nullptr;
+    DEBX_ORT_TRY(api.getTensorTypeAndShape(value, &info));
+    size_t rank = 0;
+    Status* status = api.getTensorElementType(info, type);
+    if (status == nullptr)
+    {
+        status = api.getDimensionsCount(info, &rank);
+    }
+    if (status == nullptr)
+    {
+        dims->assign(rank, 0);
+        status = api.getDimensions(info, dims->data(), rank);
+    }
+    api.releaseTensorInfo(info);
+    return status;
+}
+
+std::string shapeText(std::vector<int64_t> const& dims)
+{
+    std::string s = "(";
+    for (size_t i = 0; i < dims.size(); ++i)
+    {
+        s += (i ? ", " : "") + std::to_string(dims[i]);
+    }
+    return s + ")";
+}
+
+struct CallData
+{
+    attention::CpuPlan const* plan;
+    attention::CpuTensors const* tensors;
+};
+
+void runTask(void* data, size_t task)
+{
+    auto const* call = static_cast<CallData const*>(data);
+    attention::cpuRunTask(*call->plan, *call->tensors, static_cast<int64_t>(task));
+}
+
+Status* compute(void* opKernel, ort::KernelContext* ctx)
+{
+    auto const* kernel = static_cast<Kernel const*>(opKernel);
+    Api const& api = kernel->api;
+    size_t count = 0;
+    DEBX_ORT_TRY(api.kernelContextGetInputCount(ctx, &count));
+    if (count != kNumInputs)
+    {
+        return fail(api, "expects 6 inputs (query, key, value, pos_key, pos_query, mask), got " + std::to_string(count));
+    }
+    ort::Value const* inputs[kNumInputs];
+    ort::ElementType types[kNumInputs];
+    std::vector<int64_t> dims[kNumInputs];
+    char const* names[kNumInputs] = {"query", "key", "value", "pos_key", "pos_query", "mask"};
+    for (size_t i = 0; i < kNumInputs; ++i)
+    {
+        DEBX_ORT_TRY(api.kernelContextGetInput(ctx, i, &inputs[i]));
+        if (inputs[i] == nullptr)
+        {
+            return fail(api, std::string("input ") + names[i] + " is missing");
+        }
+        DEBX_ORT_TRY(describe(api, inputs[i], &types[i], &dims[i]));
+        ort::ElementType const want = i == 5 ? ort::kElementInt32 : ort::kElementFloat;
+        if (types[i] != want)
+        {
+            return fail(api, std::string(names[i]) + " must be " + (i == 5 ? "int32" : "float32"));
+        }
+    }
+    std::vector<int64_t> const& q = dims[0];
+    if (q.size() != 3)
+    {
+        return fail(api, "query must be (B, N, HD), got " + shapeText(q));
+    }
+    for (size_t i = 1; i < 3; ++i)
+    {
+        if (dims[i] != q)
+        {
+            return fail(api, std::string(names[i]) + " shape " + shapeText(dims[i]) + " != query shape " + shapeText(q));
+        }
+    }
+    int64_t const B = q[0];
+    int64_t const N = q[1];
+    int64_t const HD = q[2];
+    if (dims[5].size() != 2 || dims[5][0] != B || dims[5][1] != N)
+    {
+        return fail(api, "mask must be (B, N) = " + shapeText({B, N}) + ", got " + shapeText(dims[5]));
+    }
+    attention::Params p = kernel->attrs;
+    if (p.numHeads <= 0 || HD % p.numHeads != 0)
+    {
+        return fail(api, "hidden size " + std::to_string(HD) + " is not a multiple of num_heads "
+                + std::to_string(p.numHeads));
+    }
+    if (B > INT32_MAX || N > INT32_MAX)
+    {
+        return fail(api, "batch or sequence length too large");
+    }
+    p.batch = static_cast<int32_t>(B);
+    p.seqLen = static_cast<int32_t>(N);
+    p.headSize = static_cast<int32_t>(HD / p.numHeads);
+    for (size_t i = 3; i < 5; ++i)
+    {
+        if (dims[i].size() != 2 || dims[i][1] != HD)
+        {
+            return fail(api, std::string(names[i]) + " must be (P, " + std::to_string(HD) + "), got "
+                    + shapeText(dims[i]));
+        }
+    }
+    if (dims[3] != dims[4])
+    {
+        return fail(api, "pos_key and pos_query shapes differ: " + shapeText(dims[3]) + " vs " + shapeText(dims[4]));
+    }
+    p.posRows = static_cast<int32_t>(dims[3][0]);
+    std::vector<int32_t> indexByDistance(N > 0 ? static_cast<size_t>(2 * N - 1) : 0);
+    attention::CpuPlan plan{};
+    if (char const* err = attention::cpuPlan(p, indexByDistance.data(), &plan))
+    {
+        return fail(api, err);
+    }
+
+    void* data[kNumInputs];
+    for (size_t i = 0; i < kNumInputs; ++i)
+    {
+        DEBX_ORT_TRY(api.getTensorMutableData(const_cast<ort::Value*>(inputs[i]), &data[i]));
+    }
+    int64_t const outDims[3] = {B, N, HD};
+    ort::Value* output = nullptr;
+    DEBX_ORT_TRY(api.kernelContextGetOutput(ctx, 0, outDims, 3, &output));
+    void* outData = nullptr;
+    DEBX_ORT_TRY(api.getTensorMutableData(output, &outData));
+
+    attention::CpuTensors tensors{static_cast<float const*>(data[0]), static_cast<float const*>(data[1]),
+        static_cast<float const*>(data[2]), static_cast<float const*>(data[3]), static_cast<float const*>(data[4]),
+        static_cast<int32_t const*>(data[5]), static_cast<float*>(outData)};
+    if (kernel->tableRows == dims[3][0] && kernel->tableWidth == HD)
+    {
+        tensors.posKeyT = kernel->tableT[0].data();
+        tensors.posQueryT = kernel->tableT[1].data();
+    }
+    size_t const tasks = static_cast<size_t>(B) * static_cast<size_t>(p.numHeads);
+    if (tasks == 0 || N == 0)
+    {
+        return nullptr;
+    }
+    CallData call{&plan, &tensors};
+    return api.kernelContextParallelFor(ctx, runTask, tasks, 0, &call);
+}
+
+//! When both tables are constant float32 (P, HD) initializers, transpose them once (else leave tableT empty).
+void prepareTables(Api const& api, ort::KernelInfo const* info, Kernel* kernel)
+{
+    std::vector<int64_t> shapes[2];
+    float const* tables[2] = {nullptr, nullptr};
+    for (int i = 0; i < 2; ++i)
+    {
+        int isConstant = 0;
+        ort::Value const* value = nullptr;
+        if (Status* status = api.kernelInfoGetConstantInput(info, 3 + i, &isConstant, &value))
+        {
+            api.releaseStatus(status);
+            return;
+        }
+        ort::ElementType type = ort::kElementUndefined;
+        if (!isConstant || value == nullptr)
+        {
+            return;
+        }
+        if (Status* status = describe(api, value, &type, &shapes[i]))
+        {
+            api.releaseStatus(status);
+            return;
+        }
+        void* data = nullptr;
+        if (type != ort::kElementFloat || shapes[i].size() != 2)
+        {
+            return;
+        }
+        if (Status* status = api.getTensorMutableData(const_cast<ort::Value*>(value), &data))
+        {
+            api.releaseStatus(status);
+            return;
+        }
+        tables[i] = static_cast<float const*>(data);
+    }
+    attention::Params const& p = kernel->attrs;
+    int64_t const rows = shapes[0][0];
+    int64_t const width = shapes[0][1];
+    if (shapes[0] != shapes[1] || p.numHeads <= 0 || width % p.numHeads != 0 || rows <= 0 || rows > INT32_MAX)
+    {
+        return;
+    }
+    for (int i = 0; i < 2; ++i)
+    {
+        kernel->tableT[i].resize(static_cast<size_t>(rows * width));
+        attention::cpuTransposeTable(tables[i], static_cast<int32_t>(rows), p.numHeads,
+            static_cast<int32_t>(width / p.numHeads), kernel->tableT[i].data());
+    }
+    kernel->tableRows = rows;
+    kernel->tableWidth = width;
+}
+
+Status* createKernel(ort::CustomOp const*, void const* apiTable, ort::KernelInfo const* info, void** out)
+{
+    Api const api(static_cast<void const* const*>(apiTable));
+    auto* kernel = new Kernel{api, attention::Params{}, {}, -1, -1};
+    attention::Params& p = kernel->attrs;
+    struct IntAttr
+    {
+        char const* name;
+        int32_t* field;
+    } const ints[] = {{"num_heads", &p.numHeads}, {"span", &p.span}, {"position_buckets", &p.positionBuckets},
+        {"max_relative_positions", &p.maxRelativePositions}, {"c2p", &p.c2p}, {"p2c", &p.p2c}};
+    for (IntAttr const& a : ints)
+    {
+        int64_t value = 0;
+        if (Status* status = api.kernelInfoGetAttributeInt64(info, a.name, &value))
+        {
+            api.releaseStatus(status);
+            delete kernel;
+            return fail(api, std::string("missing int attribute ") + a.name);
+        }
+        if (value < INT32_MIN || value > INT32_MAX)
+        {
+            delete kernel;
+            return fail(api, std::string("attribute ") + a.name + " out of range");
+        }
+        *a.field = static_cast<int32_t>(value);
+    }
+    if (Status* status = api.kernelInfoGetAttributeFloat(info, "scale", &p.scale))
+    {
+        api.releaseStatus(status);
+        delete kernel;
+        return fail(api, "missing float attribute scale");
+    }
+    prepareTables(api, info, kernel);
+    *out = kernel;
+    return nullptr;
+}
+
+void destroyKernel(void* kernel)
+{
+    delete static_cast<Kernel*>(kernel);
+}
+
+ort::CustomOp makeOp()
+{
+    ort::CustomOp op{};
+    op.version = ort::kCustomOpVersion;
+    op.createKernel = [](ort::CustomOp const*, void const*, ort::KernelInfo const*) -> void* { return nullptr; };
+    op.getName = [](ort::CustomOp const*) { return kOpName; };
+    op.getExecutionProviderType = [](ort::CustomOp const*) -> char const* { return nullptr; }; // CPU
+    op.getInputType = [](ort::CustomOp const*, size_t i) { return i == 5 ? ort::kElementInt32 : ort::kElementFloat; };
+    op.getInputTypeCount = [](ort::CustomOp const*) { return kNumInputs; };
+    op.getOutputType = [](ort::CustomOp const*, size_t) { return ort::kElementFloat; };
+    op.getOutputTypeCount = [](ort::CustomOp const*) { return size_t{1}; };
+    op.kernelCompute = [](void*, ort::KernelContext*) {}; // never called: version >= 16 uses kernelComputeV2
+    op.kernelDestroy = destroyKernel;
+    op.getInputCharacteristic = [](ort::CustomOp const*, size_t) { return ort::kRequired; };
+    op.getOutputCharacteristic = [](ort::CustomOp const*, size_t) { return ort::kRequired; };
+    op.getInputMemoryType = [](ort::CustomOp const*, size_t) { return int32_t{0}; };
+    op.getVariadicInputMinArity = [](ort::CustomOp const*) { return 1; };
+    op.getVariadicInputHomogeneity = [](ort::CustomOp const*) { return 1; };
+    op.getVariadicOutputMinArity = [](ort::CustomOp const*) { return 1; };
+    op.getVariadicOutputHomogeneity = [](ort::CustomOp const*) { return 1; };
+    op.createKernelV2 = createKernel;
+    op.kernelComputeV2 = compute;
+    return op;
+}
+
+ort::CustomOp const gOp = makeOp();
+
+//! DEBX_ORT_OPS_SELFTEST=1: check the slot numbers of ortAbi.h against the running library before registering.
+Status* selfTest(Api const& api)
+{
+    Status* probe = api.createStatus(ort::kInvalidArgument, "debx-probe");
+    bool const statusOk = probe != nullptr && api.getErrorCode(probe) == ort::kInvalidArgument
+        && std::strcmp(api.getErrorMessage(probe), "debx-probe") == 0;
+    if (probe != nullptr)
+    {
+        api.releaseStatus(probe);
+    }
+    if (!statusOk)
+    {
+        return api.createStatus(ort::kFail, "debx ORT ABI self-test: status slots do not match");
+    }
+    char const* build = api.getBuildInfoString();
+    if (build == nullptr || std::strncmp(build, "ORT Build Info", 14) != 0)
+    {
+        return api.createStatus(ort::kFail, "debx ORT ABI self-test: build-info slot does not match");
+    }
+    std::fprintf(stderr, "debx ORT ABI self-test passed: %s\n", build);
+    return nullptr;
+}
+
+} // namespace
+
+DEBX_ORT_EXPORT Status* RegisterCustomOps(ort::SessionOptions* options, ort::ApiBase const* base)
+{
+    void const* const* table = base->getApi(ort::kApiVersion);
+    if (table == nullptr)
+    {
+        // an older runtime: report through the first API version, which every release serves
+        void const* const* v1 = base->getApi(1);
+        if (v1 == nullptr)
+        {
+            return nullptr;
+        }
+        std::string const msg = std::string("libdebx_ort_ops needs ONNX Runtime >= 1.18 (C API ")
+            + std::to_string(ort::kApiVersion) + "); this is " + base->getVersionString();
+        return Api(v1).createStatus(ort::kFail, msg.c_str());
+    }
+    Api const api(table);
+    char const* selftest = std::getenv("DEBX_ORT_OPS_SELFTEST");
+    if (selftest != nullptr && selftest[0] == '1')
+    {
+        DEBX_ORT_TRY(selfTest(api));
+    }
+    // the domain must outlive every session that uses it: one per registration, kept for the process lifetime
+    ort::CustomOpDomain* domain = nullptr;
+    DEBX_ORT_TRY(api.createCustomOpDomain(kDomain, &domain));
+    DEBX_ORT_TRY(api.customOpDomainAdd(domain, &gOp));
+    return api.addCustomOpDomain(options, domain);
+}

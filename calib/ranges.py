@@ -195,13 +195,14 @@ def compute_ranges(model, batches: list[dict[str, np.ndarray]], cfg: RangeConfig
     work_dir: a scratch folder (the calibrator writes the model and its augmented copy there)."""
 
     from calib.data import as_calibration_reader
+    from debx.runtimes.onnxruntime import native_ops_enabled
     from debx.runtimes.reference_ops import adapt_for_ort, custom_nodes
 
     if not batches:
         raise ConfigError("no calibration batches")
     work_dir = Path(work_dir)
     custom = bool(custom_nodes(model))
-    runnable = adapt_for_ort(model) if custom else model
+    runnable = adapt_for_ort(model, native=native_ops_enabled()) if custom else model
     model_path = work_dir / "calibrate_input.onnx"
     large = save_model_copy(runnable, model_path)
     with quiet():

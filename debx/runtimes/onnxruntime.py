@@ -1,6 +1,7 @@
 """OnnxRuntimeRunner: an exported .onnx file in ONNX Runtime (CPU here; CUDA / TensorRT execution providers when
-onnxruntime-gpu is installed). Graphs with debx or TensorRT custom attention nodes run on the CPU references of
-debx.runtimes.reference_ops, registered automatically."""
+onnxruntime-gpu is installed). Graphs with custom attention nodes get them registered automatically: debx nodes run on
+the native fused CPU kernel (debx.runtimes.native_ops, built on first use), TensorRT's node, and debx nodes where no
+C++ compiler is available, on the NumPy references of debx.runtimes.reference_ops."""
 
 from __future__ import annotations
 
@@ -44,7 +45,30 @@ def session_options(threads: int | None = None, custom_ops: bool = False):
         from debx.runtimes.reference_ops import register
 
         so.register_custom_ops_library(register())
+        if native_ops_enabled():
+            from debx.runtimes.native_ops import library_path
+
+            so.register_custom_ops_library(str(library_path()))
     return so
+
+
+_warned_native = False
+
+
+def native_ops_enabled() -> bool:
+    """Whether debx nodes run on the native kernel (else on the NumPy reference, with a one-time warning)."""
+    global _warned_native
+    from debx.runtimes import native_ops
+
+    if native_ops.available():
+        return True
+    if not _warned_native:
+        import warnings
+
+        warnings.warn(f"debx attention nodes run on the slow NumPy reference: {native_ops.unavailable_reason()}",
+                      stacklevel=2)
+        _warned_native = True
+    return False
 
 
 def providers_for(provider: str) -> list[str]:
@@ -72,7 +96,7 @@ def session_for_model(model, provider: str = "cpu", threads: int | None = None, 
     ort = _ort()
     custom = bool(custom_nodes(model))
     if custom:
-        model = adapt_for_ort(model)
+        model = adapt_for_ort(model, native=native_ops_enabled())
     so = session_options(threads, custom_ops=custom)
     providers = providers_for(provider)
     if model_dir is None:
@@ -85,6 +109,14 @@ def session_for_model(model, provider: str = "cpu", threads: int | None = None, 
         return ort.InferenceSession(tmp, so, providers=providers)
     finally:
         os.unlink(tmp)
+
+
+def needs_no_adapter(model) -> bool:
+    """True when every custom node is a float32 debx node, which the native library runs as it is."""
+    from debx.runtimes.reference_ops import DEBX_DOMAIN, DEBX_OP, is_float32, custom_nodes
+
+    return all((n.domain, n.op_type) == (DEBX_DOMAIN, DEBX_OP) and is_float32(model, n.input[3])
+               for n in custom_nodes(model))
 
 
 def _uses_external_data(model) -> bool:
@@ -109,6 +141,9 @@ def open_session(path: str | Path, provider: str = "cpu", threads: int | None = 
         raise ConfigError(f"{path}: not a readable ONNX model ({str(e).splitlines()[0][:120]})") from None
     if not custom_nodes(graph):
         return ort.InferenceSession(str(path), session_options(threads), providers=providers_for(provider))
+    if native_ops_enabled() and needs_no_adapter(graph):  # the file runs as it is: no in-memory copy
+        return ort.InferenceSession(str(path), session_options(threads, custom_ops=True),
+                                    providers=providers_for(provider))
     return session_for_model(graph, provider, threads, model_dir=path.parent if _uses_external_data(graph) else None)
 
 

@@ -171,8 +171,24 @@ def custom_nodes(model) -> list:
     return [n for n in model.graph.node if (n.domain, n.op_type) in CUSTOM_NODES]
 
 
-def adapt_for_ort(model):
-    """A copy of `model` whose custom attention nodes run on the registered references (see the module doc)."""
+def is_float32(model, name: str) -> bool:
+    """True when `name` is known to be a float32 tensor (an initializer, graph input or typed value)."""
+    from onnx import TensorProto
+
+    for t in model.graph.initializer:
+        if t.name == name:
+            return t.data_type == TensorProto.FLOAT
+    for vi in list(model.graph.input) + list(model.graph.value_info):
+        if vi.name == name and vi.type.HasField("tensor_type"):
+            return vi.type.tensor_type.elem_type == TensorProto.FLOAT
+    return False
+
+
+def adapt_for_ort(model, native: bool = False):
+    """A copy of `model` whose custom attention nodes run on the registered references (see the module doc).
+
+    native=True: `debx` nodes run on the native library (debx.runtimes.native_ops) instead: FP32 nodes stay exactly
+    as they are; FP16 ones get the same float32 casts around them, but keep their domain."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -184,6 +200,10 @@ def adapt_for_ort(model):
         if key not in CUSTOM_NODES:
             nodes.append(node)
             continue
+        on_native = native and key == (DEBX_DOMAIN, DEBX_OP)
+        if on_native and is_float32(out, node.input[3] if len(node.input) > 3 else node.input[0]):
+            nodes.append(node)
+            continue
         tag = node.name or node.output[0]
         inputs = list(node.input)
         for i in CUSTOM_NODES[key]:  # float inputs -> float32 (a no-op Cast in FP32 graphs)
@@ -192,7 +212,8 @@ def adapt_for_ort(model):
             inputs[i] = cast
         raw = f"{tag}/ref_out"
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute if a.name in _ATTRS[node.op_type]}
-        nodes.append(helper.make_node(node.op_type, inputs, [raw], name=f"{tag}/ref", domain=ORT_DOMAIN, **attrs))
+        domain = DEBX_DOMAIN if on_native else ORT_DOMAIN
+        nodes.append(helper.make_node(node.op_type, inputs, [raw], name=f"{tag}/ref", domain=domain, **attrs))
         nodes.append(helper.make_node("CastLike", [raw, node.input[0]], [node.output[0]], name=f"{tag}/ref_cast"))
     del out.graph.node[:]
     out.graph.node.extend(nodes)

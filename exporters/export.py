@@ -217,6 +217,10 @@ def save_onnx(model, path: Path, external_data_threshold: int = EXTERNAL_DATA_TH
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+# modes whose FP32 graphs are meant for ONNX Runtime's CPU provider
+CPU_SPEED_MODES = ("fast", "debx")
+
+
 def _check_request(cfg: ExportConfig) -> None:
     if cfg.attention not in MODES:
         raise ConfigError(f"--attention {cfg.attention!r}: choose one of {', '.join(MODES)}")
@@ -267,6 +271,10 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
         trace_to_onnx(model, mcfg, head, traced, mode=cfg.attention, opset=opset, max_seq_len=max_len,
                       batch=cfg.batch, seq=cfg.seq)
         graph = tidy_graph(onnx.load(str(traced)), name=f"debx-{variant}-{head}", metadata=meta)
+        if cfg.attention in CPU_SPEED_MODES and not cfg.fp16:
+            from exporters.ort_optimize import residual_adds_as_sum
+
+            residual_adds_as_sum(graph)  # keeps ONNX Runtime from fusing them into its slower SkipLayerNormalization
         if cfg.fp16:
             from exporters.fp16 import convert_to_fp16
 

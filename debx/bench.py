@@ -4,8 +4,11 @@ Method (what the numbers mean):
   * every engine is loaded first; a failure to load or build any requested engine stops the run before timing, with
     one line saying why (an engine is never silently dropped);
   * for each (batch, seq) shape: the same random token ids (seeded, all positions real) go to every engine;
-    `warmup` untimed calls per engine, then timed calls in round-robin order (engine A, B, C, A, B, C, ... with the
-    starting engine rotating every round), so that machine noise and thermal drift hit all engines alike;
+    `warmup` untimed calls per engine, then timed calls in round-robin turns (engine A, B, C, A, B, C, ... with the
+    starting engine rotating every round), so that machine noise and thermal drift hit all engines alike. Each turn
+    is one untimed settling call followed by `block` timed calls (default 3): thread pools of the engine that ran
+    before (ONNX Runtime's and OpenMP's workers spin for a while after a call) would otherwise still hold the cores
+    when the next engine starts, which measurably slows whichever engine follows (on 2 cores, by up to 40%);
   * latency percentiles (p50/p90/p99) are over the wall-clock time of single `infer` calls (inputs already in
     NumPy, outputs converted to NumPy: what a caller pays); throughput is batch / p50 (sequences/s) and
     batch * seq / p50 (tokens/s);
@@ -62,6 +65,7 @@ class BenchConfig:
     iters: int | None = 20  # timed calls per engine and shape (None: use `seconds`)
     seconds: float | None = None  # time budget per shape, shared by all engines (at least `min_iters` calls each)
     min_iters: int = 3
+    block: int = 3  # timed calls per turn, after one untimed settling call
     ratio_to: str | None = None  # engine name for the ratio column (default: the first entry)
     seed: int = 0
     json_path: Path | None = None
@@ -85,6 +89,8 @@ class BenchConfig:
             raise ConfigError("--batch and --seq need positive integers, e.g. --batch 1,8 --seq 128")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"--threads must be >= 1, got {self.threads}")
+        if self.block < 1:
+            raise ConfigError(f"--block must be >= 1, got {self.block}")
         if self.warmup < 0:
             raise ConfigError(f"--warmup must be >= 0, got {self.warmup}")
         if self.iters is not None and self.seconds is not None:
@@ -433,6 +439,17 @@ def round_robin(n_engines: int, rounds: int) -> list[int]:
     return [(r + i) % n_engines for r in range(rounds) for i in range(n_engines)]
 
 
+def _turn(e: Engine, feeds: Mapping[str, np.ndarray], calls: int, clock: Callable[[], float]) -> list[float]:
+    """One turn of an engine: an untimed settling call, then `calls` timed calls."""
+    e.runner.infer(feeds)
+    times = []
+    for _ in range(calls):
+        t0 = clock()
+        e.runner.infer(feeds)
+        times.append(clock() - t0)
+    return times
+
+
 def time_shape(engines: Sequence[Engine], feeds: Mapping[str, np.ndarray], cfg: BenchConfig,
                clock: Callable[[], float] = time.perf_counter) -> tuple[dict[str, list[float]], dict[str, float],
                                                                          dict[str, np.ndarray | None]]:
@@ -449,20 +466,16 @@ def time_shape(engines: Sequence[Engine], feeds: Mapping[str, np.ndarray], cfg: 
             run_mb[e.name] = max(run_mb[e.name], rss_mb() - before)
             outputs.setdefault(e.name, _first_output(out))
     if cfg.iters is not None:
-        order = round_robin(n, cfg.iters)
-        for idx in order:
+        rounds = -(-cfg.iters // cfg.block)
+        for r, idx in enumerate(round_robin(n, rounds)):
             e = engines[idx]
-            t0 = clock()
-            e.runner.infer(feeds)
-            lat[e.name].append(clock() - t0)
+            lat[e.name] += _turn(e, feeds, min(cfg.block, cfg.iters - len(lat[e.name])), clock)
     else:
         start, r = clock(), 0
         while r < cfg.min_iters or clock() - start < cfg.seconds:
             for i in range(n):
                 e = engines[(r + i) % n]
-                t0 = clock()
-                e.runner.infer(feeds)
-                lat[e.name].append(clock() - t0)
+                lat[e.name] += _turn(e, feeds, cfg.block, clock)
             r += 1
     return lat, run_mb, outputs
 
@@ -553,7 +566,7 @@ def run_bench(cfg: BenchConfig, engines: Sequence[Engine] | None = None,
         "engines": [{"name": e.name, "kind": e.kind, "path": e.path, "precision": e.precision,
                      "load_mb": round(e.load_mb, 1), "info": e.info} for e in engines],
         "results": rows,
-        "method": "round-robin interleaved single calls; wall-clock perf_counter; ratio = p50 / reference p50; "
+        "method": f"round-robin turns of 1 untimed + {cfg.block} timed calls; wall-clock perf_counter; ratio = p50 / reference p50; "
                   "memory = RSS deltas (load_mb: while loading; run_mb: growth during warm-up at the shape)",
     }
     res = BenchResult(report)

@@ -49,18 +49,29 @@ def test_round_robin_rotates_the_first_engine():
     assert all(order.count(i) == 8 for i in range(4))
 
 
-def test_timed_calls_are_interleaved(tmp_path):
+def test_timed_calls_are_interleaved_in_turns(tmp_path):
     log: list[str] = []
     engines = _fakes(3, log)
-    cfg = BenchConfig(engines=[], models=[tmp_path], warmup=2, iters=4)
+    cfg = BenchConfig(engines=[], models=[tmp_path], warmup=2, iters=4, block=1)
     lat, run_mb, outs = time_shape(engines, bench.make_feeds(1, 8), cfg)
     warm, timed = log[:6], log[6:]
     assert sorted(warm) == ["e0", "e0", "e1", "e1", "e2", "e2"]
-    assert timed == [f"e{i}" for i in round_robin(3, 4)]
-    # no engine ever runs twice in a row inside a round: noise is shared
-    assert all(len(set(timed[r * 3:(r + 1) * 3])) == 3 for r in range(4))
+    # each turn: one settling call + block timed calls, engines in rotating round-robin order
+    assert timed == [f"e{i}" for i in round_robin(3, 4) for _ in range(2)]
+    assert all(len(set(timed[r * 6:(r + 1) * 6])) == 3 for r in range(4))  # every engine once per round
     assert all(len(v) == 4 for v in lat.values())
     assert set(outs) == {"e0", "e1", "e2"}
+
+
+def test_turns_hold_block_timed_calls_and_stop_at_iters(tmp_path):
+    log: list[str] = []
+    cfg = BenchConfig(engines=[], models=[tmp_path], warmup=0, iters=5, block=3)
+    lat, _, _ = time_shape(_fakes(2, log), bench.make_feeds(1, 8), cfg)
+    assert all(len(v) == 5 for v in lat.values())  # 3 + 2: the last turn is cut to what is left
+    timed = log[2:]  # after the one parity call each
+    assert timed[:4] == ["e0"] * 4 and timed[4:8] == ["e1"] * 4  # settle + 3 timed, then the next engine
+    with pytest.raises(Exception, match="--block"):
+        BenchConfig(models=[tmp_path], block=0)
 
 
 def test_seconds_budget_gives_every_engine_the_same_count(tmp_path):

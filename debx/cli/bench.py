@@ -18,6 +18,8 @@ def command(
     warmup: int = typer.Option(3, "--warmup", help="Untimed calls per engine and shape."),
     iters: Optional[int] = typer.Option(None, "--iters", help="Timed calls per engine and shape (default 20)."),
     seconds: Optional[float] = typer.Option(None, "--seconds", help="Time budget per shape instead of --iters."),
+    block: int = typer.Option(3, "--block", help="Timed calls per turn; each turn starts with one untimed settling "
+                              "call so the previous engine's spinning threads do not slow this one."),
     ratio_to: Optional[str] = typer.Option(None, "--ratio-to", help="Entry for the ratio column (default: the first)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full report as JSON."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG bar chart."),
@@ -32,7 +34,7 @@ def command(
     cfg = BenchConfig(models=list(model), engines=list(engine), batches=parse_int_list(batch, "--batch"),
                       seqs=parse_int_list(seq, "--seq"), threads=threads,
                       compare=tuple(c.strip() for c in compare.split(",") if c.strip()), warmup=warmup,
-                      iters=iters, seconds=seconds, ratio_to=ratio_to, seed=seed, json_path=json_out, plot_path=plot)
+                      iters=iters, seconds=seconds, block=block, ratio_to=ratio_to, seed=seed, json_path=json_out, plot_path=plot)
     con = Console(stderr=True)
     res = run_bench(cfg, progress=lambda msg: con.print(f"[dim]{msg}[/dim]"))
     r = res.report

@@ -285,7 +285,8 @@ void cpuTransposeTable(float const* table, int32_t rows, int32_t numHeads, int32
     int64_t const HD = static_cast<int64_t>(numHeads) * headSize;
     for (int32_t h = 0; h < numHeads; ++h)
     {
-        transpose(table + h * headSize, HD, rows, headSize, out + h * headSize * static_cast<int64_t>(rows), rows);
+        int64_t const ld = cpuTableStride(rows);
+        transpose(table + h * headSize, HD, rows, headSize, out + h * headSize * ld, ld);
     }
 }
 
@@ -367,8 +368,8 @@ void cpuRunTask(CpuPlan const& plan, CpuTensors const& t, int64_t task)
         cm = prod;
         if (t.posKeyT != nullptr)
         {
-            int64_t const P = p.posRows;
-            gemmBtBand(q, HD, N, t.posKeyT + h * D * P + lo, P, D, cm, W, c2pBand);
+            int64_t const ld = cpuTableStride(p.posRows);
+            gemmBtBand(q, HD, N, t.posKeyT + h * D * ld + lo, ld, D, cm, W, c2pBand);
         }
         else
         {
@@ -381,8 +382,8 @@ void cpuRunTask(CpuPlan const& plan, CpuTensors const& t, int64_t task)
         pm = prod + static_cast<size_t>(N) * W;
         if (t.posQueryT != nullptr)
         {
-            int64_t const P = p.posRows;
-            gemmBtBand(k, HD, N, t.posQueryT + h * D * P + lo, P, D, pm, W, p2cBand);
+            int64_t const ld = cpuTableStride(p.posRows);
+            gemmBtBand(k, HD, N, t.posQueryT + h * D * ld + lo, ld, D, pm, W, p2cBand);
         }
         else
         {

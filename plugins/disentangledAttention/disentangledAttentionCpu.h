@@ -41,7 +41,15 @@ struct CpuTensors
     float const* posQueryT = nullptr;
 };
 
-//! (P, HD) table -> (H, D, P): per head, the transposed rows the products read. `out` holds P * HD floats.
+//! Row stride of a transposed table: P plus 16 floats, so that the D rows of a head do not all fall into the same
+//! few L1 cache sets (P = 512 floats is a 2 KB stride: 64 rows would share 2 of the 64 sets and evict each other).
+inline int64_t cpuTableStride(int64_t rows)
+{
+    return rows + 16;
+}
+
+//! (P, HD) table -> (H, D, P') with P' = cpuTableStride(P): per head, the transposed rows the products read.
+//! `out` holds H * D * P' floats.
 void cpuTransposeTable(float const* table, int32_t rows, int32_t numHeads, int32_t headSize, float* out);
 
 //! Per-call plan: the relative index of every distance, shared by all tasks of one call.

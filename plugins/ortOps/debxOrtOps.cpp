@@ -256,7 +256,7 @@ void prepareTables(Api const& api, ort::KernelInfo const* info, Kernel* kernel)
     }
     for (int i = 0; i < 2; ++i)
     {
-        kernel->tableT[i].resize(static_cast<size_t>(rows * width));
+        kernel->tableT[i].resize(static_cast<size_t>(attention::cpuTableStride(rows) * width));
         attention::cpuTransposeTable(tables[i], static_cast<int32_t>(rows), p.numHeads,
             static_cast<int32_t>(width / p.numHeads), kernel->tableT[i].data());
     }

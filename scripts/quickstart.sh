@@ -15,8 +15,8 @@ t0=$(date +%s)
 step "1/5 train: tiny DeBERTa-v3 from scratch on SST-2 (1 epoch, own SentencePiece vocabulary)"
 debx train --task "$TASK" --preset tiny -o "$OUT/model" --epochs 1 --batch-size 64 --max-seq-len 64 --seed 42
 
-step "2/5 export: portable ONNX, fast CPU attention (dynamic batch and sequence), validated against PyTorch"
-debx export "$OUT/model" -o "$OUT/model.onnx" --attention fast
+step "2/5 export: ONNX with one fused debx attention node per layer (dynamic batch and sequence), validated against PyTorch"
+debx export "$OUT/model" -o "$OUT/model.onnx" --attention debx
 
 step "3/5 calibrate: INT8 (explicit Q/DQ, entropy; for ONNX Runtime CPU) and FP16 from SST-2 train rows"
 debx calibrate "$OUT/model.onnx" --task "$TASK" -o "$OUT/model.int8.onnx" --target ort

@@ -20,7 +20,8 @@ def command(
                                           "<checkpoint>[.<attention>].<fp32|fp16>.onnx here."),
     attention: str = typer.Option("onnx", "--attention", help="onnx: standard ops only; fast: standard ops, "
                                   "the CPU-fast emission (position span sliced to the length, no broadcast copies); trt: "
-                                  "TensorRT's DisentangledAttention_TRT plugin (log-bucket v2/v3); debx: one debx op per layer."),
+                                  "TensorRT's DisentangledAttention_TRT plugin (log-bucket v2/v3); debx: one fused debx op per layer (our "
+                                  "TensorRT plugin; on ONNX Runtime CPU our native kernel, the fastest CPU choice)."),
     fp16: bool = typer.Option(False, "--fp16", help="FP16 weights and compute, FP32 inputs/outputs."),
     opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (17..20). Default 17."),
     max_seq_len: Optional[int] = typer.Option(None, "--max-seq-len", help="Longest sequence the model must accept "

@@ -100,58 +100,9 @@ inline __m512 expVec(__m512 x)
 }
 #endif
 
-//! C (rows, cols) = A (rows, K) . Bt (K, cols); all row-major with the given row strides.
-void gemmBt(float const* A, int64_t lda, int rows, float const* Bt, int64_t ldb, int cols, int K, float* C, int64_t ldc)
-{
-#if defined(__AVX512F__)
-    for (int r0 = 0; r0 < rows; r0 += 4)
-    {
-        int const nr = std::min(4, rows - r0);
-        float const* a = A + r0 * lda;
-        float* c = C + r0 * ldc;
-        int c0 = 0;
-        for (; c0 + 64 <= cols; c0 += 64)
-        {
-            microKernel<4>(a, lda, nr, Bt, ldb, c0, cols, K, c, ldc);
-        }
-        int const rem = cols - c0;
-        if (rem > 48)
-        {
-            microKernel<4>(a, lda, nr, Bt, ldb, c0, cols, K, c, ldc);
-        }
-        else if (rem > 32)
-        {
-            microKernel<3>(a, lda, nr, Bt, ldb, c0, cols, K, c, ldc);
-        }
-        else if (rem > 16)
-        {
-            microKernel<2>(a, lda, nr, Bt, ldb, c0, cols, K, c, ldc);
-        }
-        else if (rem > 0)
-        {
-            microKernel<1>(a, lda, nr, Bt, ldb, c0, cols, K, c, ldc);
-        }
-    }
-#else
-    for (int r = 0; r < rows; ++r)
-    {
-        float* c = C + r * ldc;
-        std::fill(c, c + cols, 0.0F);
-        for (int t = 0; t < K; ++t)
-        {
-            float const a = A[r * lda + t];
-            float const* b = Bt + t * ldb;
-            for (int j = 0; j < cols; ++j)
-            {
-                c[j] += a * b[j];
-            }
-        }
-    }
-#endif
-}
-
-//! Like gemmBt, but row block [r0, r0 + 4) only computes columns [start(r0), end(r0)) (the band the gathers read);
-//! the rest of C is left unwritten.
+//! C = A (rows, K) . Bt (K, W), row-major with the given row strides, where row block [r0, r0 + 4) only computes
+//! the columns [start, end) that band(r0, last row, &start, &end) gives (the band the gathers read); the rest of C
+//! is left unwritten.
 template <typename Band>
 void gemmBtBand(float const* A, int64_t lda, int rows, float const* Bt, int64_t ldb, int K, float* C, int64_t ldc,
     Band band)
@@ -203,6 +154,15 @@ void gemmBtBand(float const* A, int64_t lda, int rows, float const* Bt, int64_t 
         }
     }
 #endif
+}
+
+//! C (rows, cols) = A (rows, K) . Bt (K, cols); all row-major with the given row strides.
+void gemmBt(float const* A, int64_t lda, int rows, float const* Bt, int64_t ldb, int cols, int K, float* C, int64_t ldc)
+{
+    gemmBtBand(A, lda, rows, Bt, ldb, K, C, ldc, [cols](int, int, int* start, int* end) {
+        *start = 0;
+        *end = cols;
+    });
 }
 
 //! dst (cols, rows) = src (rows, cols)^T.

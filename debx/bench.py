@@ -467,7 +467,7 @@ def time_shape(engines: Sequence[Engine], feeds: Mapping[str, np.ndarray], cfg: 
             outputs.setdefault(e.name, _first_output(out))
     if cfg.iters is not None:
         rounds = -(-cfg.iters // cfg.block)
-        for r, idx in enumerate(round_robin(n, rounds)):
+        for idx in round_robin(n, rounds):
             e = engines[idx]
             lat[e.name] += _turn(e, feeds, min(cfg.block, cfg.iters - len(lat[e.name])), clock)
     else:

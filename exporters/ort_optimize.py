@@ -55,10 +55,10 @@ def _register_custom_ops(so, src: Path) -> None:
 
     from debx.runtimes.reference_ops import CUSTOM_NODES, DEBX_DOMAIN, DEBX_OP
 
-    found = {(n.domain, n.op_type) for n in onnx.load(str(src), load_external_data=False).graph.node}
-    if not found & set(CUSTOM_NODES):
+    found = {(n.domain, n.op_type) for n in onnx.load(str(src), load_external_data=False).graph.node} & set(CUSTOM_NODES)
+    if not found:
         return
-    if found & set(CUSTOM_NODES) != {(DEBX_DOMAIN, DEBX_OP)}:
+    if found != {(DEBX_DOMAIN, DEBX_OP)}:
         raise ConfigError(f"{src.name}: ONNX Runtime's offline optimisation supports debx attention nodes only "
                           "(export with --attention debx, fast or onnx)")
     from debx.runtimes.native_ops import library_path
@@ -142,8 +142,8 @@ def split_skip_layernorm(model) -> int:
     out, count = [], 0
     for node in model.graph.node:
         outputs = list(node.output) + [""] * (4 - len(node.output))
-        if (node.op_type, node.domain) != ("SkipLayerNormalization", MSFT) or outputs[1] in used and outputs[1] \
-                or outputs[2] in used and outputs[2]:
+        stats_used = any(o and o in used for o in outputs[1:3])  # mean / inverse std
+        if (node.op_type, node.domain) != ("SkipLayerNormalization", MSFT) or stats_used:
             out.append(node)
             continue
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}

@@ -110,15 +110,15 @@ def library_path() -> Path:
     return path
 
 
+def _switched_off() -> bool:
+    return os.environ.get("DEBX_NATIVE_OPS", "1") == "0"
+
+
 def available() -> bool:
     """True when the native library is built or can be built here (respects $DEBX_NATIVE_OPS=0 to force the
     NumPy reference, e.g. to compare the two)."""
-    if os.environ.get("DEBX_NATIVE_OPS", "1") == "0":
-        return False
-    return _cached()[0] is not None
+    return not _switched_off() and _cached()[0] is not None
 
 
 def unavailable_reason() -> str:
-    if os.environ.get("DEBX_NATIVE_OPS", "1") == "0":
-        return "disabled by DEBX_NATIVE_OPS=0"
-    return _cached()[1]
+    return "disabled by DEBX_NATIVE_OPS=0" if _switched_off() else _cached()[1]

@@ -111,14 +111,6 @@ def session_for_model(model, provider: str = "cpu", threads: int | None = None, 
         os.unlink(tmp)
 
 
-def needs_no_adapter(model) -> bool:
-    """True when every custom node is a float32 debx node, which the native library runs as it is."""
-    from debx.runtimes.reference_ops import DEBX_DOMAIN, DEBX_OP, is_float32, custom_nodes
-
-    return all((n.domain, n.op_type) == (DEBX_DOMAIN, DEBX_OP) and is_float32(model, n.input[3])
-               for n in custom_nodes(model))
-
-
 def _uses_external_data(model) -> bool:
     from onnx.external_data_helper import uses_external_data
 
@@ -129,7 +121,7 @@ def open_session(path: str | Path, provider: str = "cpu", threads: int | None = 
     """An InferenceSession for a .onnx file (plain when it has only standard ops)."""
     import onnx
 
-    from debx.runtimes.reference_ops import custom_nodes
+    from debx.runtimes.reference_ops import custom_nodes, runs_natively_as_is
 
     ort = _ort()
     path = Path(path)
@@ -141,7 +133,8 @@ def open_session(path: str | Path, provider: str = "cpu", threads: int | None = 
         raise ConfigError(f"{path}: not a readable ONNX model ({str(e).splitlines()[0][:120]})") from None
     if not custom_nodes(graph):
         return ort.InferenceSession(str(path), session_options(threads), providers=providers_for(provider))
-    if native_ops_enabled() and needs_no_adapter(graph):  # the file runs as it is: no in-memory copy
+    if native_ops_enabled() and all(runs_natively_as_is(graph, n) for n in custom_nodes(graph)):
+        # the file runs as it is: no in-memory copy
         return ort.InferenceSession(str(path), session_options(threads, custom_ops=True),
                                     providers=providers_for(provider))
     return session_for_model(graph, provider, threads, model_dir=path.parent if _uses_external_data(graph) else None)

@@ -184,6 +184,11 @@ def is_float32(model, name: str) -> bool:
     return False
 
 
+def runs_natively_as_is(model, node) -> bool:
+    """True for a float32 debx attention node: the native library (debx.runtimes.native_ops) runs it unchanged."""
+    return (node.domain, node.op_type) == (DEBX_DOMAIN, DEBX_OP) and is_float32(model, node.input[3])
+
+
 def adapt_for_ort(model, native: bool = False):
     """A copy of `model` whose custom attention nodes run on the registered references (see the module doc).
 
@@ -200,10 +205,10 @@ def adapt_for_ort(model, native: bool = False):
         if key not in CUSTOM_NODES:
             nodes.append(node)
             continue
-        on_native = native and key == (DEBX_DOMAIN, DEBX_OP)
-        if on_native and is_float32(out, node.input[3] if len(node.input) > 3 else node.input[0]):
+        if native and runs_natively_as_is(out, node):
             nodes.append(node)
             continue
+        on_native = native and key == (DEBX_DOMAIN, DEBX_OP)  # an FP16 debx node: casts around the native op
         tag = node.name or node.output[0]
         inputs = list(node.input)
         for i in CUSTOM_NODES[key]:  # float inputs -> float32 (a no-op Cast in FP32 graphs)

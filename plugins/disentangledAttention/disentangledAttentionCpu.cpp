@@ -2,8 +2,7 @@
  * debx: fast CPU implementation of DebxDisentangledAttention (see disentangledAttentionCpu.h for the plan).
  *
  * The matrix products use one register-blocked kernel (4 rows x up to 64 columns, AVX-512 FMA with masked tails);
- * without AVX-512 a plain loop computes the same sums. Softmax uses a vectorised exp (Cody-Waite reduction and a
- * degree-7 polynomial, ~1 ulp).
+ * without AVX-512 a plain loop computes the same sums. Softmax uses the vectorised exp of ../common/cpuVecMath.h.
  */
 #include "disentangledAttentionCpu.h"
 
@@ -11,9 +10,7 @@
 #include <cmath>
 #include <vector>
 
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
+#include "../common/cpuVecMath.h"
 
 namespace debx
 {
@@ -79,25 +76,6 @@ inline void microKernel(float const* A, int64_t lda, int rows, float const* Bt, 
     }
 }
 
-//! exp(x) for 16 floats; exactly 0 below -87 (where float32 exp underflows anyway).
-inline __m512 expVec(__m512 x)
-{
-    __mmask16 const live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0F), _CMP_GE_OQ);
-    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0F)), _mm512_set1_ps(88.0F));
-    __m512 const n = _mm512_roundscale_ps(
-        _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341F)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375F), x); // x - n ln2, ln2 split in two parts
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4F), r);
-    __m512 p = _mm512_set1_ps(1.0F / 5040.0F);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0F / 720.0F));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0F / 120.0F));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0F / 24.0F));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0F / 6.0F));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5F));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0F));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0F));
-    return _mm512_maskz_mov_ps(live, _mm512_scalef_ps(p, n));
-}
 #endif
 
 //! C = A (rows, K) . Bt (K, W), row-major with the given row strides, where row block [r0, r0 + 4) only computes
@@ -207,7 +185,7 @@ void softmaxRow(float* s, int n)
     {
         __mmask16 const m = n - j >= 16 ? static_cast<__mmask16>(0xFFFF)
                                         : static_cast<__mmask16>((1U << static_cast<unsigned>(n - j)) - 1U);
-        __m512 const e = _mm512_maskz_mov_ps(m, expVec(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + j), vmax)));
+        __m512 const e = _mm512_maskz_mov_ps(m, vec::exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + j), vmax)));
         _mm512_mask_storeu_ps(s + j, m, e);
         sum = _mm512_add_ps(sum, e);
     }

@@ -24,8 +24,10 @@ from pathlib import Path
 from debx.errors import MissingDependencyError
 
 PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
-SOURCES = ("ortOps/debxOrtOps.cpp", "disentangledAttention/disentangledAttentionCpu.cpp")
-HEADERS = ("ortOps/ortAbi.h", "disentangledAttention/disentangledAttentionCpu.h",
+SOURCES = ("ortOps/debxOrtOps.cpp", "ortOps/matMulInt8Op.cpp", "ortOps/matMulInt8Cpu.cpp",
+           "disentangledAttention/disentangledAttentionCpu.cpp")
+HEADERS = ("ortOps/ortAbi.h", "ortOps/ortHelpers.h", "ortOps/matMulInt8Op.h", "ortOps/matMulInt8Cpu.h",
+           "common/cpuVecMath.h", "disentangledAttention/disentangledAttentionCpu.h",
            "disentangledAttention/disentangledAttentionMath.h")
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-fvisibility=hidden", "-Wall",
          "-Wno-maybe-uninitialized")
@@ -122,3 +124,15 @@ def available() -> bool:
 
 def unavailable_reason() -> str:
     return "disabled by DEBX_NATIVE_OPS=0" if _switched_off() else _cached()[1]
+
+
+@lru_cache(maxsize=1)
+def amx_available() -> bool:
+    """True when the native library's AMX INT8 matmul ops can run on this machine (the CPU has AMX-INT8 tiles and the
+    OS grants them to this process); False when the library is unavailable."""
+    if not available():
+        return False
+    import ctypes
+
+    lib = ctypes.CDLL(str(library_path()))
+    return bool(lib.debx_ort_ops_amx_available())

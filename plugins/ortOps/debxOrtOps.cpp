@@ -6,6 +6,8 @@
  * (the mask int32); FP16 graphs are run by casting around the node (debx.runtimes.reference_ops.adapt_for_ort).
  * The (batch, head) tasks run on ONNX Runtime's own intra-op thread pool (KernelContext_ParallelFor), so the op
  * shares the session's threads instead of competing with them.
+ *
+ * It also registers the AMX INT8 matmul ops (matMulInt8Op.h), which debx's runner uses on CPUs with AMX-INT8.
  */
 #include <cstdint>
 #include <cstdio>
@@ -15,7 +17,10 @@
 #include <vector>
 
 #include "../disentangledAttention/disentangledAttentionCpu.h"
+#include "matMulInt8Cpu.h"
+#include "matMulInt8Op.h"
 #include "ortAbi.h"
+#include "ortHelpers.h"
 
 #if defined(_WIN32)
 #define DEBX_ORT_EXPORT extern "C" __declspec(dllexport)
@@ -28,6 +33,8 @@ namespace
 
 using namespace debx;
 using ort::Api;
+using ort::describe;
+using ort::shapeText;
 using ort::Status;
 
 constexpr char const* kDomain = "debx";
@@ -45,50 +52,10 @@ struct Kernel
     int64_t tableWidth = -1;
 };
 
-//! The first failing call returns its status; the macro keeps the compute body readable.
-#define DEBX_ORT_TRY(expr)                                                                                             \
-    do                                                                                                                 \
-    {                                                                                                                  \
-        if (Status* status_ = (expr))                                                                                  \
-        {                                                                                                              \
-            return status_;                                                                                            \
-        }                                                                                                              \
-    } while (0)
-
 Status* fail(Api const& api, std::string const& msg)
 {
     std::string const full = std::string(kOpName) + ": " + msg;
     return api.createStatus(ort::kInvalidArgument, full.c_str());
-}
-
-//! Element type and dims of an input.
-Status* describe(Api const& api, ort::Value const* value, ort::ElementType* type, std::vector<int64_t>* dims)
-{
-    ort::TensorInfo* info = nullptr;
-    DEBX_ORT_TRY(api.getTensorTypeAndShape(value, &info));
-    size_t rank = 0;
-    Status* status = api.getTensorElementType(info, type);
-    if (status == nullptr)
-    {
-        status = api.getDimensionsCount(info, &rank);
-    }
-    if (status == nullptr)
-    {
-        dims->assign(rank, 0);
-        status = api.getDimensions(info, dims->data(), rank);
-    }
-    api.releaseTensorInfo(info);
-    return status;
-}
-
-std::string shapeText(std::vector<int64_t> const& dims)
-{
-    std::string s = "(";
-    for (size_t i = 0; i < dims.size(); ++i)
-    {
-        s += (i ? ", " : "") + std::to_string(dims[i]);
-    }
-    return s + ")";
 }
 
 struct CallData
@@ -309,24 +276,12 @@ void destroyKernel(void* kernel)
 
 ort::CustomOp makeOp()
 {
-    ort::CustomOp op{};
-    op.version = ort::kCustomOpVersion;
-    op.createKernel = [](ort::CustomOp const*, void const*, ort::KernelInfo const*) -> void* { return nullptr; };
+    ort::CustomOp op = ort::baseOp();
     op.getName = [](ort::CustomOp const*) { return kOpName; };
-    op.getExecutionProviderType = [](ort::CustomOp const*) -> char const* { return nullptr; }; // CPU
     op.getInputType = [](ort::CustomOp const*, size_t i) { return i == 5 ? ort::kElementInt32 : ort::kElementFloat; };
     op.getInputTypeCount = [](ort::CustomOp const*) { return kNumInputs; };
     op.getOutputType = [](ort::CustomOp const*, size_t) { return ort::kElementFloat; };
-    op.getOutputTypeCount = [](ort::CustomOp const*) { return size_t{1}; };
-    op.kernelCompute = [](void*, ort::KernelContext*) {}; // never called: version >= 16 uses kernelComputeV2
     op.kernelDestroy = destroyKernel;
-    op.getInputCharacteristic = [](ort::CustomOp const*, size_t) { return ort::kRequired; };
-    op.getOutputCharacteristic = [](ort::CustomOp const*, size_t) { return ort::kRequired; };
-    op.getInputMemoryType = [](ort::CustomOp const*, size_t) { return int32_t{0}; };
-    op.getVariadicInputMinArity = [](ort::CustomOp const*) { return 1; };
-    op.getVariadicInputHomogeneity = [](ort::CustomOp const*) { return 1; };
-    op.getVariadicOutputMinArity = [](ort::CustomOp const*) { return 1; };
-    op.getVariadicOutputHomogeneity = [](ort::CustomOp const*) { return 1; };
     op.createKernelV2 = createKernel;
     op.kernelComputeV2 = compute;
     return op;
@@ -384,5 +339,18 @@ DEBX_ORT_EXPORT Status* RegisterCustomOps(ort::SessionOptions* options, ort::Api
     ort::CustomOpDomain* domain = nullptr;
     DEBX_ORT_TRY(api.createCustomOpDomain(kDomain, &domain));
     DEBX_ORT_TRY(api.customOpDomainAdd(domain, &gOp));
+    size_t count = 0;
+    ort::CustomOp const* matMuls = ort::matMulInt8Ops(&count);
+    for (size_t i = 0; i < count; ++i)
+    {
+        DEBX_ORT_TRY(api.customOpDomainAdd(domain, &matMuls[i]));
+    }
     return api.addCustomOpDomain(options, domain);
+}
+
+//! 1 when the debx::DebxMatMulInt8* ops can run here (AMX-INT8 present and granted by the OS), else 0. For the
+//! Python runner (ctypes), which only rewrites graphs to them then.
+DEBX_ORT_EXPORT int debx_ort_ops_amx_available()
+{
+    return debx::int8::amxAvailable() ? 1 : 0;
 }

@@ -35,6 +35,8 @@ enum ElementType : int32_t
 {
     kElementUndefined = 0,
     kElementFloat = 1,
+    kElementUint8 = 2,
+    kElementInt8 = 3,
     kElementInt32 = 6,
 };
 

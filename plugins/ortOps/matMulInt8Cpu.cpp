@@ -1,0 +1,273 @@
+/*
+ * debx: INT8 matrix product on Intel AMX tiles (see matMulInt8Cpu.h for the math, layout and schedule).
+ */
+#include "matMulInt8Cpu.h"
+
+#include <algorithm>
+#include <cstring>
+
+#if defined(__AMX_INT8__) && defined(__AMX_TILE__) && defined(__AVX512F__) && defined(__linux__)
+#define DEBX_HAVE_AMX 1
+#include "../common/cpuVecMath.h"
+#include <cpuid.h>
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#else
+#define DEBX_HAVE_AMX 0
+#endif
+
+namespace debx
+{
+namespace int8
+{
+namespace
+{
+constexpr int64_t kTileBytes = 1024;        // 16 rows x 64 bytes
+constexpr int64_t kPanelStep = 2 * kTileBytes; // one K step of a 32-column panel
+constexpr int64_t kGroupBytes = 1 << 20;     // rows of A a task walks: about 1 MB, so they stay in L2
+
+int64_t roundUp(int64_t x, int64_t m)
+{
+    return (x + m - 1) / m * m;
+}
+
+#if DEBX_HAVE_AMX
+struct TileConfig
+{
+    uint8_t paletteId;
+    uint8_t startRow;
+    uint8_t reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+};
+
+void loadTileConfig()
+{
+    TileConfig cfg{};
+    cfg.paletteId = 1;
+    for (int t = 0; t < 8; ++t)
+    {
+        cfg.rows[t] = 16;
+        cfg.colsb[t] = 64;
+    }
+    _tile_loadconfig(&cfg);
+}
+
+bool detectAmx()
+{
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d))
+    {
+        return false;
+    }
+    bool const tile = (d >> 24) & 1U;
+    bool const int8 = (d >> 25) & 1U;
+    if (!tile || !int8)
+    {
+        return false;
+    }
+    constexpr long kArchReqXcompPerm = 0x1023; // Linux: ask for the AMX tile data state
+    constexpr long kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+}
+
+//! The epilogue of one finished 32 x 32 block, done in slices of its 64 row-halves (16 columns each).
+struct PendingBlock
+{
+    alignas(64) int32_t acc[32 * 32];
+    int64_t m0 = 0;
+    int next = 64; // next row-half to write; 64 = nothing pending
+};
+
+void epilogueSlice(MatMulArgs const& args, int64_t panel, PendingBlock& p, int count)
+{
+    PackedWeights const& W = *args.B;
+    int64_t const N = W.N;
+    int const end = std::min(64, p.next + count);
+    for (; p.next < end; ++p.next)
+    {
+        int const r = p.next >> 1;
+        int const half = p.next & 1;
+        int64_t const m = p.m0 + r;
+        int64_t const n0 = panel * 32 + half * 16;
+        if (m >= args.M || n0 >= N)
+        {
+            continue;
+        }
+        int64_t const cols = std::min<int64_t>(16, N - n0);
+        __mmask16 const k = static_cast<__mmask16>(cols >= 16 ? 0xFFFF : (1U << cols) - 1U);
+        __m512i const offset = _mm512_mullo_epi32(_mm512_set1_epi32(args.aZeroPoint), _mm512_maskz_loadu_epi32(k, W.colSum.data() + n0));
+        __m512i const v = _mm512_sub_epi32(_mm512_load_si512(p.acc + r * 32 + half * 16), offset);
+        __m512 const bias = args.bias != nullptr ? _mm512_maskz_loadu_ps(k, args.bias + n0) : _mm512_setzero_ps();
+        __m512 y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v), _mm512_maskz_loadu_ps(k, args.scale + n0), bias);
+        int64_t const at = m * N + n0;
+        switch (args.epilogue)
+        {
+        case Epilogue::kFloat: _mm512_mask_storeu_ps(static_cast<float*>(args.Y) + at, k, y); break;
+        case Epilogue::kResidual:
+            y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(k, args.residual + at));
+            _mm512_mask_storeu_ps(static_cast<float*>(args.Y) + at, k, y);
+            break;
+        case Epilogue::kGeluQuantize:
+        {
+            // QuantizeLinear: x / scale (as x * (1 / scale)), round half to even, + zero point, saturate to [0, 255]
+            __m512 q = _mm512_mul_ps(vec::gelu(y), _mm512_set1_ps(1.0F / args.yScale));
+            q = _mm512_roundscale_ps(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            q = _mm512_add_ps(q, _mm512_set1_ps(static_cast<float>(args.yZeroPoint)));
+            q = _mm512_min_ps(_mm512_max_ps(q, _mm512_setzero_ps()), _mm512_set1_ps(255.0F));
+            _mm_mask_storeu_epi8(static_cast<uint8_t*>(args.Y) + at, k, _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(q)));
+            break;
+        }
+        }
+    }
+}
+#endif
+} // namespace
+
+bool amxAvailable()
+{
+#if DEBX_HAVE_AMX
+    static bool const available = detectAmx();
+    return available;
+#else
+    return false;
+#endif
+}
+
+void packWeights(int8_t const* B, int64_t K, int64_t N, PackedWeights* out)
+{
+    out->K = K;
+    out->N = N;
+    out->kBlocks = (K + 63) / 64;
+    out->panels = (N + 31) / 32;
+    size_t const bytes = static_cast<size_t>(out->panels * out->kBlocks * kPanelStep);
+    out->storage.assign(bytes + 64, 0);
+    auto const base = reinterpret_cast<uintptr_t>(out->storage.data());
+    out->tiles = out->storage.data() + ((64 - base % 64) % 64);
+    out->colSum.assign(static_cast<size_t>(N), 0);
+    for (int64_t k = 0; k < K; ++k)
+    {
+        int64_t const kb = k / 64;
+        int64_t const row = (k % 64) / 4;
+        int64_t const lane = k % 4;
+        for (int64_t n = 0; n < N; ++n)
+        {
+            int8_t const w = B[k * N + n];
+            int64_t const tile = (n / 32) * out->kBlocks * 2 + kb * 2 + (n % 32) / 16;
+            out->tiles[tile * kTileBytes + row * 64 + (n % 16) * 4 + lane] = w;
+            out->colSum[static_cast<size_t>(n)] += w;
+        }
+    }
+}
+
+bool needsPadding(int64_t M, PackedWeights const& W)
+{
+    return M % 32 != 0 || W.K % 64 != 0;
+}
+
+size_t paddedSize(int64_t M, PackedWeights const& W)
+{
+    return static_cast<size_t>(roundUp(M, 32) * W.kBlocks * 64);
+}
+
+void padActivations(uint8_t const* A, int64_t M, PackedWeights const& W, uint8_t* out)
+{
+    int64_t const stride = W.kBlocks * 64;
+    std::memset(out, 0, paddedSize(M, W));
+    for (int64_t m = 0; m < M; ++m)
+    {
+        std::memcpy(out + m * stride, A + m * W.K, static_cast<size_t>(W.K));
+    }
+}
+
+namespace
+{
+int64_t groupBlocks(MatMulArgs const& args)
+{
+    int64_t const mBlocks = (args.M + 31) / 32;
+    return std::max<int64_t>(1, std::min<int64_t>(mBlocks, kGroupBytes / (32 * args.lda)));
+}
+} // namespace
+
+int64_t taskCount(MatMulArgs const& args)
+{
+    int64_t const mBlocks = (args.M + 31) / 32;
+    int64_t const per = groupBlocks(args);
+    return (mBlocks + per - 1) / per * args.B->panels;
+}
+
+void runTask(MatMulArgs const& args, int64_t task)
+{
+#if DEBX_HAVE_AMX
+    PackedWeights const& W = *args.B;
+    int64_t const kBlocks = W.kBlocks;
+    int64_t const panel = task % W.panels;
+    int64_t const group = task / W.panels;
+    int64_t const per = groupBlocks(args);
+    int64_t const mBlocks = (args.M + 31) / 32;
+    int64_t const first = group * per;
+    int64_t const last = std::min(mBlocks, first + per);
+    int8_t const* const b = W.tiles + panel * kBlocks * kPanelStep;
+    // the next panel (the one this thread most likely runs next) into L2, spread over this task's K steps
+    int64_t const panelLines = kBlocks * kPanelStep / 64;
+    int8_t const* prefetch = W.tiles + ((panel + 1) % W.panels) * kBlocks * kPanelStep;
+    int8_t const* const prefetchEnd = W.panels > 1 ? prefetch + panelLines * 64 : prefetch;
+    int const linesPerStep = static_cast<int>((panelLines + (last - first) * kBlocks - 1) / ((last - first) * kBlocks));
+    int const slice = static_cast<int>((64 + kBlocks - 1) / kBlocks); // epilogue row-halves per K step
+
+    PendingBlock pending[2];
+    int current = 0;
+    loadTileConfig();
+    for (int64_t mb = first; mb < last; ++mb)
+    {
+        PendingBlock& previous = pending[current ^ 1];
+        uint8_t const* a0 = args.A + mb * 32 * args.lda;
+        uint8_t const* a1 = a0 + 16 * args.lda;
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+        for (int64_t kb = 0; kb < kBlocks; ++kb)
+        {
+            if (prefetch < prefetchEnd)
+            {
+                for (int l = 0; l < linesPerStep; ++l)
+                {
+                    _mm_prefetch(reinterpret_cast<char const*>(prefetch + l * 64), _MM_HINT_T1);
+                }
+                prefetch += linesPerStep * 64;
+            }
+            int8_t const* bk = b + kb * kPanelStep;
+            _tile_loadd(4, a0 + kb * 64, args.lda);
+            _tile_loadd(6, bk, 64);
+            _tile_dpbusd(0, 4, 6);
+            _tile_loadd(7, bk + kTileBytes, 64);
+            _tile_dpbusd(1, 4, 7);
+            _tile_loadd(5, a1 + kb * 64, args.lda);
+            _tile_dpbusd(2, 5, 6);
+            _tile_dpbusd(3, 5, 7);
+            if (previous.next < 64) // the previous block's epilogue, overlapping these tile products
+            {
+                epilogueSlice(args, panel, previous, slice);
+            }
+        }
+        epilogueSlice(args, panel, previous, 64);
+        PendingBlock& done = pending[current];
+        _tile_stored(0, done.acc, 128);
+        _tile_stored(1, done.acc + 16, 128);
+        _tile_stored(2, done.acc + 16 * 32, 128);
+        _tile_stored(3, done.acc + 16 * 32 + 16, 128);
+        done.m0 = mb * 32;
+        done.next = 0;
+        current ^= 1;
+    }
+    epilogueSlice(args, panel, pending[current ^ 1], 64);
+#else
+    (void) args;
+    (void) task;
+#endif
+}
+
+} // namespace int8
+} // namespace debx

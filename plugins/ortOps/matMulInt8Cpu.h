@@ -1,0 +1,87 @@
+/*
+ * debx: INT8 matrix product on Intel AMX tiles, with the math of ONNX Runtime's com.microsoft MatMulIntegerToFloat
+ * for the layout `debx calibrate --target ort` writes (uint8 activations with a scalar zero point, int8 per-column
+ * weights with zero points of 0, float scales, optional float bias) and two fused epilogues:
+ *
+ *   acc[m, n] = sum_k (A[m, k] - a_zp) * B[k, n]                                 exact, int32
+ *   y[m, n]   = float(acc[m, n]) * (a_scale * b_scale[n]) + bias[n]              kFloat
+ *   y[m, n]  += R[m, n]                                                          kResidual (the Sum after it)
+ *   q[m, n]   = saturate_u8(round_half_even(gelu(y[m, n]) / y_scale) + y_zp)     kGeluQuantize (Gelu, QuantizeLinear)
+ *
+ * No ONNX Runtime types: plugins/ortOps/matMulInt8Op.cpp wraps it as the debx::DebxMatMulInt8* ops.
+ *
+ * Layout. B (K, N) is packed once into panels of 32 columns: for each panel and each 64-wide step of K, two AMX B
+ * tiles (columns 0-15 and 16-31), each 16 rows of 64 bytes, row r holding B[4r .. 4r+3, n] for its 16 columns (zero
+ * padded past K and N). A is read in place (rows at stride lda) when M is a multiple of 32 and K of 64; otherwise
+ * the caller copies it into a zero-padded buffer (padActivations).
+ *
+ * Schedule. A task is (group of rows, panel). It walks the 32-row blocks of its group: four int32 accumulator tiles
+ * (32 x 32), two A tiles and two B tiles per K step (TDPBUSD: uint8 x int8). The panel's B tiles stay in L1 across
+ * the blocks; the next panel is prefetched into L2 while this one computes (weights come from memory at batch 1);
+ * and each block's epilogue runs in slices inside the next block's K loop, so the AVX-512 epilogue overlaps the tile
+ * products instead of following them.
+ */
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace debx
+{
+namespace int8
+{
+
+//! True when this CPU has AMX-INT8 and the OS granted this process the tile data state (asked once).
+bool amxAvailable();
+
+struct PackedWeights
+{
+    int64_t K = 0;
+    int64_t N = 0;
+    int64_t kBlocks = 0;          //!< ceil(K / 64)
+    int64_t panels = 0;           //!< ceil(N / 32)
+    std::vector<int8_t> storage;  //!< panels * kBlocks * 2 tiles of 1024 bytes, plus alignment slack
+    int8_t* tiles = nullptr;      //!< 64-byte aligned start inside storage
+    std::vector<int32_t> colSum;  //!< sum_k B[k, n], N entries (for the activation zero point)
+};
+
+//! Pack B (K, N), row-major int8.
+void packWeights(int8_t const* B, int64_t K, int64_t N, PackedWeights* out);
+
+//! True when A (M, K) must be copied into a padded buffer (M not a multiple of 32 or K not of 64).
+bool needsPadding(int64_t M, PackedWeights const& W);
+//! Bytes of the padded copy: ceil(M / 32) * 32 rows of kBlocks * 64 bytes.
+size_t paddedSize(int64_t M, PackedWeights const& W);
+//! Copy A (M, K) into `out` (paddedSize bytes), rows at stride kBlocks * 64, zeros in the padding.
+void padActivations(uint8_t const* A, int64_t M, PackedWeights const& W, uint8_t* out);
+
+enum class Epilogue
+{
+    kFloat,
+    kResidual,
+    kGeluQuantize,
+};
+
+struct MatMulArgs
+{
+    uint8_t const* A;  //!< (M, K) at row stride lda, readable for ceil(M / 32) * 32 rows of kBlocks * 64 bytes
+    int64_t lda;
+    int64_t M;
+    PackedWeights const* B;
+    float const* scale;  //!< N entries: a_scale * b_scale[n]
+    int32_t aZeroPoint;
+    float const* bias;   //!< N entries or null
+    Epilogue epilogue;
+    float const* residual; //!< (M, N) for kResidual
+    float yScale;          //!< kGeluQuantize
+    int32_t yZeroPoint;    //!< kGeluQuantize
+    void* Y;               //!< float (M, N), or uint8 (M, N) for kGeluQuantize
+};
+
+//! Tasks are (row group, 32-column panel), group-major; run every task in [0, taskCount) (any order, any thread).
+int64_t taskCount(MatMulArgs const& args);
+void runTask(MatMulArgs const& args, int64_t task);
+
+} // namespace int8
+} // namespace debx

@@ -14,6 +14,7 @@ import numpy as np
 
 from debx.errors import ConfigError, MissingDependencyError
 from debx.artifacts import read_sidecar
+from debx.runtimes import amx_int8
 from debx.runtimes.base import Runner
 
 PROVIDERS = {
@@ -97,7 +98,8 @@ def session_for_model(model, provider: str = "cpu", threads: int | None = None, 
     custom = bool(custom_nodes(model))
     if custom:
         model = adapt_for_ort(model, native=native_ops_enabled())
-    so = session_options(threads, custom_ops=custom)
+    amx = any(n.domain == "debx" and n.op_type in amx_int8.OPS for n in model.graph.node)
+    so = session_options(threads, custom_ops=custom or amx)
     providers = providers_for(provider)
     if model_dir is None:
         return ort.InferenceSession(model.SerializeToString(), so, providers=providers)
@@ -117,8 +119,11 @@ def _uses_external_data(model) -> bool:
     return any(uses_external_data(t) for t in model.graph.initializer)
 
 
-def open_session(path: str | Path, provider: str = "cpu", threads: int | None = None):
-    """An InferenceSession for a .onnx file (plain when it has only standard ops)."""
+def open_session(path: str | Path, provider: str = "cpu", threads: int | None = None, info: dict | None = None):
+    """An InferenceSession for a .onnx file (plain when it has only standard ops).
+
+    info: when given, receives "amx_int8" = the counts of debx.runtimes.amx_int8.rewrite when the INT8 matmuls were
+    moved onto the AMX ops (absent otherwise)."""
     import onnx
 
     from debx.runtimes.reference_ops import custom_nodes, runs_natively_as_is
@@ -131,6 +136,13 @@ def open_session(path: str | Path, provider: str = "cpu", threads: int | None = 
         graph = onnx.load(str(path), load_external_data=False)
     except Exception as e:
         raise ConfigError(f"{path}: not a readable ONNX model ({str(e).splitlines()[0][:120]})") from None
+    if provider == "cpu" and amx_int8.wants(graph):
+        # INT8 matmuls onto the AMX ops: a rewritten copy in memory (the file keeps the standard ops)
+        full = onnx.load(str(path))
+        counts = amx_int8.rewrite(full)
+        if info is not None:
+            info["amx_int8"] = counts
+        return session_for_model(full, provider, threads)
     if not custom_nodes(graph):
         return ort.InferenceSession(str(path), session_options(threads), providers=providers_for(provider))
     if native_ops_enabled() and all(runs_natively_as_is(graph, n) for n in custom_nodes(graph)):
@@ -150,9 +162,11 @@ class OnnxRuntimeRunner(Runner):
         self.provider = provider or "cpu"
         self.threads = threads
         self.session = None
+        self.kernels: dict = {}
 
     def activate_impl(self) -> None:
-        self.session = open_session(self.path, self.provider, self.threads)
+        self.kernels = {}
+        self.session = open_session(self.path, self.provider, self.threads, info=self.kernels)
 
     def deactivate_impl(self) -> None:
         self.session = None
@@ -182,4 +196,5 @@ class OnnxRuntimeRunner(Runner):
         meta = self.sidecar()
         return {"runner": self.name, "backend": f"onnxruntime {ort.__version__}", "file": str(self.path),
                 "provider": self.session.get_providers()[0] if self.session else self.provider,
-                "precision": meta.get("precision"), "attention": meta.get("attention")}
+                "precision": meta.get("precision"), "attention": meta.get("attention"),
+                "int8_matmuls": "debx AMX ops" if self.kernels.get("amx_int8") else None}

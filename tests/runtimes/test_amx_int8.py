@@ -1,0 +1,163 @@
+"""The AMX INT8 matmul ops (plugins/ortOps/matMulInt8*) and the in-memory rewrite that puts INT8 graphs on them
+(debx.runtimes.amx_int8). The rewrite is checked everywhere; the ops run only where the CPU has AMX-INT8 tiles (Intel
+Sapphire Rapids and later) and are skipped elsewhere with the reason."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from debx.runtimes import amx_int8, native_ops  # noqa: E402
+
+
+def amx_here() -> bool:
+    return native_ops.available() and native_ops.amx_available()
+
+
+needs_amx = pytest.mark.skipif(not amx_here(), reason="this CPU has no AMX-INT8 tiles (or no C++ compiler)")
+
+
+def ffn_model(M_dims=("batch", "seq"), K=192, N=96, seed=0, b_zero=0, gelu="com.microsoft"):
+    """x (float) -> Q -> MatMulIntegerToFloat (K -> N) -> Gelu -> Q -> MatMulIntegerToFloat (N -> K) -> Sum(x) -> out,
+    plus a MatMulIntegerToFloat off the first Q straight to an output (side): the three patterns of the rewrite."""
+    rng = np.random.default_rng(seed)
+    inits = [
+        numpy_helper.from_array(np.array(0.05, np.float32), "xs"), numpy_helper.from_array(np.array(128, np.uint8), "xz"),
+        numpy_helper.from_array(np.array(0.03, np.float32), "gs"), numpy_helper.from_array(np.array(10, np.uint8), "gz"),
+    ]
+    for name, (k, n) in {"w1": (K, N), "w2": (N, K), "w3": (K, N)}.items():
+        inits += [numpy_helper.from_array(rng.integers(-127, 128, (k, n), dtype=np.int8), name),
+                  numpy_helper.from_array((rng.random(n) * 2e-3 + 1e-4).astype(np.float32), f"{name}_s"),
+                  numpy_helper.from_array(np.full(n, b_zero if name == "w1" else 0, np.int8), f"{name}_z"),
+                  numpy_helper.from_array(rng.normal(0, 0.3, n).astype(np.float32), f"{name}_b")]
+
+    def mm(a, a_s, a_z, w, out):
+        return helper.make_node("MatMulIntegerToFloat", [a, w, a_s, f"{w}_s", a_z, f"{w}_z", f"{w}_b"], [out],
+                                domain="com.microsoft")
+
+    gelu_node = {"com.microsoft": helper.make_node("Gelu", ["h"], ["g"], domain="com.microsoft"),
+                 "onnx": helper.make_node("Gelu", ["h"], ["g"]),
+                 "relu": helper.make_node("Relu", ["h"], ["g"])}[gelu]  # relu: nothing to fuse there
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+        mm("xq", "xs", "xz", "w3", "side"),
+        mm("xq", "xs", "xz", "w1", "h"), gelu_node,
+        helper.make_node("QuantizeLinear", ["g", "gs", "gz"], ["gq"]),
+        mm("gq", "gs", "gz", "w2", "f"),
+        helper.make_node("Sum", ["f", "x"], ["out"]),
+    ]
+    dims = [*M_dims, K]
+    graph = helper.make_graph(nodes, "ffn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, dims),
+                               helper.make_tensor_value_info("side", TensorProto.FLOAT, [*M_dims, N])], inits)
+    opset = 20 if gelu == "onnx" else 17
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset),
+                                                   helper.make_opsetid("com.microsoft", 1)], ir_version=9)
+
+
+def ops(model) -> list[str]:
+    return [n.op_type for n in model.graph.node]
+
+
+@pytest.mark.parametrize("gelu", ["com.microsoft", "onnx"])
+def test_rewrite_fuses_the_three_patterns_in_topological_order(gelu):
+    model = ffn_model(gelu=gelu)
+    counts = amx_int8.rewrite(model)
+    assert counts == {"DebxMatMulInt8": 1, "DebxMatMulInt8Add": 1, "DebxMatMulInt8GeluQuantize": 1}
+    assert ops(model) == ["QuantizeLinear", "DebxMatMulInt8", "DebxMatMulInt8GeluQuantize", "DebxMatMulInt8Add"]
+    fused = {n.op_type: n for n in model.graph.node}
+    assert list(fused["DebxMatMulInt8GeluQuantize"].input[-2:]) == ["gs", "gz"]
+    assert list(fused["DebxMatMulInt8GeluQuantize"].output) == ["gq"]
+    assert fused["DebxMatMulInt8Add"].input[-1] == "x" and list(fused["DebxMatMulInt8Add"].output) == ["out"]
+    assert any(o.domain == "debx" for o in model.opset_import)
+    onnx.checker.check_model(model)  # still a valid, topologically sorted graph
+
+
+def test_rewrite_leaves_what_it_cannot_run_alone():
+    model = ffn_model(b_zero=3)  # asymmetric weights: the ops require zero points of 0
+    model.graph.output.append(helper.make_tensor_value_info("h", TensorProto.FLOAT, None))  # a fused-away value wanted
+    counts = amx_int8.rewrite(model)
+    assert counts["DebxMatMulInt8GeluQuantize"] == 0 and counts["DebxMatMulInt8Add"] == 1
+    assert ops(model).count("MatMulIntegerToFloat") == 1 and "Gelu" in ops(model)
+
+
+def test_rewrite_does_not_fuse_one_sum_twice():
+    model = ffn_model()
+    # make the Sum add two matmul outputs: f + side (both convertible)
+    for n in model.graph.node:
+        if n.op_type == "Sum":
+            n.input[1] = "side"
+    del model.graph.output[1]
+    counts = amx_int8.rewrite(model)
+    assert counts["DebxMatMulInt8Add"] == 1 and counts["DebxMatMulInt8"] == 1
+    onnx.checker.check_model(model)
+
+
+def test_switch_and_availability(monkeypatch):
+    monkeypatch.setenv("DEBX_AMX", "0")
+    assert not amx_int8.available() and not amx_int8.wants(ffn_model())
+    monkeypatch.delenv("DEBX_AMX")
+    assert amx_int8.available() == amx_here()
+
+
+def _session(model):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 2
+    so.register_custom_ops_library(str(native_ops.library_path()))
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+@needs_amx
+@pytest.mark.parametrize("shape,K,N", [((2, 64), 192, 96), ((1, 37), 100, 50), ((3, 1), 64, 32), ((1, 130), 768, 3072)])
+def test_ops_match_onnx_runtime(shape, K, N):
+    """The integer sums are exact: DebxMatMulInt8 and DebxMatMulInt8Add equal MatMulIntegerToFloat (+ Sum) to float
+    rounding; the fused GELU + QuantizeLinear may differ by one step where GELU lands on a rounding boundary."""
+    x = np.random.default_rng(1).normal(0, 2, (*shape, K)).astype(np.float32)
+    for gelu, names in (("relu", ["out", "side"]), ("com.microsoft", ["gq"])):
+        model = ffn_model(K=K, N=N, gelu=gelu)
+        model.graph.output.append(helper.make_tensor_value_info("gq", TensorProto.UINT8, None))
+        fused = onnx.ModelProto()
+        fused.CopyFrom(model)
+        assert sum(amx_int8.rewrite(fused).values()) == 3
+        ref = dict(zip(names, _session(model).run(names, {"x": x})))
+        got = dict(zip(names, _session(fused).run(names, {"x": x})))
+        for name in names:
+            if name == "gq":
+                steps = np.abs(got[name].astype(int) - ref[name].astype(int))
+                assert steps.max() <= 1 and (steps > 0).mean() <= 1e-3, (steps.max(), (steps > 0).mean())
+            else:
+                np.testing.assert_allclose(got[name], ref[name], rtol=1e-6, atol=1e-6, err_msg=name)
+
+
+@needs_amx
+def test_op_errors_are_clear():
+    model = ffn_model()
+    amx_int8.rewrite(model)
+    for t in model.graph.initializer:
+        if t.name == "w3_z":
+            t.CopyFrom(numpy_helper.from_array(np.full(96, 1, np.int8), "w3_z"))
+    with pytest.raises(Exception, match="DebxMatMulInt8: b_zero_point must be all 0"):
+        _session(model)
+
+
+@needs_amx
+def test_open_session_rewrites_int8_files_and_keeps_the_file(tmp_path, monkeypatch):
+    from debx.runtimes.onnxruntime import open_session
+
+    path = tmp_path / "ffn.onnx"
+    onnx.save(ffn_model(gelu="relu"), str(path))  # nothing approximate: the two sessions agree to rounding
+    made = []
+    real = amx_int8.rewrite
+    monkeypatch.setattr(amx_int8, "rewrite", lambda model: made.append(real(model)) or made[-1])
+    x = np.random.default_rng(2).normal(0, 2, (2, 16, 192)).astype(np.float32)
+    fast = open_session(path, threads=2).run(["out"], {"x": x})[0]
+    assert made == [{"DebxMatMulInt8": 2, "DebxMatMulInt8Add": 1, "DebxMatMulInt8GeluQuantize": 0}]
+    monkeypatch.setenv("DEBX_AMX", "0")
+    plain = open_session(path, threads=2).run(["out"], {"x": x})[0]
+    assert len(made) == 1  # switched off: the file as written
+    np.testing.assert_allclose(fast, plain, rtol=1e-6, atol=1e-6)
+    assert "MatMulIntegerToFloat" in ops(onnx.load(str(path)))  # the file keeps the standard ops

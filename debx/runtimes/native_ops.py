@@ -25,9 +25,10 @@ from debx.errors import MissingDependencyError
 
 PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
 SOURCES = ("ortOps/debxOrtOps.cpp", "ortOps/matMulInt8Op.cpp", "ortOps/matMulInt8Cpu.cpp",
+           "ortOps/layerNormQuantizeOp.cpp", "ortOps/layerNormQuantizeCpu.cpp",
            "disentangledAttention/disentangledAttentionCpu.cpp")
 HEADERS = ("ortOps/ortAbi.h", "ortOps/ortHelpers.h", "ortOps/matMulInt8Op.h", "ortOps/matMulInt8Cpu.h",
-           "common/cpuVecMath.h", "disentangledAttention/disentangledAttentionCpu.h",
+           "ortOps/layerNormQuantizeOp.h", "ortOps/layerNormQuantizeCpu.h", "common/cpuVecMath.h", "disentangledAttention/disentangledAttentionCpu.h",
            "disentangledAttention/disentangledAttentionMath.h")
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-fvisibility=hidden", "-Wall",
          "-Wno-maybe-uninitialized")

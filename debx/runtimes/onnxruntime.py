@@ -14,7 +14,7 @@ import numpy as np
 
 from debx.errors import ConfigError, MissingDependencyError
 from debx.artifacts import read_sidecar
-from debx.runtimes import amx_int8
+from debx.runtimes import int8_cpu
 from debx.runtimes.base import Runner
 
 PROVIDERS = {
@@ -98,8 +98,8 @@ def session_for_model(model, provider: str = "cpu", threads: int | None = None, 
     custom = bool(custom_nodes(model))
     if custom:
         model = adapt_for_ort(model, native=native_ops_enabled())
-    amx = any(n.domain == "debx" and n.op_type in amx_int8.OPS for n in model.graph.node)
-    so = session_options(threads, custom_ops=custom or amx)
+    native_int8 = any(n.domain == "debx" and n.op_type in int8_cpu.OPS for n in model.graph.node)
+    so = session_options(threads, custom_ops=custom or native_int8)
     providers = providers_for(provider)
     if model_dir is None:
         return ort.InferenceSession(model.SerializeToString(), so, providers=providers)
@@ -122,8 +122,8 @@ def _uses_external_data(model) -> bool:
 def open_session(path: str | Path, provider: str = "cpu", threads: int | None = None, info: dict | None = None):
     """An InferenceSession for a .onnx file (plain when it has only standard ops).
 
-    info: when given, receives "amx_int8" = the counts of debx.runtimes.amx_int8.rewrite when the INT8 matmuls were
-    moved onto the AMX ops (absent otherwise)."""
+    info: when given, receives "int8_cpu" = the counts of debx.runtimes.int8_cpu.rewrite when the INT8 graph was
+    moved onto debx's native CPU ops (absent otherwise)."""
     import onnx
 
     from debx.runtimes.reference_ops import custom_nodes, runs_natively_as_is
@@ -136,12 +136,12 @@ def open_session(path: str | Path, provider: str = "cpu", threads: int | None = 
         graph = onnx.load(str(path), load_external_data=False)
     except Exception as e:
         raise ConfigError(f"{path}: not a readable ONNX model ({str(e).splitlines()[0][:120]})") from None
-    if provider == "cpu" and amx_int8.wants(graph):
-        # INT8 matmuls onto the AMX ops: a rewritten copy in memory (the file keeps the standard ops)
+    if provider == "cpu" and int8_cpu.wants(graph):
+        # INT8 graphs onto debx's native CPU ops: a rewritten copy in memory (the file keeps the standard ops)
         full = onnx.load(str(path))
-        counts = amx_int8.rewrite(full)
+        counts = int8_cpu.rewrite(full)
         if info is not None:
-            info["amx_int8"] = counts
+            info["int8_cpu"] = counts
         return session_for_model(full, provider, threads)
     if not custom_nodes(graph):
         return ort.InferenceSession(str(path), session_options(threads), providers=providers_for(provider))
@@ -197,4 +197,4 @@ class OnnxRuntimeRunner(Runner):
         return {"runner": self.name, "backend": f"onnxruntime {ort.__version__}", "file": str(self.path),
                 "provider": self.session.get_providers()[0] if self.session else self.provider,
                 "precision": meta.get("precision"), "attention": meta.get("attention"),
-                "int8_matmuls": "debx AMX ops" if self.kernels.get("amx_int8") else None}
+                "native_int8_ops": {k: v for k, v in self.kernels.get("int8_cpu", {}).items() if v} or None}

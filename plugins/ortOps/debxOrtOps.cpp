@@ -7,7 +7,8 @@
  * The (batch, head) tasks run on ONNX Runtime's own intra-op thread pool (KernelContext_ParallelFor), so the op
  * shares the session's threads instead of competing with them.
  *
- * It also registers the AMX INT8 matmul ops (matMulInt8Op.h), which debx's runner uses on CPUs with AMX-INT8.
+ * It also registers the ops debx's runner rewrites INT8 graphs onto (debx.runtimes.int8_cpu): the AMX INT8 matmuls
+ * (matMulInt8Op.h, CPUs with AMX-INT8) and LayerNormalization + QuantizeLinear in one pass (layerNormQuantizeOp.h).
  */
 #include <cstdint>
 #include <cstdio>
@@ -18,6 +19,7 @@
 
 #include "../disentangledAttention/disentangledAttentionCpu.h"
 #include "matMulInt8Cpu.h"
+#include "layerNormQuantizeOp.h"
 #include "matMulInt8Op.h"
 #include "ortAbi.h"
 #include "ortHelpers.h"
@@ -345,6 +347,7 @@ DEBX_ORT_EXPORT Status* RegisterCustomOps(ort::SessionOptions* options, ort::Api
     {
         DEBX_ORT_TRY(api.customOpDomainAdd(domain, &matMuls[i]));
     }
+    DEBX_ORT_TRY(api.customOpDomainAdd(domain, ort::layerNormQuantizeOp()));
     return api.addCustomOpDomain(options, domain);
 }
 

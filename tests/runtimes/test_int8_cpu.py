@@ -1,6 +1,6 @@
-"""The AMX INT8 matmul ops (plugins/ortOps/matMulInt8*) and the in-memory rewrite that puts INT8 graphs on them
-(debx.runtimes.amx_int8). The rewrite is checked everywhere; the ops run only where the CPU has AMX-INT8 tiles (Intel
-Sapphire Rapids and later) and are skipped elsewhere with the reason."""
+"""debx's native INT8 CPU ops (plugins/ortOps/matMulInt8*, layerNormQuantize*) and the in-memory rewrite that puts
+INT8 graphs on them (debx.runtimes.int8_cpu). The rewrite is checked everywhere; the AMX matmul ops run only where the
+CPU has AMX-INT8 tiles (Intel Sapphire Rapids and later) and are skipped elsewhere with the reason."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from debx.runtimes import amx_int8, native_ops  # noqa: E402
+from debx.runtimes import int8_cpu, native_ops  # noqa: E402
 
 
 def amx_here() -> bool:
@@ -19,6 +19,8 @@ def amx_here() -> bool:
 
 
 needs_amx = pytest.mark.skipif(not amx_here(), reason="this CPU has no AMX-INT8 tiles (or no C++ compiler)")
+needs_native = pytest.mark.skipif(not native_ops.available(), reason="no C++ compiler for the native ops")
+NO_NORM = {"DebxLayerNormQuantize": 0}
 
 
 def ffn_model(M_dims=("batch", "seq"), K=192, N=96, seed=0, b_zero=0, gelu="com.microsoft"):
@@ -66,8 +68,8 @@ def ops(model) -> list[str]:
 @pytest.mark.parametrize("gelu", ["com.microsoft", "onnx"])
 def test_rewrite_fuses_the_three_patterns_in_topological_order(gelu):
     model = ffn_model(gelu=gelu)
-    counts = amx_int8.rewrite(model)
-    assert counts == {"DebxMatMulInt8": 1, "DebxMatMulInt8Add": 1, "DebxMatMulInt8GeluQuantize": 1}
+    counts = int8_cpu.rewrite(model, amx_ops=True)
+    assert counts == {"DebxMatMulInt8": 1, "DebxMatMulInt8Add": 1, "DebxMatMulInt8GeluQuantize": 1, **NO_NORM}
     assert ops(model) == ["QuantizeLinear", "DebxMatMulInt8", "DebxMatMulInt8GeluQuantize", "DebxMatMulInt8Add"]
     fused = {n.op_type: n for n in model.graph.node}
     assert list(fused["DebxMatMulInt8GeluQuantize"].input[-2:]) == ["gs", "gz"]
@@ -80,7 +82,7 @@ def test_rewrite_fuses_the_three_patterns_in_topological_order(gelu):
 def test_rewrite_leaves_what_it_cannot_run_alone():
     model = ffn_model(b_zero=3)  # asymmetric weights: the ops require zero points of 0
     model.graph.output.append(helper.make_tensor_value_info("h", TensorProto.FLOAT, None))  # a fused-away value wanted
-    counts = amx_int8.rewrite(model)
+    counts = int8_cpu.rewrite(model, amx_ops=True)
     assert counts["DebxMatMulInt8GeluQuantize"] == 0 and counts["DebxMatMulInt8Add"] == 1
     assert ops(model).count("MatMulIntegerToFloat") == 1 and "Gelu" in ops(model)
 
@@ -92,16 +94,20 @@ def test_rewrite_does_not_fuse_one_sum_twice():
         if n.op_type == "Sum":
             n.input[1] = "side"
     del model.graph.output[1]
-    counts = amx_int8.rewrite(model)
+    counts = int8_cpu.rewrite(model, amx_ops=True)
     assert counts["DebxMatMulInt8Add"] == 1 and counts["DebxMatMulInt8"] == 1
     onnx.checker.check_model(model)
 
 
-def test_switch_and_availability(monkeypatch):
+def test_switches(monkeypatch):
     monkeypatch.setenv("DEBX_AMX", "0")
-    assert not amx_int8.available() and not amx_int8.wants(ffn_model())
+    assert not int8_cpu.amx()
+    assert sum(int8_cpu.rewrite(ffn_model()).values()) == 0  # matmuls kept; no LayerNormalization here
     monkeypatch.delenv("DEBX_AMX")
-    assert amx_int8.available() == amx_here()
+    assert int8_cpu.amx() == amx_here()
+    assert int8_cpu.wants(ffn_model()) == native_ops.available()
+    monkeypatch.setenv("DEBX_NATIVE_OPS", "0")
+    assert not int8_cpu.wants(ffn_model()) and not int8_cpu.amx()
 
 
 def _session(model):
@@ -122,7 +128,7 @@ def test_ops_match_onnx_runtime(shape, K, N):
         model.graph.output.append(helper.make_tensor_value_info("gq", TensorProto.UINT8, None))
         fused = onnx.ModelProto()
         fused.CopyFrom(model)
-        assert sum(amx_int8.rewrite(fused).values()) == 3
+        assert sum(int8_cpu.rewrite(fused, amx_ops=True).values()) == 3
         ref = dict(zip(names, _session(model).run(names, {"x": x})))
         got = dict(zip(names, _session(fused).run(names, {"x": x})))
         for name in names:
@@ -136,7 +142,7 @@ def test_ops_match_onnx_runtime(shape, K, N):
 @needs_amx
 def test_op_errors_are_clear():
     model = ffn_model()
-    amx_int8.rewrite(model)
+    int8_cpu.rewrite(model, amx_ops=True)
     for t in model.graph.initializer:
         if t.name == "w3_z":
             t.CopyFrom(numpy_helper.from_array(np.full(96, 1, np.int8), "w3_z"))
@@ -151,13 +157,70 @@ def test_open_session_rewrites_int8_files_and_keeps_the_file(tmp_path, monkeypat
     path = tmp_path / "ffn.onnx"
     onnx.save(ffn_model(gelu="relu"), str(path))  # nothing approximate: the two sessions agree to rounding
     made = []
-    real = amx_int8.rewrite
-    monkeypatch.setattr(amx_int8, "rewrite", lambda model: made.append(real(model)) or made[-1])
+    real = int8_cpu.rewrite
+    monkeypatch.setattr(int8_cpu, "rewrite", lambda model, **kw: made.append(real(model, **kw)) or made[-1])
     x = np.random.default_rng(2).normal(0, 2, (2, 16, 192)).astype(np.float32)
     fast = open_session(path, threads=2).run(["out"], {"x": x})[0]
-    assert made == [{"DebxMatMulInt8": 2, "DebxMatMulInt8Add": 1, "DebxMatMulInt8GeluQuantize": 0}]
-    monkeypatch.setenv("DEBX_AMX", "0")
+    assert made == [{"DebxMatMulInt8": 2, "DebxMatMulInt8Add": 1, "DebxMatMulInt8GeluQuantize": 0, **NO_NORM}]
+    monkeypatch.setenv("DEBX_NATIVE_OPS", "0")
     plain = open_session(path, threads=2).run(["out"], {"x": x})[0]
     assert len(made) == 1  # switched off: the file as written
     np.testing.assert_allclose(fast, plain, rtol=1e-6, atol=1e-6)
     assert "MatMulIntegerToFloat" in ops(onnx.load(str(path)))  # the file keeps the standard ops
+
+
+def norm_model(C=96, float_user="sum", seed=0):
+    """x -> LayerNormalization -> QuantizeLinear -> q (an output), and the LN's float side: read directly by a Sum
+    (float_user="sum"), or through DequantizeLinear(q) (float_user="dq")."""
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array(rng.normal(1, 0.2, C).astype(np.float32), "gamma"),
+             numpy_helper.from_array(rng.normal(0, 0.2, C).astype(np.float32), "beta"),
+             numpy_helper.from_array(np.array(0.04, np.float32), "s"), numpy_helper.from_array(np.array(120, np.uint8), "z")]
+    nodes = [helper.make_node("LayerNormalization", ["x", "gamma", "beta"], ["y"], axis=-1, epsilon=1e-7),
+             helper.make_node("QuantizeLinear", ["y", "s", "z"], ["q"])]
+    if float_user == "sum":
+        nodes.append(helper.make_node("Sum", ["y", "x"], ["f"]))
+    else:
+        nodes += [helper.make_node("DequantizeLinear", ["q", "s", "z"], ["dq"]), helper.make_node("Sum", ["dq", "x"], ["f"])]
+    graph = helper.make_graph(nodes, "ln", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "n", C])],
+                              [helper.make_tensor_value_info("q", TensorProto.UINT8, ["b", "n", C]),
+                               helper.make_tensor_value_info("f", TensorProto.FLOAT, ["b", "n", C])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+
+
+@pytest.mark.parametrize("float_user", ["sum", "dq"])
+def test_rewrite_fuses_layernorm_quantize(float_user):
+    model = norm_model(float_user=float_user)
+    assert int8_cpu.rewrite(model, amx_ops=False)["DebxLayerNormQuantize"] == 1
+    fused = model.graph.node[0]
+    assert fused.op_type == "DebxLayerNormQuantize" and list(fused.output) == ["q", "y" if float_user == "sum" else "dq"]
+    attrs = {a.name: helper.get_attribute_value(a) for a in fused.attribute}
+    assert attrs["dequantized"] == (float_user == "dq") and attrs["epsilon"] == pytest.approx(1e-7)
+    assert ops(model) == ["DebxLayerNormQuantize", "Sum"]
+    onnx.checker.check_model(model)
+
+
+def test_rewrite_leaves_other_layernorms():
+    model = norm_model()
+    model.graph.node[0].attribute.append(helper.make_attribute("stash_type", 0))  # not float32 statistics
+    assert int8_cpu.rewrite(model, amx_ops=False)["DebxLayerNormQuantize"] == 0
+    model = norm_model()
+    model.graph.node[0].attribute[0].i = 1  # axis 1 of (b, n, C): not the last axis
+    assert int8_cpu.rewrite(model, amx_ops=False)["DebxLayerNormQuantize"] == 0
+
+
+@needs_native
+@pytest.mark.parametrize("float_user", ["sum", "dq"])
+@pytest.mark.parametrize("C", [96, 768, 37])
+def test_layernorm_quantize_matches_onnx_runtime(float_user, C):
+    model = norm_model(C=C, float_user=float_user)
+    fused = onnx.ModelProto()
+    fused.CopyFrom(model)
+    int8_cpu.rewrite(fused, amx_ops=False)
+    x = np.random.default_rng(3).normal(0.5, 3, (3, 41, C)).astype(np.float32)
+    ref = _session(model).run(["q", "f"], {"x": x})
+    got = _session(fused).run(["q", "f"], {"x": x})
+    steps = np.abs(got[0].astype(int) - ref[0].astype(int))
+    assert steps.max() <= 1 and (steps > 0).mean() <= 1e-3, (steps.max(), (steps > 0).mean())
+    same = (steps == 0) if float_user == "dq" else np.ones_like(steps, bool)  # a flipped q moves its dequantized copy
+    np.testing.assert_allclose(got[1][same], ref[1][same], rtol=1e-5, atol=1e-5)

@@ -1,0 +1,193 @@
+"""INT8 graphs onto debx's native CPU ops, in memory, when the ONNX Runtime runner opens them.
+
+`debx calibrate --target ort` writes standard ONNX Runtime INT8 ops (com.microsoft MatMulIntegerToFloat, with
+LayerNormalization -> QuantizeLinear between layers). When the native library (debx.runtimes.native_ops) is loaded,
+the runner rewrites a copy of the graph before opening the session:
+
+- LayerNormalization -> QuantizeLinear [-> DequantizeLinear]               -> debx::DebxLayerNormQuantize (one pass)
+- and on CPUs with AMX-INT8 tiles (Intel Sapphire Rapids and later):
+  MatMulIntegerToFloat (constant symmetric per-column int8 weights)         -> debx::DebxMatMulInt8
+  that, when its only consumer is a two-input Sum (the residual add)        -> debx::DebxMatMulInt8Add
+  that, followed by Gelu and QuantizeLinear (the FFN's first half)          -> debx::DebxMatMulInt8GeluQuantize
+
+The integer sums are exact, so the matmuls agree with the graph as written to float rounding; the fused quantizations
+agree up to one step where a value lands on a rounding boundary (tests/runtimes/test_int8_cpu.py). The file on disk
+keeps the standard ops and runs anywhere. `DEBX_AMX=0` keeps the matmuls as written; `DEBX_NATIVE_OPS=0` turns
+every native op off.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import defaultdict
+
+MATMUL = ("com.microsoft", "MatMulIntegerToFloat")
+MATMUL_OPS = ("DebxMatMulInt8", "DebxMatMulInt8Add", "DebxMatMulInt8GeluQuantize")
+NORM_OP = "DebxLayerNormQuantize"
+OPS = (*MATMUL_OPS, NORM_OP)
+
+
+def native() -> bool:
+    from debx.runtimes import native_ops
+
+    return native_ops.available()
+
+
+def amx() -> bool:
+    """True when the AMX matmul ops can run here: native library built, AMX-INT8 granted, $DEBX_AMX not 0."""
+    if os.environ.get("DEBX_AMX", "1") == "0" or not native():
+        return False
+    from debx.runtimes import native_ops
+
+    return native_ops.amx_available()
+
+
+def wants(graph) -> bool:
+    """Whether open_session should rewrite this graph: it is an INT8 graph and the native library is there."""
+    return any((n.domain, n.op_type) == MATMUL for n in graph.graph.node) and native()
+
+
+def _standard(node, op_type: str) -> bool:
+    return node.domain in ("", "ai.onnx") and node.op_type == op_type
+
+
+def _is_gelu(node) -> bool:
+    if (node.domain, node.op_type) == ("com.microsoft", "Gelu"):
+        return True
+    if _standard(node, "Gelu"):
+        approx = next((a.s.decode() for a in node.attribute if a.name == "approximate"), "none")
+        return approx == "none"
+    return False
+
+
+class _Graph:
+    """Consumers, initializers and the node-order bookkeeping the rewrites share."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.inits = {t.name: t for t in model.graph.initializer}
+        self.outputs = {o.name for o in model.graph.output}
+        self.consumers: dict[str, list] = defaultdict(list)
+        for node in model.graph.node:
+            for name in node.input:
+                if name:
+                    self.consumers[name].append(node)
+        self.replace_at: dict[int, object] = {}  # id(node) -> the fused node that takes its place
+        self.dropped: set[int] = set()
+
+    def scalar(self, name: str, dtype: int) -> bool:
+        t = self.inits.get(name)
+        return t is not None and t.data_type == dtype and math.prod(t.dims) == 1
+
+    def only_user(self, name: str):
+        users = self.consumers[name]
+        return users[0] if len(users) == 1 and name not in self.outputs else None
+
+    def quantize_to_u8(self, node) -> bool:
+        from onnx import TensorProto
+
+        return (node is not None and _standard(node, "QuantizeLinear") and len(node.input) == 3
+                and self.scalar(node.input[1], TensorProto.FLOAT) and self.scalar(node.input[2], TensorProto.UINT8))
+
+    def commit(self) -> None:
+        if not self.replace_at and not self.dropped:
+            return
+        graph = self.model.graph
+        order = []
+        for node in graph.node:
+            if id(node) in self.replace_at:
+                order.append(self.replace_at[id(node)])
+            elif id(node) not in self.dropped:
+                order.append(node)
+        kept = [type(n)() for n in order]
+        for dst, src in zip(kept, order):
+            dst.CopyFrom(src)
+        del graph.node[:]
+        graph.node.extend(kept)
+
+
+def _matmuls(g: _Graph, counts: dict[str, int]) -> None:
+    from onnx import TensorProto, numpy_helper
+
+    def convertible(node) -> bool:
+        if (node.domain, node.op_type) != MATMUL or len(node.input) != 7 or not node.input[6]:
+            return False
+        b, b_scale, b_zero = (g.inits.get(node.input[i]) for i in (1, 3, 5))
+        if b is None or b_scale is None or b_zero is None or b.data_type != TensorProto.INT8 or len(b.dims) != 2:
+            return False
+        n = b.dims[1]
+        return (b_scale.data_type == TensorProto.FLOAT and list(b_scale.dims) == [n]
+                and b_zero.data_type == TensorProto.INT8 and list(b_zero.dims) == [n]
+                and not numpy_helper.to_array(b_zero).any()
+                and g.scalar(node.input[2], TensorProto.FLOAT) and g.scalar(node.input[4], TensorProto.UINT8))
+
+    for node in g.model.graph.node:
+        if not convertible(node):
+            continue
+        op = "DebxMatMulInt8"
+        user = g.only_user(node.output[0])
+        if user is not None and id(user) in g.replace_at:  # a Sum of two matmuls: the other one took it
+            user = None
+        if user is not None and _is_gelu(user):
+            quant = g.only_user(user.output[0])
+            if g.quantize_to_u8(quant):
+                op = "DebxMatMulInt8GeluQuantize"
+                node.input.extend(quant.input[1:])
+                node.output[0] = quant.output[0]
+                g.dropped |= {id(node), id(user)}
+                g.replace_at[id(quant)] = node
+        elif user is not None and _standard(user, "Sum") and len(user.input) == 2 and user.input[0] != user.input[1]:
+            op = "DebxMatMulInt8Add"
+            node.input.append(user.input[1] if user.input[0] == node.output[0] else user.input[0])
+            node.output[0] = user.output[0]
+            g.dropped.add(id(node))
+            g.replace_at[id(user)] = node  # where the residual is sure to exist already
+        node.domain, node.op_type = "debx", op
+        counts[op] += 1
+
+
+def _norms(g: _Graph, counts: dict[str, int]) -> None:
+    from onnx import TensorProto, helper
+
+    for node in g.model.graph.node:
+        if not _standard(node, "LayerNormalization") or len(node.input) != 3 or len(node.output) != 1:
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        gamma, beta = g.inits.get(node.input[1]), g.inits.get(node.input[2])
+        if (attrs.get("axis", -1) != -1 or attrs.get("stash_type", 1) != 1 or gamma is None or beta is None
+                or gamma.data_type != TensorProto.FLOAT or len(gamma.dims) != 1 or list(beta.dims) != list(gamma.dims)):
+            continue
+        y = node.output[0]
+        quants = [u for u in g.consumers[y] if g.quantize_to_u8(u)]
+        if len(quants) != 1 or id(quants[0]) in g.replace_at:
+            continue
+        quant = quants[0]
+        float_out, dequantized = y, 0
+        others = [u for u in g.consumers[y] if u is not quant]
+        deq = [u for u in g.consumers[quant.output[0]]
+               if _standard(u, "DequantizeLinear") and list(u.input) == [quant.output[0], *quant.input[1:]]]
+        if not others and y not in g.outputs and len(deq) == 1:
+            float_out, dequantized = deq[0].output[0], 1  # the residual reads DequantizeLinear(q): made here
+            g.dropped.add(id(deq[0]))
+        fused = helper.make_node(NORM_OP, [node.input[0], node.input[1], node.input[2], *quant.input[1:]],
+                                 [quant.output[0], float_out], domain="debx",
+                                 epsilon=float(attrs.get("epsilon", 1e-5)), dequantized=dequantized)
+        g.replace_at[id(node)] = fused
+        g.dropped.add(id(quant))
+        counts[NORM_OP] += 1
+
+
+def rewrite(model, amx_ops: bool | None = None) -> dict[str, int]:
+    """Rewrite `model` (an onnx.ModelProto with its weights loaded) in place; returns how many of each op it made.
+
+    amx_ops: also move the matmuls onto the AMX ops (default: when this machine can run them)."""
+    g = _Graph(model)
+    counts = dict.fromkeys(OPS, 0)
+    if amx() if amx_ops is None else amx_ops:
+        _matmuls(g, counts)
+    _norms(g, counts)
+    g.commit()
+    if any(counts.values()) and not any(o.domain == "debx" for o in model.opset_import):
+        model.opset_import.add(domain="debx", version=1)
+    return counts

@@ -9,11 +9,14 @@ the runner rewrites a copy of the graph before opening the session:
   MatMulIntegerToFloat (constant symmetric per-column int8 weights)         -> debx::DebxMatMulInt8
   that, when its only consumer is a two-input Sum (the residual add)        -> debx::DebxMatMulInt8Add
   that, followed by Gelu and QuantizeLinear (the FFN's first half)          -> debx::DebxMatMulInt8GeluQuantize
+- and on CPUs with AMX-BF16: debx::DebxDisentangledAttention gets bf16 = 1, its mixed-precision mode (the c2p / p2c
+  products and P . V on bfloat16 operands with float32 accumulation; scores and softmax stay float32). Only INT8
+  graphs get it: their activations are already 8-bit, and the gate of `debx eval` measures this recipe as a whole.
 
 The integer sums are exact, so the matmuls agree with the graph as written to float rounding; the fused quantizations
-agree up to one step where a value lands on a rounding boundary (tests/runtimes/test_int8_cpu.py). The file on disk
-keeps the standard ops and runs anywhere. `DEBX_AMX=0` keeps the matmuls as written; `DEBX_NATIVE_OPS=0` turns
-every native op off.
+agree up to one step where a value lands on a rounding boundary; the bf16 attention to about 1e-2 of its output scale
+(tests/runtimes/test_int8_cpu.py). The file on disk keeps the standard ops and runs anywhere. `DEBX_AMX=0` keeps the
+matmuls and the attention as written; `DEBX_NATIVE_OPS=0` turns every native op off.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ MATMUL = ("com.microsoft", "MatMulIntegerToFloat")
 MATMUL_OPS = ("DebxMatMulInt8", "DebxMatMulInt8Add", "DebxMatMulInt8GeluQuantize")
 NORM_OP = "DebxLayerNormQuantize"
 OPS = (*MATMUL_OPS, NORM_OP)
+BF16_ATTENTION = "DebxDisentangledAttention(bf16)"  # a count key: attention nodes switched to the mixed mode
 
 
 def native() -> bool:
@@ -41,6 +45,15 @@ def amx() -> bool:
     from debx.runtimes import native_ops
 
     return native_ops.amx_available()
+
+
+def amx_bf16() -> bool:
+    """True when the attention's bf16 mode runs on AMX-BF16 tiles here (and $DEBX_AMX is not 0)."""
+    if os.environ.get("DEBX_AMX", "1") == "0" or not native():
+        return False
+    from debx.runtimes import native_ops
+
+    return native_ops.amx_bf16_available()
 
 
 def wants(graph) -> bool:
@@ -178,15 +191,28 @@ def _norms(g: _Graph, counts: dict[str, int]) -> None:
         counts[NORM_OP] += 1
 
 
-def rewrite(model, amx_ops: bool | None = None) -> dict[str, int]:
+def _bf16_attention(g: _Graph, counts: dict[str, int]) -> None:
+    from onnx import helper
+
+    for node in g.model.graph.node:
+        if (node.domain, node.op_type) == ("debx", "DebxDisentangledAttention") \
+                and not any(a.name == "bf16" for a in node.attribute):
+            node.attribute.append(helper.make_attribute("bf16", 1))
+            counts[BF16_ATTENTION] += 1
+
+
+def rewrite(model, amx_ops: bool | None = None, bf16_attention: bool | None = None) -> dict[str, int]:
     """Rewrite `model` (an onnx.ModelProto with its weights loaded) in place; returns how many of each op it made.
 
-    amx_ops: also move the matmuls onto the AMX ops (default: when this machine can run them)."""
+    amx_ops: also move the matmuls onto the AMX ops (default: when this machine can run them).
+    bf16_attention: switch debx attention nodes to their bf16 mode (default: when AMX-BF16 runs it here)."""
     g = _Graph(model)
-    counts = dict.fromkeys(OPS, 0)
+    counts = dict.fromkeys((*OPS, BF16_ATTENTION), 0)
     if amx() if amx_ops is None else amx_ops:
         _matmuls(g, counts)
     _norms(g, counts)
+    if amx_bf16() if bf16_attention is None else bf16_attention:
+        _bf16_attention(g, counts)
     g.commit()
     if any(counts.values()) and not any(o.domain == "debx" for o in model.opset_import):
         model.opset_import.add(domain="debx", version=1)

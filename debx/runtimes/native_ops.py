@@ -26,9 +26,10 @@ from debx.errors import MissingDependencyError
 PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
 SOURCES = ("ortOps/debxOrtOps.cpp", "ortOps/matMulInt8Op.cpp", "ortOps/matMulInt8Cpu.cpp",
            "ortOps/layerNormQuantizeOp.cpp", "ortOps/layerNormQuantizeCpu.cpp",
-           "disentangledAttention/disentangledAttentionCpu.cpp")
+           "disentangledAttention/disentangledAttentionCpu.cpp", "disentangledAttention/disentangledAttentionAmx.cpp")
 HEADERS = ("ortOps/ortAbi.h", "ortOps/ortHelpers.h", "ortOps/matMulInt8Op.h", "ortOps/matMulInt8Cpu.h",
-           "ortOps/layerNormQuantizeOp.h", "ortOps/layerNormQuantizeCpu.h", "common/cpuVecMath.h", "disentangledAttention/disentangledAttentionCpu.h",
+           "ortOps/layerNormQuantizeOp.h", "ortOps/layerNormQuantizeCpu.h", "common/cpuVecMath.h",
+           "disentangledAttention/disentangledAttentionAmx.h", "disentangledAttention/disentangledAttentionCpu.h",
            "disentangledAttention/disentangledAttentionMath.h")
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-fvisibility=hidden", "-Wall",
          "-Wno-maybe-uninitialized")
@@ -137,3 +138,14 @@ def amx_available() -> bool:
 
     lib = ctypes.CDLL(str(library_path()))
     return bool(lib.debx_ort_ops_amx_available())
+
+
+@lru_cache(maxsize=1)
+def amx_bf16_available() -> bool:
+    """True when the attention op's bf16 = 1 mode runs on AMX-BF16 tiles on this machine (else it runs float32)."""
+    if not available():
+        return False
+    import ctypes
+
+    lib = ctypes.CDLL(str(library_path()))
+    return bool(lib.debx_ort_ops_amx_bf16_available())

@@ -6,6 +6,8 @@
  */
 #include "disentangledAttentionCpu.h"
 
+#include "disentangledAttentionAmx.h"
+
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -274,21 +276,6 @@ void cpuRunTask(CpuPlan const& plan, CpuTensors const& t, int64_t task)
     int const lo = plan.lo;
     int32_t const* idx = plan.indexByDistance + (N - 1); // idx[i - j]
 
-    thread_local std::vector<float> scratch;
-    size_t const need = static_cast<size_t>(D) * N + 2 * static_cast<size_t>(D) * W + 2 * static_cast<size_t>(N) * W
-        + static_cast<size_t>(N) * N;
-    if (scratch.size() < need)
-    {
-        scratch.resize(need);
-    }
-    float* kt = scratch.data();   // (D, N)
-    float* tabT = kt + D * N;     // (D, W) two of them
-    float* prod = tabT + 2 * D * W; // (N, W) two of them: Cm, Pm
-    float* S = prod + 2 * static_cast<size_t>(N) * W; // (N, N)
-
-    transpose(k, HD, N, D, kt, N);
-    gemmBt(q, HD, N, kt, N, N, D, S, N); // S = Q K^T
-
     // idx(i, j) only grows with i - j, so query row i reads Cm[i, idx(i, N-1) - lo ... idx(i, 0) - lo] and key row j
     // reads Pm[j, idx(0, j) - lo ... idx(N-1, j) - lo]: bands of at most N columns out of W = 2N - 1
     auto c2pBand = [&](int first, int last, int* start, int* end) {
@@ -299,55 +286,151 @@ void cpuRunTask(CpuPlan const& plan, CpuTensors const& t, int64_t task)
         *start = idx[-last] - lo;
         *end = idx[(N - 1) - first] - lo + 1;
     };
-    float* cm = nullptr; // (N, W): Cm[i, m] = q_i . pk[lo + m]
-    float* pm = nullptr; // (N, W): Pm[j, m] = k_j . pq[lo + m]
-    if (p.c2p)
+    float* S = nullptr;  // scores (N, N) at row stride ldS
+    float* cm = nullptr; // Cm[i, m - base] = q_i . pk[m], row stride ld
+    float* pm = nullptr; // Pm[j, m - base] = k_j . pq[m], row stride ld
+    int64_t ldS = N;
+    int64_t base = lo;
+    int64_t ld = W;
+    bool const mixed = t.bf16 && amx::available() && (!p.c2p || t.posKeyBf16 != nullptr)
+        && (!p.p2c || t.posQueryBf16 != nullptr);
+    // mixed precision: bf16 operands in tiles, float32 products (disentangledAttentionAmx.h)
+    int const rowsPad = (N + 15) / 16 * 16; // rows of Q and K, and key columns of S, in blocks of 16
+    int const rowBlocks = rowsPad / 16;
+    int const steps = (D + 31) / 32;        // contraction steps over the head size
+    int const keysPad = (N + 31) / 32 * 32; // contraction over keys for P . V
+    int const dimBlocks = (D + 15) / 16;
+    thread_local std::vector<uint16_t> half;
+    thread_local std::vector<float> wide;
+    thread_local std::vector<int32_t> blocks; // column-block ranges per 16-row block: [first..., end...]
+    uint16_t* qb = nullptr;                   // Q, K as bf16 rows (rowsPad, 32 steps)
+    uint16_t* kb = nullptr;
+    uint16_t* pb = nullptr;                   // probabilities as bf16 rows (rowsPad, keysPad)
+    uint16_t* vt = nullptr;                   // V as B tiles
+    float* o = nullptr;                       // P . V (rowsPad, 16 dimBlocks)
+    if (mixed)
     {
-        cm = prod;
-        if (t.posKeyT != nullptr)
+        base = lo / 16 * 16;
+        ld = (lo + W + 15) / 16 * 16 - base;
+        int64_t const rowElems = static_cast<int64_t>(rowsPad) * steps * 32;
+        size_t const halves = static_cast<size_t>(2 * rowElems + rowBlocks * steps * amx::kTileElems
+            + static_cast<int64_t>(rowsPad) * keysPad + dimBlocks * (keysPad / 32) * amx::kTileElems);
+        size_t const wides = static_cast<size_t>(rowsPad) * (2 * ld + rowsPad + dimBlocks * 16);
+        if (half.size() < halves)
         {
-            int64_t const ld = cpuTableStride(p.posRows);
-            gemmBtBand(q, HD, N, t.posKeyT + h * D * ld + lo, ld, D, cm, W, c2pBand);
+            half.resize(halves);
         }
-        else
+        if (wide.size() < wides)
         {
-            transpose(t.posKey + static_cast<int64_t>(lo) * HD + h * D, HD, W, D, tabT, W);
-            gemmBtBand(q, HD, N, tabT, W, D, cm, W, c2pBand);
+            wide.resize(wides);
         }
+        blocks.resize(2 * static_cast<size_t>(rowBlocks));
+        qb = half.data();
+        kb = qb + rowElems;
+        uint16_t* kt = kb + rowElems; // K as B tiles for S = Q K^T
+        pb = kt + rowBlocks * steps * amx::kTileElems;
+        vt = pb + static_cast<int64_t>(rowsPad) * keysPad;
+        S = wide.data();
+        ldS = rowsPad;
+        cm = S + static_cast<int64_t>(rowsPad) * ldS;
+        pm = cm + static_cast<int64_t>(rowsPad) * ld;
+        o = pm + static_cast<int64_t>(rowsPad) * ld;
+        int32_t* first = blocks.data();
+        int32_t* end = first + rowBlocks;
+
+        amx::toBf16Rows(q, HD, N, D, rowsPad, steps * 32, qb);
+        amx::toBf16Rows(k, HD, N, D, rowsPad, steps * 32, kb);
+        amx::packRows(kb, steps * 32, rowBlocks, steps, kt);
+        std::fill(first, end, 0);
+        std::fill(end, end + rowBlocks, rowBlocks);
+        amx::bandProducts(qb, steps * 32, rowBlocks, steps, kt, first, end, S, ldS, 0); // S = Q K^T
+        // rows [16 rb, 16 rb + 16) read the table rows band(first, last) + lo: whole 16-row column blocks of it
+        int64_t const perHead = amx::tableTilesPerHead(p.posRows, D) * amx::kTileElems;
+        auto products = [&](uint16_t const* x, uint16_t const* tables, float* out, auto band) {
+            for (int rb = 0; rb < rowBlocks; ++rb)
+            {
+                int lower = 0;
+                int upper = 0;
+                band(rb * 16, std::min(rb * 16 + 15, N - 1), &lower, &upper);
+                first[rb] = (lo + lower) / 16;
+                end[rb] = (lo + upper + 15) / 16;
+            }
+            amx::bandProducts(x, steps * 32, rowBlocks, steps, tables + h * perHead, first, end, out, ld, base);
+        };
+        if (p.c2p)
+        {
+            products(qb, t.posKeyBf16, cm, c2pBand);
+        }
+        if (p.p2c)
+        {
+            products(kb, t.posQueryBf16, pm, p2cBand);
+        }
+        cm = p.c2p ? cm : nullptr;
+        pm = p.p2c ? pm : nullptr;
     }
-    if (p.p2c)
+    else
     {
-        pm = prod + static_cast<size_t>(N) * W;
-        if (t.posQueryT != nullptr)
+        thread_local std::vector<float> scratch;
+        size_t const need = static_cast<size_t>(D) * N + 2 * static_cast<size_t>(D) * W
+            + 2 * static_cast<size_t>(N) * W + static_cast<size_t>(N) * N;
+        if (scratch.size() < need)
         {
-            int64_t const ld = cpuTableStride(p.posRows);
-            gemmBtBand(k, HD, N, t.posQueryT + h * D * ld + lo, ld, D, pm, W, p2cBand);
+            scratch.resize(need);
         }
-        else
+        float* kt = scratch.data();     // (D, N)
+        float* tabT = kt + D * N;       // (D, W) two of them
+        float* prod = tabT + 2 * D * W; // (N, W) two of them: Cm, Pm
+        S = prod + 2 * static_cast<size_t>(N) * W;
+        transpose(k, HD, N, D, kt, N);
+        gemmBt(q, HD, N, kt, N, N, D, S, N); // S = Q K^T
+        if (p.c2p)
         {
-            transpose(t.posQuery + static_cast<int64_t>(lo) * HD + h * D, HD, W, D, tabT + D * W, W);
-            gemmBtBand(k, HD, N, tabT + D * W, W, D, pm, W, p2cBand);
+            cm = prod;
+            if (t.posKeyT != nullptr)
+            {
+                int64_t const stride = cpuTableStride(p.posRows);
+                gemmBtBand(q, HD, N, t.posKeyT + h * D * stride + lo, stride, D, cm, W, c2pBand);
+            }
+            else
+            {
+                transpose(t.posKey + static_cast<int64_t>(lo) * HD + h * D, HD, W, D, tabT, W);
+                gemmBtBand(q, HD, N, tabT, W, D, cm, W, c2pBand);
+            }
+        }
+        if (p.p2c)
+        {
+            pm = prod + static_cast<size_t>(N) * W;
+            if (t.posQueryT != nullptr)
+            {
+                int64_t const stride = cpuTableStride(p.posRows);
+                gemmBtBand(k, HD, N, t.posQueryT + h * D * stride + lo, stride, D, pm, W, p2cBand);
+            }
+            else
+            {
+                transpose(t.posQuery + static_cast<int64_t>(lo) * HD + h * D, HD, W, D, tabT + D * W, W);
+                gemmBtBand(k, HD, N, tabT + D * W, W, D, pm, W, p2cBand);
+            }
         }
     }
     for (int i = 0; i < N; ++i)
     {
-        float* row = S + static_cast<int64_t>(i) * N;
-        // s[i, j] = (qk + Cm[i, idx(i, j) - lo] + Pm[j, idx(i, j) - lo]) * scale, masked; same sum order as the
+        float* row = S + i * ldS;
+        // s[i, j] = (qk + Cm[i, idx(i, j) - base] + Pm[j, idx(i, j) - base]) * scale, masked; same sum order as the
         // reference: ((qk + c2p) + p2c) * scale
         int j = 0;
 #if defined(__AVX512F__)
         __m512i const reverse = _mm512_set_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-        __m512i const vlo = _mm512_set1_epi32(lo);
+        __m512i const vbase = _mm512_set1_epi32(static_cast<int32_t>(base));
         __m512i const lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
         __m512 const vscale = _mm512_set1_ps(p.scale);
         __m512 const fill = _mm512_set1_ps(kMaskFill);
         bool const queryValid = mask[i] != 0;
-        float const* crow = cm != nullptr ? cm + static_cast<int64_t>(i) * W : nullptr;
+        float const* crow = cm != nullptr ? cm + static_cast<int64_t>(i) * ld : nullptr;
         for (; j + 16 <= N; j += 16)
         {
             // idx(i, j + l) = idx[i - j - l]: 16 consecutive entries read backwards
             __m512i const rel = _mm512_sub_epi32(
-                _mm512_permutexvar_epi32(reverse, _mm512_loadu_si512(idx + (i - j - 15))), vlo); // idx - lo
+                _mm512_permutexvar_epi32(reverse, _mm512_loadu_si512(idx + (i - j - 15))), vbase); // idx - base
             __m512 sv = _mm512_loadu_ps(row + j);
             if (crow != nullptr)
             {
@@ -356,7 +439,7 @@ void cpuRunTask(CpuPlan const& plan, CpuTensors const& t, int64_t task)
             if (pm != nullptr)
             {
                 __m512i const at = _mm512_add_epi32(
-                    _mm512_mullo_epi32(_mm512_add_epi32(lane, _mm512_set1_epi32(j)), _mm512_set1_epi32(W)), rel);
+                    _mm512_mullo_epi32(_mm512_add_epi32(lane, _mm512_set1_epi32(j)), _mm512_set1_epi32(static_cast<int32_t>(ld))), rel);
                 sv = _mm512_add_ps(sv, _mm512_i32gather_ps(at, pm, 4));
             }
             sv = _mm512_mul_ps(sv, vscale);
@@ -370,21 +453,38 @@ void cpuRunTask(CpuPlan const& plan, CpuTensors const& t, int64_t task)
 #endif
         for (; j < N; ++j)
         {
-            int const m = idx[i - j] - lo;
+            int64_t const m = idx[i - j] - base;
             float s = row[j];
             if (cm != nullptr)
             {
-                s += cm[static_cast<int64_t>(i) * W + m];
+                s += cm[i * ld + m];
             }
             if (pm != nullptr)
             {
-                s += pm[static_cast<int64_t>(j) * W + m];
+                s += pm[j * ld + m];
             }
             row[j] = maskedScore(s, p.scale, mask[i], mask[j]);
         }
         softmaxRow(row, N);
     }
-    gemmBt(S, N, N, v, HD, D, N, out, HD); // O_h = P V_h, straight into (B, N, HD)
+    if (!mixed)
+    {
+        gemmBt(S, N, N, v, HD, D, N, out, HD); // O_h = P V_h, straight into (B, N, HD)
+        return;
+    }
+    // O_h = P V_h: P as bf16 rows, V as B tiles, float products; then the N valid rows into (B, N, HD)
+    amx::toBf16Rows(S, ldS, N, N, rowsPad, keysPad, pb);
+    amx::packValues(v, HD, N, D, keysPad / 32, vt);
+    int32_t* first = blocks.data();
+    int32_t* end = first + rowBlocks;
+    std::fill(first, end, 0);
+    std::fill(end, end + rowBlocks, dimBlocks);
+    amx::bandProducts(pb, keysPad, rowBlocks, keysPad / 32, vt, first, end, o, dimBlocks * 16, 0);
+    for (int i = 0; i < N; ++i)
+    {
+        std::copy(o + static_cast<int64_t>(i) * dimBlocks * 16, o + static_cast<int64_t>(i) * dimBlocks * 16 + D,
+            out + i * HD);
+    }
 }
 
 } // namespace attention

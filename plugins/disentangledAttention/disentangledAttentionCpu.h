@@ -39,6 +39,12 @@ struct CpuTensors
     //! tables; when null each task transposes the rows it needs.
     float const* posKeyT = nullptr;
     float const* posQueryT = nullptr;
+    //! Mixed precision (opt-in): when set and the CPU has AMX-BF16, the c2p / p2c products and P . V take bfloat16
+    //! operands with float32 accumulation (disentangledAttentionAmx.h); needs the tables packed by amx::packTable for
+    //! the terms in use. Scores, masking and softmax stay float32. Otherwise the float32 path runs.
+    bool bf16 = false;
+    uint16_t const* posKeyBf16 = nullptr;
+    uint16_t const* posQueryBf16 = nullptr;
 };
 
 //! Row stride of a transposed table: P plus 16 floats, so that the D rows of a head do not all fall into the same

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "../disentangledAttention/disentangledAttentionAmx.h"
 #include "../disentangledAttention/disentangledAttentionCpu.h"
 #include "matMulInt8Cpu.h"
 #include "layerNormQuantizeOp.h"
@@ -52,6 +53,10 @@ struct Kernel
     std::vector<float> tableT[2];
     int64_t tableRows = -1;
     int64_t tableWidth = -1;
+    //! Optional attribute bf16 = 1 (set by debx's INT8 rewrite): the mixed-precision path on CPUs with AMX-BF16,
+    //! which needs the constant tables packed as bf16 tiles (empty otherwise: the float32 path runs).
+    bool bf16 = false;
+    std::vector<uint16_t> tableBf16[2];
 };
 
 Status* fail(Api const& api, std::string const& msg)
@@ -170,6 +175,12 @@ Status* compute(void* opKernel, ort::KernelContext* ctx)
     {
         tensors.posKeyT = kernel->tableT[0].data();
         tensors.posQueryT = kernel->tableT[1].data();
+        if (!kernel->tableBf16[0].empty())
+        {
+            tensors.bf16 = true;
+            tensors.posKeyBf16 = kernel->tableBf16[0].data();
+            tensors.posQueryBf16 = kernel->tableBf16[1].data();
+        }
     }
     size_t const tasks = static_cast<size_t>(B) * static_cast<size_t>(p.numHeads);
     if (tasks == 0 || N == 0)
@@ -231,12 +242,24 @@ void prepareTables(Api const& api, ort::KernelInfo const* info, Kernel* kernel)
     }
     kernel->tableRows = rows;
     kernel->tableWidth = width;
+    if (kernel->bf16 && attention::amx::available())
+    {
+        int32_t const headSize = static_cast<int32_t>(width / p.numHeads);
+        for (int i = 0; i < 2; ++i)
+        {
+            kernel->tableBf16[i].resize(static_cast<size_t>(
+                p.numHeads * attention::amx::tableTilesPerHead(static_cast<int32_t>(rows), headSize)
+                * attention::amx::kTileElems));
+            attention::amx::packTable(tables[i], static_cast<int32_t>(rows), p.numHeads, headSize,
+                kernel->tableBf16[i].data());
+        }
+    }
 }
 
 Status* createKernel(ort::CustomOp const*, void const* apiTable, ort::KernelInfo const* info, void** out)
 {
     Api const api(static_cast<void const* const*>(apiTable));
-    auto* kernel = new Kernel{api, attention::Params{}, {}, -1, -1};
+    auto* kernel = new Kernel{api, attention::Params{}, {}, -1, -1, false, {}};
     attention::Params& p = kernel->attrs;
     struct IntAttr
     {
@@ -266,6 +289,13 @@ Status* createKernel(ort::CustomOp const*, void const* apiTable, ort::KernelInfo
         delete kernel;
         return fail(api, "missing float attribute scale");
     }
+    int64_t bf16 = 0;
+    if (Status* status = api.kernelInfoGetAttributeInt64(info, "bf16", &bf16)) // optional
+    {
+        api.releaseStatus(status);
+        bf16 = 0;
+    }
+    kernel->bf16 = bf16 == 1;
     prepareTables(api, info, kernel);
     *out = kernel;
     return nullptr;
@@ -356,4 +386,10 @@ DEBX_ORT_EXPORT Status* RegisterCustomOps(ort::SessionOptions* options, ort::Api
 DEBX_ORT_EXPORT int debx_ort_ops_amx_available()
 {
     return debx::int8::amxAvailable() ? 1 : 0;
+}
+
+//! 1 when DebxDisentangledAttention's bf16 = 1 mode runs on AMX-BF16 tiles here, else 0 (it then runs float32).
+DEBX_ORT_EXPORT int debx_ort_ops_amx_bf16_available()
+{
+    return debx::attention::amx::available() ? 1 : 0;
 }

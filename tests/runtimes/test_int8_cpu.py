@@ -20,7 +20,7 @@ def amx_here() -> bool:
 
 needs_amx = pytest.mark.skipif(not amx_here(), reason="this CPU has no AMX-INT8 tiles (or no C++ compiler)")
 needs_native = pytest.mark.skipif(not native_ops.available(), reason="no C++ compiler for the native ops")
-NO_NORM = {"DebxLayerNormQuantize": 0}
+NO_NORM = {"DebxLayerNormQuantize": 0, "DebxDisentangledAttention(bf16)": 0}
 
 
 def ffn_model(M_dims=("batch", "seq"), K=192, N=96, seed=0, b_zero=0, gelu="com.microsoft"):
@@ -224,3 +224,16 @@ def test_layernorm_quantize_matches_onnx_runtime(float_user, C):
     assert steps.max() <= 1 and (steps > 0).mean() <= 1e-3, (steps.max(), (steps > 0).mean())
     same = (steps == 0) if float_user == "dq" else np.ones_like(steps, bool)  # a flipped q moves its dequantized copy
     np.testing.assert_allclose(got[1][same], ref[1][same], rtol=1e-5, atol=1e-5)
+
+
+def test_rewrite_switches_debx_attention_to_bf16_only_when_asked():
+    from debx.runtimes.reference_ops import DEBX_DOMAIN, DEBX_OP
+
+    model = ffn_model()
+    model.graph.node.append(helper.make_node(DEBX_OP, ["out", "out", "out", "pk", "pq", "mask"], ["att"],
+                                             domain=DEBX_DOMAIN, num_heads=2))
+    assert int8_cpu.rewrite(model, amx_ops=False, bf16_attention=False)["DebxDisentangledAttention(bf16)"] == 0
+    assert not any(a.name == "bf16" for a in model.graph.node[-1].attribute)
+    assert int8_cpu.rewrite(model, amx_ops=False, bf16_attention=True)["DebxDisentangledAttention(bf16)"] == 1
+    assert {a.name: a.i for a in model.graph.node[-1].attribute}["bf16"] == 1
+    assert int8_cpu.rewrite(model, amx_ops=False, bf16_attention=True)["DebxDisentangledAttention(bf16)"] == 0  # once

@@ -80,45 +80,98 @@ struct PendingBlock
     int next = 64; // next row-half to write; 64 = nothing pending
 };
 
-void epilogueSlice(MatMulArgs const& args, int64_t panel, PendingBlock& p, int count)
+//! What the epilogue needs per column of a panel, loaded once per task instead of once per row.
+struct PanelConstants
+{
+    __m512i offset[2]; // a_zp * colSum
+    __m512 scale[2];
+    __m512 bias[2];
+    __mmask16 mask[2]; // columns inside N
+    int64_t n0;        // first column of the panel
+    __m512 invYScale;  // kGeluQuantize
+    __m512 yZeroPoint;
+};
+
+PanelConstants panelConstants(MatMulArgs const& args, int64_t panel)
 {
     PackedWeights const& W = *args.B;
-    int64_t const N = W.N;
+    PanelConstants c{};
+    c.n0 = panel * 32;
+    for (int half = 0; half < 2; ++half)
+    {
+        int64_t const n0 = c.n0 + half * 16;
+        int64_t const cols = std::max<int64_t>(0, std::min<int64_t>(16, W.N - n0));
+        __mmask16 const k = static_cast<__mmask16>(cols >= 16 ? 0xFFFF : (1U << cols) - 1U);
+        c.mask[half] = k;
+        c.offset[half] = _mm512_mullo_epi32(_mm512_set1_epi32(args.aZeroPoint), _mm512_maskz_loadu_epi32(k, W.colSum.data() + n0));
+        c.scale[half] = _mm512_maskz_loadu_ps(k, args.scale + n0);
+        c.bias[half] = args.bias != nullptr ? _mm512_maskz_loadu_ps(k, args.bias + n0) : _mm512_setzero_ps();
+    }
+    c.invYScale = _mm512_set1_ps(args.epilogue == Epilogue::kGeluQuantize ? 1.0F / args.yScale : 0.0F);
+    c.yZeroPoint = _mm512_set1_ps(static_cast<float>(args.yZeroPoint));
+    return c;
+}
+
+template <Epilogue E>
+void epilogueSlice(MatMulArgs const& args, PanelConstants const& c, PendingBlock& p, int count)
+{
+    int64_t const N = args.B->N;
     int const end = std::min(64, p.next + count);
     for (; p.next < end; ++p.next)
     {
         int const r = p.next >> 1;
         int const half = p.next & 1;
         int64_t const m = p.m0 + r;
-        int64_t const n0 = panel * 32 + half * 16;
-        if (m >= args.M || n0 >= N)
+        __mmask16 const k = c.mask[half];
+        if (m >= args.M || k == 0)
         {
             continue;
         }
-        int64_t const cols = std::min<int64_t>(16, N - n0);
-        __mmask16 const k = static_cast<__mmask16>(cols >= 16 ? 0xFFFF : (1U << cols) - 1U);
-        __m512i const offset = _mm512_mullo_epi32(_mm512_set1_epi32(args.aZeroPoint), _mm512_maskz_loadu_epi32(k, W.colSum.data() + n0));
-        __m512i const v = _mm512_sub_epi32(_mm512_load_si512(p.acc + r * 32 + half * 16), offset);
-        __m512 const bias = args.bias != nullptr ? _mm512_maskz_loadu_ps(k, args.bias + n0) : _mm512_setzero_ps();
-        __m512 y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v), _mm512_maskz_loadu_ps(k, args.scale + n0), bias);
-        int64_t const at = m * N + n0;
-        switch (args.epilogue)
+        __m512i const v = _mm512_sub_epi32(_mm512_load_si512(p.acc + r * 32 + half * 16), c.offset[half]);
+        __m512 y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v), c.scale[half], c.bias[half]);
+        int64_t const at = m * N + c.n0 + half * 16;
+        if constexpr (E == Epilogue::kFloat)
         {
-        case Epilogue::kFloat: _mm512_mask_storeu_ps(static_cast<float*>(args.Y) + at, k, y); break;
-        case Epilogue::kResidual:
+            _mm512_mask_storeu_ps(static_cast<float*>(args.Y) + at, k, y);
+        }
+        else if constexpr (E == Epilogue::kResidual)
+        {
             y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(k, args.residual + at));
             _mm512_mask_storeu_ps(static_cast<float*>(args.Y) + at, k, y);
-            break;
-        case Epilogue::kGeluQuantize:
+        }
+        else
         {
             // QuantizeLinear: x / scale (as x * (1 / scale)), round half to even, + zero point, saturate to [0, 255]
-            __m512 q = _mm512_mul_ps(vec::gelu(y), _mm512_set1_ps(1.0F / args.yScale));
+            __m512 q = _mm512_mul_ps(vec::gelu(y), c.invYScale);
             q = _mm512_roundscale_ps(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-            q = _mm512_add_ps(q, _mm512_set1_ps(static_cast<float>(args.yZeroPoint)));
-            q = _mm512_min_ps(_mm512_max_ps(q, _mm512_setzero_ps()), _mm512_set1_ps(255.0F));
+            q = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(q, c.yZeroPoint), _mm512_setzero_ps()), _mm512_set1_ps(255.0F));
             _mm_mask_storeu_epi8(static_cast<uint8_t*>(args.Y) + at, k, _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(q)));
-            break;
         }
+    }
+}
+
+//! Ask for the output lines (and residual lines) of block rows [m0, m0 + 32) of this panel, one row per call, so the
+//! epilogue's stores and loads find them in L1 a block later.
+template <Epilogue E>
+void prefetchOutputRow(MatMulArgs const& args, PanelConstants const& c, int64_t m)
+{
+    if (m >= args.M)
+    {
+        return;
+    }
+    int64_t const at = m * args.B->N + c.n0;
+    if constexpr (E == Epilogue::kGeluQuantize)
+    {
+        _m_prefetchw(static_cast<uint8_t*>(args.Y) + at);
+    }
+    else
+    {
+        _m_prefetchw(static_cast<float*>(args.Y) + at);
+        _m_prefetchw(static_cast<float*>(args.Y) + at + 16);
+        if constexpr (E == Epilogue::kResidual)
+        {
+            _mm_prefetch(reinterpret_cast<char const*>(args.residual + at), _MM_HINT_T0);
+            _mm_prefetch(reinterpret_cast<char const*>(args.residual + at + 16), _MM_HINT_T0);
         }
     }
 }
@@ -197,9 +250,12 @@ int64_t taskCount(MatMulArgs const& args)
     return (mBlocks + per - 1) / per * args.B->panels;
 }
 
-void runTask(MatMulArgs const& args, int64_t task)
-{
 #if DEBX_HAVE_AMX
+namespace
+{
+template <Epilogue E>
+void runTaskAs(MatMulArgs const& args, int64_t task)
+{
     PackedWeights const& W = *args.B;
     int64_t const kBlocks = W.kBlocks;
     int64_t const panel = task % W.panels;
@@ -216,6 +272,8 @@ void runTask(MatMulArgs const& args, int64_t task)
     int const linesPerStep = static_cast<int>((panelLines + (last - first) * kBlocks - 1) / ((last - first) * kBlocks));
     int const slice = static_cast<int>((64 + kBlocks - 1) / kBlocks); // epilogue row-halves per K step
 
+    PanelConstants const constants = panelConstants(args, panel);
+    int const rowsPerStep = static_cast<int>((32 + kBlocks - 1) / kBlocks); // output rows to prefetch per K step
     PendingBlock pending[2];
     int current = 0;
     loadTileConfig();
@@ -249,10 +307,14 @@ void runTask(MatMulArgs const& args, int64_t task)
             _tile_dpbusd(3, 5, 7);
             if (previous.next < 64) // the previous block's epilogue, overlapping these tile products
             {
-                epilogueSlice(args, panel, previous, slice);
+                epilogueSlice<E>(args, constants, previous, slice);
+            }
+            for (int r = static_cast<int>(kb) * rowsPerStep; r < std::min(32, static_cast<int>(kb + 1) * rowsPerStep); ++r)
+            {
+                prefetchOutputRow<E>(args, constants, mb * 32 + r); // this block's outputs, written a block later
             }
         }
-        epilogueSlice(args, panel, previous, 64);
+        epilogueSlice<E>(args, constants, previous, 64);
         PendingBlock& done = pending[current];
         _tile_stored(0, done.acc, 128);
         _tile_stored(1, done.acc + 16, 128);
@@ -262,12 +324,26 @@ void runTask(MatMulArgs const& args, int64_t task)
         done.next = 0;
         current ^= 1;
     }
-    epilogueSlice(args, panel, pending[current ^ 1], 64);
+    epilogueSlice<E>(args, constants, pending[current ^ 1], 64);
+}
+} // namespace
+#endif
+
+void runTask(MatMulArgs const& args, int64_t task)
+{
+#if DEBX_HAVE_AMX
+    switch (args.epilogue)
+    {
+    case Epilogue::kFloat: runTaskAs<Epilogue::kFloat>(args, task); break;
+    case Epilogue::kResidual: runTaskAs<Epilogue::kResidual>(args, task); break;
+    case Epilogue::kGeluQuantize: runTaskAs<Epilogue::kGeluQuantize>(args, task); break;
+    }
 #else
     (void) args;
     (void) task;
 #endif
 }
+
 
 } // namespace int8
 } // namespace debx

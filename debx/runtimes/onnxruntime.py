@@ -119,6 +119,20 @@ def _uses_external_data(model) -> bool:
     return any(uses_external_data(t) for t in model.graph.initializer)
 
 
+IN_MEMORY_LIMIT = 1_800_000_000  # bytes: a protobuf message cannot exceed 2 GiB
+
+
+def _fits_in_memory(path: Path, graph) -> bool:
+    """Whether a rewritten copy can be handed to ONNX Runtime as one protobuf (else the file runs as written)."""
+    if not _uses_external_data(graph) and path.stat().st_size < IN_MEMORY_LIMIT:
+        return True
+    import warnings
+
+    warnings.warn(f"{path.name}: too large for debx's in-memory INT8 rewrite; running it as written "
+                  "(ONNX Runtime's own INT8 kernels)", stacklevel=3)
+    return False
+
+
 def open_session(path: str | Path, provider: str = "cpu", threads: int | None = None, info: dict | None = None):
     """An InferenceSession for a .onnx file (plain when it has only standard ops).
 
@@ -136,7 +150,7 @@ def open_session(path: str | Path, provider: str = "cpu", threads: int | None = 
         graph = onnx.load(str(path), load_external_data=False)
     except Exception as e:
         raise ConfigError(f"{path}: not a readable ONNX model ({str(e).splitlines()[0][:120]})") from None
-    if provider == "cpu" and int8_cpu.wants(graph):
+    if provider == "cpu" and int8_cpu.wants(graph) and _fits_in_memory(path, graph):
         # INT8 graphs onto debx's native CPU ops: a rewritten copy in memory (the file keeps the standard ops)
         full = onnx.load(str(path))
         counts = int8_cpu.rewrite(full)

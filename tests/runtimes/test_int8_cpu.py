@@ -237,3 +237,18 @@ def test_rewrite_switches_debx_attention_to_bf16_only_when_asked():
     assert int8_cpu.rewrite(model, amx_ops=False, bf16_attention=True)["DebxDisentangledAttention(bf16)"] == 1
     assert {a.name: a.i for a in model.graph.node[-1].attribute}["bf16"] == 1
     assert int8_cpu.rewrite(model, amx_ops=False, bf16_attention=True)["DebxDisentangledAttention(bf16)"] == 0  # once
+
+
+@needs_native
+def test_files_too_large_for_one_protobuf_run_as_written(tmp_path, monkeypatch):
+    from debx.runtimes import onnxruntime as ort_runtime
+
+    path = tmp_path / "ffn.onnx"
+    onnx.save(ffn_model(), str(path))
+    monkeypatch.setattr(ort_runtime, "IN_MEMORY_LIMIT", 10)  # pretend the file is beyond 2 GiB
+    called = []
+    monkeypatch.setattr(int8_cpu, "rewrite", lambda model, **kw: called.append(1))
+    with pytest.warns(UserWarning, match="too large for debx's in-memory INT8 rewrite"):
+        session = ort_runtime.open_session(path, threads=1)
+    assert not called
+    assert session.run(["out"], {"x": np.zeros((1, 4, 192), np.float32)})[0].shape == (1, 4, 192)

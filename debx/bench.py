@@ -495,6 +495,16 @@ class BenchResult:
     plot_path: Path | None = None
 
 
+def kernel_notes(report: dict) -> list[str]:
+    """One line per engine that ran on debx's native INT8 CPU ops (what the in-memory rewrite made)."""
+    notes = []
+    for e in report["engines"]:
+        ops = (e.get("info") or {}).get("native_int8_ops")
+        if ops:
+            notes.append(f"{e['name']}: debx native INT8 CPU ops " + ", ".join(f"{k} ×{v}" for k, v in ops.items()))
+    return notes
+
+
 def _machine(threads: int | None) -> dict:
     cpu = platform.processor() or ""
     try:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from debx import bench
-from debx.bench import BenchConfig, Engine, round_robin, run_bench, time_shape
+from debx.bench import BenchConfig, Engine, kernel_notes, round_robin, run_bench, time_shape
 from debx.errors import ConfigError, MissingDependencyError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,6 +100,9 @@ def test_report_fields_and_ratio_with_fake_engines(tmp_path):
         else:
             assert row["max_abs_diff"] == 0.0
     assert res.report == report
+    assert kernel_notes(report) == []
+    report["engines"][1]["info"] = {"native_int8_ops": {"DebxMatMulInt8": 72, "DebxLayerNormQuantize": 23}}
+    assert kernel_notes(report) == ["e1: debx native INT8 CPU ops DebxMatMulInt8 ×72, DebxLayerNormQuantize ×23"]
     with pytest.raises(ConfigError, match="--ratio-to"):
         run_bench(BenchConfig(models=[tmp_path], ratio_to="nope", iters=1), engines=_fakes(2, []))
 

@@ -29,7 +29,7 @@ def command(
     from rich.console import Console
     from rich.table import Table
 
-    from debx.bench import TABLE_COLUMNS, BenchConfig, parse_int_list, run_bench, table_rows
+    from debx.bench import TABLE_COLUMNS, BenchConfig, kernel_notes, parse_int_list, run_bench, table_rows
 
     cfg = BenchConfig(models=list(model), engines=list(engine), batches=parse_int_list(batch, "--batch"),
                       seqs=parse_int_list(seq, "--seq"), threads=threads,
@@ -46,6 +46,8 @@ def command(
         t.add_row(*row)
     out = Console() if Console().is_terminal else Console(width=170)  # files/pipes: do not squeeze the table
     out.print(t)
+    for note in kernel_notes(r):
+        out.print(note)
     if res.json_path:
         out.print(f"json: {res.json_path}")
     if res.plot_path:

@@ -29,8 +29,8 @@ SOURCES = ("ortOps/debxOrtOps.cpp", "ortOps/matMulInt8Op.cpp", "ortOps/matMulInt
            "disentangledAttention/disentangledAttentionCpu.cpp", "disentangledAttention/disentangledAttentionAmx.cpp")
 HEADERS = ("ortOps/ortAbi.h", "ortOps/ortHelpers.h", "ortOps/matMulInt8Op.h", "ortOps/matMulInt8Cpu.h",
            "ortOps/layerNormQuantizeOp.h", "ortOps/layerNormQuantizeCpu.h", "common/cpuVecMath.h",
-           "disentangledAttention/disentangledAttentionAmx.h", "disentangledAttention/disentangledAttentionCpu.h",
-           "disentangledAttention/disentangledAttentionMath.h")
+           "common/amxTiles.h", "disentangledAttention/disentangledAttentionAmx.h",
+           "disentangledAttention/disentangledAttentionCpu.h", "disentangledAttention/disentangledAttentionMath.h")
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-fvisibility=hidden", "-Wall",
          "-Wno-maybe-uninitialized")
 LIBRARY = "libdebx_ort_ops.so"

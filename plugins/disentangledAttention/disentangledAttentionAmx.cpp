@@ -8,10 +8,8 @@
 
 #if defined(__AMX_BF16__) && defined(__AMX_TILE__) && defined(__AVX512BF16__) && defined(__linux__)
 #define DEBX_HAVE_AMX_BF16 1
-#include <cpuid.h>
+#include "../common/amxTiles.h"
 #include <immintrin.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 #else
 #define DEBX_HAVE_AMX_BF16 0
 #endif
@@ -39,44 +37,7 @@ uint16_t toBf16(float x)
 }
 
 #if DEBX_HAVE_AMX_BF16
-struct TileConfig
-{
-    uint8_t paletteId;
-    uint8_t startRow;
-    uint8_t reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-};
-
-void loadTileConfig()
-{
-    TileConfig cfg{};
-    cfg.paletteId = 1;
-    for (int t = 0; t < 8; ++t)
-    {
-        cfg.rows[t] = 16;
-        cfg.colsb[t] = 64;
-    }
-    _tile_loadconfig(&cfg);
-}
-
-bool detect()
-{
-    unsigned a = 0, b = 0, c = 0, d = 0;
-    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d))
-    {
-        return false;
-    }
-    bool const bf16 = (d >> 22) & 1U;
-    bool const tile = (d >> 24) & 1U;
-    if (!bf16 || !tile)
-    {
-        return false;
-    }
-    constexpr long kArchReqXcompPerm = 0x1023; // Linux: ask for the AMX tile data state
-    constexpr long kXfeatureXtiledata = 18;
-    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
-}
+using debx::amx::loadTileConfig;
 
 __mmask16 tail16(int64_t left)
 {
@@ -89,7 +50,7 @@ __mmask16 tail16(int64_t left)
 bool available()
 {
 #if DEBX_HAVE_AMX_BF16
-    static bool const ok = detect();
+    static bool const ok = debx::amx::detect(debx::amx::Feature::kBf16);
     return ok;
 #else
     return false;

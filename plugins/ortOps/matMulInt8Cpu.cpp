@@ -8,11 +8,9 @@
 
 #if defined(__AMX_INT8__) && defined(__AMX_TILE__) && defined(__AVX512F__) && defined(__linux__)
 #define DEBX_HAVE_AMX 1
+#include "../common/amxTiles.h"
 #include "../common/cpuVecMath.h"
-#include <cpuid.h>
 #include <immintrin.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 #else
 #define DEBX_HAVE_AMX 0
 #endif
@@ -33,44 +31,7 @@ int64_t roundUp(int64_t x, int64_t m)
 }
 
 #if DEBX_HAVE_AMX
-struct TileConfig
-{
-    uint8_t paletteId;
-    uint8_t startRow;
-    uint8_t reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-};
-
-void loadTileConfig()
-{
-    TileConfig cfg{};
-    cfg.paletteId = 1;
-    for (int t = 0; t < 8; ++t)
-    {
-        cfg.rows[t] = 16;
-        cfg.colsb[t] = 64;
-    }
-    _tile_loadconfig(&cfg);
-}
-
-bool detectAmx()
-{
-    unsigned a = 0, b = 0, c = 0, d = 0;
-    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d))
-    {
-        return false;
-    }
-    bool const tile = (d >> 24) & 1U;
-    bool const int8 = (d >> 25) & 1U;
-    if (!tile || !int8)
-    {
-        return false;
-    }
-    constexpr long kArchReqXcompPerm = 0x1023; // Linux: ask for the AMX tile data state
-    constexpr long kXfeatureXtiledata = 18;
-    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
-}
+using amx::loadTileConfig;
 
 //! The epilogue of one finished 32 x 32 block, done in slices of its 64 row-halves (16 columns each).
 struct PendingBlock
@@ -181,7 +142,7 @@ void prefetchOutputRow(MatMulArgs const& args, PanelConstants const& c, int64_t 
 bool amxAvailable()
 {
 #if DEBX_HAVE_AMX
-    static bool const available = detectAmx();
+    static bool const available = amx::detect(amx::Feature::kInt8);
     return available;
 #else
     return false;

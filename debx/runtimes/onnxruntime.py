@@ -151,12 +151,13 @@ def open_session(path: str | Path, provider: str = "cpu", threads: int | None = 
     except Exception as e:
         raise ConfigError(f"{path}: not a readable ONNX model ({str(e).splitlines()[0][:120]})") from None
     if provider == "cpu" and int8_cpu.wants(graph) and _fits_in_memory(path, graph):
-        # INT8 graphs onto debx's native CPU ops: a rewritten copy in memory (the file keeps the standard ops)
-        full = onnx.load(str(path))
-        counts = int8_cpu.rewrite(full)
-        if info is not None:
-            info["int8_cpu"] = counts
-        return session_for_model(full, provider, threads)
+        # INT8 graphs onto debx's native CPU ops, rewritten in memory (the file keeps the standard ops). The weights
+        # are inside the file (_fits_in_memory), so `graph` holds them; a rewrite that finds nothing changes nothing.
+        counts = int8_cpu.rewrite(graph)
+        if any(counts.values()):
+            if info is not None:
+                info["int8_cpu"] = counts
+            return session_for_model(graph, provider, threads)
     if not custom_nodes(graph):
         return ort.InferenceSession(str(path), session_options(threads), providers=providers_for(provider))
     if native_ops_enabled() and all(runs_natively_as_is(graph, n) for n in custom_nodes(graph)):

@@ -252,3 +252,18 @@ def test_files_too_large_for_one_protobuf_run_as_written(tmp_path, monkeypatch):
         session = ort_runtime.open_session(path, threads=1)
     assert not called
     assert session.run(["out"], {"x": np.zeros((1, 4, 192), np.float32)})[0].shape == (1, 4, 192)
+
+
+@needs_native
+def test_nothing_to_rewrite_means_the_file_as_it_is(tmp_path, monkeypatch):
+    from debx.runtimes.onnxruntime import open_session
+
+    path = tmp_path / "ffn.onnx"
+    onnx.save(ffn_model(), str(path))  # no LayerNormalization; with DEBX_AMX=0 nothing matches
+    monkeypatch.setenv("DEBX_AMX", "0")
+    info: dict = {}
+    out = open_session(path, threads=1, info=info).run(["out"], {"x": np.ones((1, 3, 192), np.float32)})[0]
+    assert info == {} and out.shape == (1, 3, 192)
+    monkeypatch.setenv("DEBX_AMX", "1")
+    open_session(path, threads=1, info=info)
+    assert ("int8_cpu" in info) == amx_here()

@@ -438,8 +438,9 @@ void cpuRunTask(CpuPlan const& plan, CpuTensors const& t, int64_t task)
             }
             if (pm != nullptr)
             {
-                __m512i const at = _mm512_add_epi32(
-                    _mm512_mullo_epi32(_mm512_add_epi32(lane, _mm512_set1_epi32(j)), _mm512_set1_epi32(static_cast<int32_t>(ld))), rel);
+                __m512i const rows = _mm512_add_epi32(lane, _mm512_set1_epi32(j));
+                __m512i const at
+                    = _mm512_add_epi32(_mm512_mullo_epi32(rows, _mm512_set1_epi32(static_cast<int32_t>(ld))), rel);
                 sv = _mm512_add_ps(sv, _mm512_i32gather_ps(at, pm, 4));
             }
             sv = _mm512_mul_ps(sv, vscale);

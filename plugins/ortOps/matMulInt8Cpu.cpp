@@ -64,7 +64,8 @@ PanelConstants panelConstants(MatMulArgs const& args, int64_t panel)
         int64_t const cols = std::max<int64_t>(0, std::min<int64_t>(16, W.N - n0));
         __mmask16 const k = static_cast<__mmask16>(cols >= 16 ? 0xFFFF : (1U << cols) - 1U);
         c.mask[half] = k;
-        c.offset[half] = _mm512_mullo_epi32(_mm512_set1_epi32(args.aZeroPoint), _mm512_maskz_loadu_epi32(k, W.colSum.data() + n0));
+        c.offset[half] = _mm512_mullo_epi32(
+            _mm512_set1_epi32(args.aZeroPoint), _mm512_maskz_loadu_epi32(k, W.colSum.data() + n0));
         c.scale[half] = _mm512_maskz_loadu_ps(k, args.scale + n0);
         c.bias[half] = args.bias != nullptr ? _mm512_maskz_loadu_ps(k, args.bias + n0) : _mm512_setzero_ps();
     }
@@ -105,7 +106,8 @@ void epilogueSlice(MatMulArgs const& args, PanelConstants const& c, PendingBlock
             // QuantizeLinear: x / scale (as x * (1 / scale)), round half to even, + zero point, saturate to [0, 255]
             __m512 q = _mm512_mul_ps(vec::gelu(y), c.invYScale);
             q = _mm512_roundscale_ps(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-            q = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(q, c.yZeroPoint), _mm512_setzero_ps()), _mm512_set1_ps(255.0F));
+            q = _mm512_max_ps(_mm512_add_ps(q, c.yZeroPoint), _mm512_setzero_ps());
+            q = _mm512_min_ps(q, _mm512_set1_ps(255.0F));
             _mm_mask_storeu_epi8(static_cast<uint8_t*>(args.Y) + at, k, _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(q)));
         }
     }
@@ -270,7 +272,8 @@ void runTaskAs(MatMulArgs const& args, int64_t task)
             {
                 epilogueSlice<E>(args, constants, previous, slice);
             }
-            for (int r = static_cast<int>(kb) * rowsPerStep; r < std::min(32, static_cast<int>(kb + 1) * rowsPerStep); ++r)
+            int const rowEnd = std::min(32, static_cast<int>(kb + 1) * rowsPerStep);
+            for (int r = static_cast<int>(kb) * rowsPerStep; r < rowEnd; ++r)
             {
                 prefetchOutputRow<E>(args, constants, mb * 32 + r); // this block's outputs, written a block later
             }
@@ -304,7 +307,6 @@ void runTask(MatMulArgs const& args, int64_t task)
     (void) task;
 #endif
 }
-
 
 } // namespace int8
 } // namespace debx

@@ -38,22 +38,22 @@ def native() -> bool:
     return native_ops.available()
 
 
-def amx() -> bool:
-    """True when the AMX matmul ops can run here: native library built, AMX-INT8 granted, $DEBX_AMX not 0."""
+def _amx(question: str) -> bool:
     if os.environ.get("DEBX_AMX", "1") == "0" or not native():
         return False
     from debx.runtimes import native_ops
 
-    return native_ops.amx_available()
+    return getattr(native_ops, question)()
+
+
+def amx() -> bool:
+    """True when the AMX matmul ops can run here: native library built, AMX-INT8 granted, $DEBX_AMX not 0."""
+    return _amx("amx_available")
 
 
 def amx_bf16() -> bool:
     """True when the attention's bf16 mode runs on AMX-BF16 tiles here (and $DEBX_AMX is not 0)."""
-    if os.environ.get("DEBX_AMX", "1") == "0" or not native():
-        return False
-    from debx.runtimes import native_ops
-
-    return native_ops.amx_bf16_available()
+    return _amx("amx_bf16_available")
 
 
 def wants(graph) -> bool:

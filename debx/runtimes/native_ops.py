@@ -128,24 +128,22 @@ def unavailable_reason() -> str:
     return "disabled by DEBX_NATIVE_OPS=0" if _switched_off() else _cached()[1]
 
 
-@lru_cache(maxsize=1)
+@lru_cache(maxsize=None)
+def _library_says(symbol: str) -> bool:
+    """The library's answer to a yes/no question it exports as `int symbol(void)`; False when it is unavailable."""
+    if not available():
+        return False
+    import ctypes
+
+    return bool(getattr(ctypes.CDLL(str(library_path())), symbol)())
+
+
 def amx_available() -> bool:
     """True when the native library's AMX INT8 matmul ops can run on this machine (the CPU has AMX-INT8 tiles and the
     OS grants them to this process); False when the library is unavailable."""
-    if not available():
-        return False
-    import ctypes
-
-    lib = ctypes.CDLL(str(library_path()))
-    return bool(lib.debx_ort_ops_amx_available())
+    return _library_says("debx_ort_ops_amx_available")
 
 
-@lru_cache(maxsize=1)
 def amx_bf16_available() -> bool:
     """True when the attention op's bf16 = 1 mode runs on AMX-BF16 tiles on this machine (else it runs float32)."""
-    if not available():
-        return False
-    import ctypes
-
-    lib = ctypes.CDLL(str(library_path()))
-    return bool(lib.debx_ort_ops_amx_bf16_available())
+    return _library_says("debx_ort_ops_amx_bf16_available")

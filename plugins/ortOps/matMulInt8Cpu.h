@@ -19,7 +19,8 @@
  * (32 x 32), two A tiles and two B tiles per K step (TDPBUSD: uint8 x int8). The panel's B tiles stay in L1 across
  * the blocks; the next panel is prefetched into L2 while this one computes (weights come from memory at batch 1);
  * and each block's epilogue runs in slices inside the next block's K loop, so the AVX-512 epilogue overlaps the tile
- * products instead of following them.
+ * products instead of following them, with its per-column constants loaded once per task and its output (and
+ * residual) lines prefetched a block ahead.
  */
 #pragma once
 

@@ -346,7 +346,7 @@ void cpuRunTask(CpuPlan const& plan, CpuTensors const& t, int64_t task)
         amx::bandProducts(qb, steps * 32, rowBlocks, steps, kt, first, end, S, ldS, 0); // S = Q K^T
         // rows [16 rb, 16 rb + 16) read the table rows band(first, last) + lo: whole 16-row column blocks of it
         int64_t const perHead = amx::tableTilesPerHead(p.posRows, D) * amx::kTileElems;
-        auto products = [&](uint16_t const* x, uint16_t const* tables, float* out, auto band) {
+        auto products = [&](uint16_t const* x, uint16_t const* tables, float* dst, auto band) {
             for (int rb = 0; rb < rowBlocks; ++rb)
             {
                 int lower = 0;
@@ -355,7 +355,7 @@ void cpuRunTask(CpuPlan const& plan, CpuTensors const& t, int64_t task)
                 first[rb] = (lo + lower) / 16;
                 end[rb] = (lo + upper + 15) / 16;
             }
-            amx::bandProducts(x, steps * 32, rowBlocks, steps, tables + h * perHead, first, end, out, ld, base);
+            amx::bandProducts(x, steps * 32, rowBlocks, steps, tables + h * perHead, first, end, dst, ld, base);
         };
         if (p.c2p)
         {

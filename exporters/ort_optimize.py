@@ -34,8 +34,10 @@ def _ort():
     return onnxruntime
 
 
-def ort_extended(src: Path, dst: Path) -> None:
-    """ONNX Runtime's EXTENDED graph optimisations of `src`, written to `dst` (CPU execution provider)."""
+def ort_extended(src: Path, dst: Path, graph=None) -> None:
+    """ONNX Runtime's EXTENDED graph optimisations of `src`, written to `dst` (CPU execution provider).
+
+    graph: `src` as already loaded by the caller (read here when not given), to see which custom ops it needs."""
     ort = _ort()
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
@@ -44,18 +46,20 @@ def ort_extended(src: Path, dst: Path) -> None:
     so.add_session_config_entry("session.optimized_model_external_initializers_file_name", dst.name + ".data")
     so.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes",
                                 str(2**31 - 2**26))  # keep weights inline unless the file would pass 2 GB
-    _register_custom_ops(so, src)
+    if graph is None:
+        import onnx
+
+        graph = onnx.load(str(src), load_external_data=False)
+    _register_custom_ops(so, src, graph)
     ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
 
 
-def _register_custom_ops(so, src: Path) -> None:
+def _register_custom_ops(so, src: Path, graph) -> None:
     """debx attention nodes stay in the optimised file as they are: ONNX Runtime only needs to know the op, which
     the native library (debx.runtimes.native_ops) provides."""
-    import onnx
-
     from debx.runtimes.reference_ops import CUSTOM_NODES, DEBX_DOMAIN, DEBX_OP
 
-    found = {(n.domain, n.op_type) for n in onnx.load(str(src), load_external_data=False).graph.node} & set(CUSTOM_NODES)
+    found = {(n.domain, n.op_type) for n in graph.graph.node} & set(CUSTOM_NODES)
     if not found:
         return
     if found != {(DEBX_DOMAIN, DEBX_OP)}:
@@ -194,9 +198,9 @@ def optimize_for_cpu(src: str | Path, dst: str | Path) -> dict[str, int]:
     work = Path(tempfile.mkdtemp(prefix=f".{dst.name}.tmp-", dir=str(dst.parent)))
     try:
         staged = work / dst.name
-        ort_extended(src, staged)
-        model = onnx.load(str(staged))
         original = onnx.load(str(src), load_external_data=False)
+        ort_extended(src, staged, original)
+        model = onnx.load(str(staged))
         stats = fold_matmul_bias(model)
         stats["skip_layernorm_split"] = split_skip_layernorm(model)
         del model.metadata_props[:]

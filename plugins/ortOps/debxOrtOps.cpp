@@ -49,12 +49,12 @@ struct Kernel
     Api api;
     attention::Params attrs; // attributes; shapes are filled per call
     //! Constant pos_key / pos_query (initializers) laid out (H, D, P) once at session load; empty when the tables
-    //! are computed in the graph. Keyed by their shape, checked on every call.
+    //! are computed in the graph or packed as bf16 instead. Keyed by their shape, checked on every call.
     std::vector<float> tableT[2];
     int64_t tableRows = -1;
     int64_t tableWidth = -1;
     //! Optional attribute bf16 = 1 (set by debx's INT8 rewrite): the mixed-precision path on CPUs with AMX-BF16,
-    //! which needs the constant tables packed as bf16 tiles (empty otherwise: the float32 path runs).
+    //! which needs the constant tables packed as bf16 tiles (then only those; empty otherwise: float32 path).
     bool bf16 = false;
     std::vector<uint16_t> tableBf16[2];
 };
@@ -173,9 +173,12 @@ Status* compute(void* opKernel, ort::KernelContext* ctx)
         static_cast<int32_t const*>(data[5]), static_cast<float*>(outData)};
     if (kernel->tableRows == dims[3][0] && kernel->tableWidth == HD)
     {
-        tensors.posKeyT = kernel->tableT[0].data();
-        tensors.posQueryT = kernel->tableT[1].data();
-        if (!kernel->tableBf16[0].empty())
+        if (kernel->tableBf16[0].empty())
+        {
+            tensors.posKeyT = kernel->tableT[0].data();
+            tensors.posQueryT = kernel->tableT[1].data();
+        }
+        else
         {
             tensors.bf16 = true;
             tensors.posKeyBf16 = kernel->tableBf16[0].data();
@@ -234,24 +237,24 @@ void prepareTables(Api const& api, ort::KernelInfo const* info, Kernel* kernel)
     {
         return;
     }
-    for (int i = 0; i < 2; ++i)
-    {
-        kernel->tableT[i].resize(static_cast<size_t>(attention::cpuTableStride(rows) * width));
-        attention::cpuTransposeTable(tables[i], static_cast<int32_t>(rows), p.numHeads,
-            static_cast<int32_t>(width / p.numHeads), kernel->tableT[i].data());
-    }
     kernel->tableRows = rows;
     kernel->tableWidth = width;
-    if (kernel->bf16 && attention::amx::available())
+    int32_t const headSize = static_cast<int32_t>(width / p.numHeads);
+    bool const bf16 = kernel->bf16 && attention::amx::available(); // then the float32 layout would go unread
+    for (int i = 0; i < 2; ++i)
     {
-        int32_t const headSize = static_cast<int32_t>(width / p.numHeads);
-        for (int i = 0; i < 2; ++i)
+        if (bf16)
         {
-            kernel->tableBf16[i].resize(static_cast<size_t>(
-                p.numHeads * attention::amx::tableTilesPerHead(static_cast<int32_t>(rows), headSize)
-                * attention::amx::kTileElems));
+            int64_t const tiles = attention::amx::tableTilesPerHead(static_cast<int32_t>(rows), headSize);
+            kernel->tableBf16[i].resize(static_cast<size_t>(p.numHeads * tiles * attention::amx::kTileElems));
             attention::amx::packTable(tables[i], static_cast<int32_t>(rows), p.numHeads, headSize,
                 kernel->tableBf16[i].data());
+        }
+        else
+        {
+            kernel->tableT[i].resize(static_cast<size_t>(attention::cpuTableStride(rows) * width));
+            attention::cpuTransposeTable(tables[i], static_cast<int32_t>(rows), p.numHeads, headSize,
+                kernel->tableT[i].data());
         }
     }
 }

@@ -6,6 +6,7 @@ Output folder (a Hugging Face checkpoint that `transformers` itself loads):
     OUT/train_log.jsonl                                          one JSON line per logging step and per evaluation
     OUT/metrics.json                                             final figures (best dev metrics, time, steps)
     OUT/last/                                                    resume state (model, optimizer, scheduler, RNG, step)
+                                                                 as safetensors + JSON: nothing in it can run code
 
 Under torchrun, --batch-size is the global batch: each of the W processes takes every W-th row of each global batch
 and the loss is scaled so that the averaged gradient equals the single-process one.
@@ -238,8 +239,8 @@ def train(cfg: TrainConfig) -> dict:
     _seed_everything(cfg.seed)
     out = cfg.output_dir
     last_dir = out / "last"
-    if cfg.resume and not (last_dir / "trainer_state.pt").is_file():
-        raise ConfigError(f"--resume: no resume state in {last_dir}")
+    if cfg.resume:
+        check_resume_state(last_dir)
     if not cfg.resume and out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out} exists and is not empty: choose a new --output folder or pass --resume")
 
@@ -267,7 +268,7 @@ def train(cfg: TrainConfig) -> dict:
         sched = _schedule(opt, total_steps, warmup)
         state = {"step": 0, "best": None, "best_metrics": None, "epoch_perm_seed": cfg.seed, "elapsed": 0.0}
         if cfg.resume:
-            saved = torch.load(last_dir / "trainer_state.pt", map_location="cpu", weights_only=False)
+            saved = load_resume_state(last_dir)
             model.load_state_dict(saved["model"])
             opt.load_state_dict(saved["optimizer"])
             sched.load_state_dict(saved["scheduler"])
@@ -387,10 +388,91 @@ def _swap_best(out: Path) -> None:
     tmp.rmdir()
 
 
+# Resume state: tensors in safetensors, everything else in JSON. Neither format can carry code, so loading a
+# tampered last/ cannot run anything (torch.load of a pickle could). The JSON tree marks what JSON cannot say
+# itself: tensors and arrays (by key into the safetensors file), tuples, and dicts with non-string keys.
+RESUME_JSON = "trainer_state.json"
+RESUME_TENSORS = "trainer_state.safetensors"
+LEGACY_RESUME = "trainer_state.pt"
+
+
+def _encode_tree(obj, tensors: dict[str, torch.Tensor]):
+    if isinstance(obj, torch.Tensor):
+        key = str(len(tensors))
+        tensors[key] = obj.detach().cpu().clone().contiguous()
+        return {"__tensor__": key}
+    if isinstance(obj, np.ndarray):
+        return {"__ndarray__": _encode_tree(torch.from_numpy(obj.copy()), tensors)}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_encode_tree(v, tensors) for v in obj]}
+    if isinstance(obj, list):
+        return [_encode_tree(v, tensors) for v in obj]
+    if isinstance(obj, dict):
+        if all(isinstance(k, str) and not k.startswith("__") for k in obj):
+            return {k: _encode_tree(v, tensors) for k, v in obj.items()}
+        return {"__items__": [[_encode_tree(k, tensors), _encode_tree(v, tensors)] for k, v in obj.items()]}
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"resume state: cannot store a {type(obj).__name__}")
+
+
+def _decode_tree(obj, tensors: dict[str, torch.Tensor]):
+    if isinstance(obj, list):
+        return [_decode_tree(v, tensors) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    if "__tensor__" in obj:
+        return tensors[obj["__tensor__"]]
+    if "__ndarray__" in obj:
+        return _decode_tree(obj["__ndarray__"], tensors).numpy()
+    if "__tuple__" in obj:
+        return tuple(_decode_tree(v, tensors) for v in obj["__tuple__"])
+    if "__items__" in obj:
+        return {_decode_tree(k, tensors): _decode_tree(v, tensors) for k, v in obj["__items__"]}
+    return {k: _decode_tree(v, tensors) for k, v in obj.items()}
+
+
+def check_resume_state(last_dir: Path) -> None:
+    """ConfigError unless `last_dir` holds resume state this version reads (a legacy pickle is refused unread)."""
+    if (last_dir / RESUME_JSON).is_file() and (last_dir / RESUME_TENSORS).is_file():
+        return
+    if (last_dir / LEGACY_RESUME).is_file():
+        raise ConfigError(f"--resume: {last_dir / LEGACY_RESUME} is a pickle from an older debx; pickles can run "
+                          "code when loaded, so it is not read: start the run again without --resume")
+    raise ConfigError(f"--resume: no resume state in {last_dir}")
+
+
+def save_resume_state(d: Path, state: dict) -> None:
+    """Write `state` (nested dicts/lists/tuples of tensors, arrays and JSON scalars) as safetensors + JSON in `d`."""
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    tree = _encode_tree(state, tensors)
+    save_file(tensors, str(d / RESUME_TENSORS), metadata={"format": "pt"})
+    (d / RESUME_JSON).write_text(json.dumps({"format": "debx-resume/1", "state": tree}) + "\n")
+
+
+def load_resume_state(last_dir: Path) -> dict:
+    """The state `save_resume_state` wrote; nothing in the files is executed."""
+    from safetensors.torch import load_file
+
+    check_resume_state(last_dir)
+    try:
+        tree = json.loads((last_dir / RESUME_JSON).read_text())
+        tensors = load_file(str(last_dir / RESUME_TENSORS))
+        if tree.get("format") != "debx-resume/1":
+            raise ValueError(f"unknown format {tree.get('format')!r}")
+        return _decode_tree(tree["state"], tensors)
+    except Exception as e:  # json, safetensors and a malformed tree raise many kinds
+        raise ConfigError(f"--resume: unreadable resume state in {last_dir} ({str(e).splitlines()[0][:120]})") from None
+
+
 def _save_resume(last_dir: Path, model, opt, sched, state, tok_dir: Path) -> None:
     with atomic_dir(last_dir) as d:
-        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "state": state, "rng": _rng_state()}, d / "trainer_state.pt")
+        save_resume_state(d, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                              "scheduler": sched.state_dict(), "state": state, "rng": _rng_state()})
         save_checkpoint(model, d / "ckpt", tokenizer_dir=tok_dir)
         for f in tok_dir.iterdir():
             if f.is_file():

@@ -63,6 +63,42 @@ def test_same_seed_same_model_and_resume_matches_uninterrupted(tmp_path):
     assert max((wa[k] - wc[k]).abs().max().item() for k in wa) == 0.0
 
 
+class _Payload:
+    """Unpickling this creates a marker file: what a planted trainer_state.pt could do."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_resume_never_unpickles(tmp_path):
+    """A pickle planted in last/ is never loaded: resume reads safetensors + JSON only (and still works); a run that
+    has only the legacy pickle is refused with one ConfigError, its payload not run."""
+    out, marker = tmp_path / "run", tmp_path / "PAYLOAD_RAN"
+    train(TrainConfig(output_dir=out, stop_after=2, **SMALL))
+    last = out / "last"
+    assert {"trainer_state.json", "trainer_state.safetensors"} <= {p.name for p in last.iterdir()}
+    torch.save({"state": _Payload(marker)}, last / "trainer_state.pt")
+    with pytest.raises(Exception):  # the payload works when unpickled the old way
+        torch.load(last / "trainer_state.pt", weights_only=True)
+    res = train(TrainConfig(output_dir=out, resume=True, **SMALL))
+    assert res["steps"] == 6 and (out / "metrics.json").is_file()
+    assert not marker.exists()
+
+    old = tmp_path / "old"
+    train(TrainConfig(output_dir=old, stop_after=1, **SMALL))
+    for name in ("trainer_state.json", "trainer_state.safetensors"):
+        (old / "last" / name).unlink()
+    torch.save({"state": _Payload(marker)}, old / "last" / "trainer_state.pt")
+    with pytest.raises(ConfigError, match="pickle"):
+        train(TrainConfig(output_dir=old, resume=True, **SMALL))
+    assert not marker.exists()
+    torch.load(old / "last" / "trainer_state.pt", weights_only=False)
+    assert marker.exists()  # the planted file is a live payload: the checks above mean something
+
+
 def test_fine_tune_a_checkpoint_with_a_new_head(tmp_path, tiny_checkpoints):
     out = tmp_path / "ft"
     cfg = dict(SMALL, preset=None, task="rte", max_train_samples=32, max_eval_samples=16, batch_size=8)

@@ -176,9 +176,9 @@ def log_bucket(relative_pos: torch.Tensor, buckets: int, max_position: int) -> t
     return torch.where(abs_pos <= mid, relative_pos.type_as(log_pos), log_pos * sign).to(torch.long)
 
 
-def relative_index_table(max_len: int, span: int, buckets: int, max_relative: int) -> torch.Tensor:
+def relative_index_table(max_len: int, span: int, buckets: int, max_relative: int, device=None) -> torch.Tensor:
     """T[r + max_len - 1] = clamp(bucket(r) + span, 0, 2*span - 1) for r = i - j in [-(max_len-1), max_len-1]."""
-    r = torch.arange(-(max_len - 1), max_len, dtype=torch.long)  # (2L-1,)
+    r = torch.arange(-(max_len - 1), max_len, dtype=torch.long, device=device)  # (2L-1,)
     if buckets > 0:
         r = log_bucket(r, buckets, max_relative)
     return torch.clamp(r + span, 0, 2 * span - 1)
@@ -225,7 +225,8 @@ def disentangled_attention(
     rel = None  # c2p + p2c, summed before they meet the content scores (the reference's order of additions)
     if c2p or p2c:
         if index is None:
-            index = relative_index(relative_index_table(N, span, position_buckets, max_relative_positions), N)
+            index = relative_index(relative_index_table(N, span, position_buckets, max_relative_positions,
+                                                        device=query.device), N)
         idx = index.expand(B, H, N, N)  # (B, H, N, N)
     if c2p:
         pk = pos_key.view(-1, H, D).transpose(0, 1)  # (H, P, D)
@@ -241,7 +242,7 @@ def disentangled_attention(
     scores = scores * scale
     keep = mask.to(torch.bool)
     keep = keep[:, None, :, None] & keep[:, None, None, :]  # (B, 1, N, N) query and key both real tokens
-    scores = torch.where(keep, scores, torch.tensor(MASK_FILL, dtype=scores.dtype))
+    scores = torch.where(keep, scores, torch.tensor(MASK_FILL, dtype=scores.dtype, device=scores.device))
     probs = torch.softmax(scores, dim=-1)  # (B, H, N, N)
     if dropout_p > 0:
         probs = F.dropout(probs, dropout_p, training=True)

@@ -6,6 +6,12 @@ unit pair, a few seconds) into a cache keyed by the sources, the flags, the comp
 concurrent builds and failed builds never leave a broken library behind. `-march=native` is deliberate: the library
 is built on the machine that runs it. Sessions register it with `SessionOptions.register_custom_ops_library`.
 
+The cache is not trusted blindly: a successful build records the library's sha256 beside it
+(libdebx_ort_ops.so.sha256), and a cached library is loaded only when its digest matches; a truncated, replaced or
+unrecorded one is rebuilt first (loading a truncated library kills the process with SIGBUS, and loading a foreign one
+runs its constructors). The cache folders are the user's own, mode 0700: group/world-writable ones are made private,
+and one owned by another user is refused.
+
 When no compiler is available, `available()` is False and ONNX Runtime sessions fall back to the NumPy reference
 (debx.runtimes.reference_ops), which is exact but slow; `debx bench` shows which one ran.
 """
@@ -34,6 +40,7 @@ HEADERS = ("ortOps/ortAbi.h", "ortOps/ortHelpers.h", "ortOps/matMulInt8Op.h", "o
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-fvisibility=hidden", "-Wall",
          "-Wno-maybe-uninitialized")
 LIBRARY = "libdebx_ort_ops.so"
+DIGEST_SUFFIX = ".sha256"
 
 
 def _compiler() -> str | None:
@@ -68,8 +75,52 @@ def _key(cxx: str) -> str:
     return h.hexdigest()[:16]
 
 
+def private_dir(path: Path) -> Path:
+    """Create `path` (mode 0700) or check an existing one: it must be a real folder owned by this user; group or
+    world write/read access is removed. MissingDependencyError when another user owns it."""
+    import stat
+
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise MissingDependencyError(f"{path}: the native op cache must be a folder, not a link; remove it or set "
+                                     "$DEBX_CACHE to a folder of your own")
+    if st.st_uid != os.geteuid():
+        raise MissingDependencyError(f"{path}: the native op cache belongs to another user (uid {st.st_uid}); "
+                                     "remove it or set $DEBX_CACHE to a folder of your own")
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        os.chmod(path, 0o700)
+    return path
+
+
+def _digest_file(library: Path) -> Path:
+    return library.with_name(library.name + DIGEST_SUFFIX)
+
+
+def verified(library: Path) -> bool:
+    """True when `library` is the file the last successful build wrote (its sha256 matches the recorded one)."""
+    from debx.artifacts import file_digest
+
+    try:
+        recorded = _digest_file(library).read_text().strip()
+        return library.is_file() and recorded == file_digest(library, None)
+    except OSError:
+        return False
+
+
+def _compile(cxx: str, output: str) -> None:
+    cmd = [cxx, *FLAGS, f"-I{PLUGINS / 'disentangledAttention'}", *(str(PLUGINS / s) for s in SOURCES), "-o", output]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        first = next((ln for ln in proc.stderr.splitlines() if "error" in ln), proc.stderr.strip()[:200])
+        raise MissingDependencyError(f"building {LIBRARY} failed: {first}")
+
+
 def build(out_dir: Path | None = None) -> Path:
-    """Compile the library (or return the cached build). Raises MissingDependencyError when it cannot be built."""
+    """Compile the library (or return the cached build when its digest checks out). Raises MissingDependencyError
+    when it cannot be built."""
+    from debx.artifacts import file_digest
+
     missing = [rel for rel in SOURCES + HEADERS if not (PLUGINS / rel).is_file()]
     if missing:
         raise MissingDependencyError(f"the native ONNX Runtime ops need the plugins/ sources of the debx checkout "
@@ -78,23 +129,26 @@ def build(out_dir: Path | None = None) -> Path:
     if cxx is None:
         raise MissingDependencyError("the native ONNX Runtime ops need a C++17 compiler (g++ or clang++; set $CXX): "
                                      "apt-get install g++")
-    target_dir = out_dir or cache_root() / _key(cxx)
+    if out_dir is None:
+        private_dir(cache_root())
+    target_dir = private_dir(out_dir or cache_root() / _key(cxx))
     target = target_dir / LIBRARY
-    if target.is_file():
+    if verified(target):
         return target
-    target_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=str(target_dir))
     os.close(fd)
-    cmd = [cxx, *FLAGS, f"-I{PLUGINS / 'disentangledAttention'}", *(str(PLUGINS / s) for s in SOURCES), "-o", tmp]
+    fd, tmp_digest = tempfile.mkstemp(prefix=".build-", suffix=DIGEST_SUFFIX, dir=str(target_dir))
+    os.close(fd)
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            first = next((ln for ln in proc.stderr.splitlines() if "error" in ln), proc.stderr.strip()[:200])
-            raise MissingDependencyError(f"building {LIBRARY} failed: {first}")
+        _compile(cxx, tmp)
+        Path(tmp_digest).write_text(file_digest(tmp, None) + "\n")
+        # the digest first: a library without its digest is rebuilt, never loaded
+        os.replace(tmp_digest, _digest_file(target))
         os.replace(tmp, target)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for f in (tmp, tmp_digest):
+            if os.path.exists(f):
+                os.unlink(f)
     return target
 
 

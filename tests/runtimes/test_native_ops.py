@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -168,7 +169,87 @@ def test_build_is_cached_and_atomic(tmp_path):
     first = native_ops.build(tmp_path)
     mtime = first.stat().st_mtime_ns
     assert native_ops.build(tmp_path) == first and first.stat().st_mtime_ns == mtime
-    assert [p.name for p in tmp_path.iterdir()] == [native_ops.LIBRARY]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [native_ops.LIBRARY, native_ops.LIBRARY + ".sha256"]
+    assert native_ops.verified(first)
+
+
+@pytest.fixture
+def fake_compiler(monkeypatch):
+    """native_ops.build with a stand-in compile step (writes known bytes): the cache logic without a real build."""
+    calls = []
+
+    def compile_(cxx, output):
+        calls.append(output)
+        with open(output, "wb") as f:
+            f.write(b"\x7fELF fake library " * 1000 + str(len(calls)).encode())
+
+    monkeypatch.setattr(native_ops, "_compile", compile_)
+    return calls
+
+
+@pytest.mark.parametrize("damage", ["truncated", "foreign", "no digest", "empty"])
+def test_a_damaged_cached_library_is_rebuilt_not_loaded(tmp_path, fake_compiler, damage):
+    lib = native_ops.build(tmp_path)
+    assert len(fake_compiler) == 1 and native_ops.build(tmp_path) == lib and len(fake_compiler) == 1
+    good = lib.read_bytes()
+    if damage == "truncated":
+        lib.write_bytes(good[:4000])
+    elif damage == "foreign":
+        lib.write_bytes(b"\x7fELF someone else's library" + b"\0" * len(good))
+    elif damage == "no digest":
+        (tmp_path / (native_ops.LIBRARY + ".sha256")).unlink()
+    else:
+        lib.write_bytes(b"")
+    assert not native_ops.verified(lib)
+    assert native_ops.build(tmp_path) == lib and len(fake_compiler) == 2  # rebuilt
+    assert native_ops.verified(lib) and lib.read_bytes() != good[:4000]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".build-")]
+
+
+def test_cache_folders_are_private(tmp_path, monkeypatch, fake_compiler):
+    monkeypatch.setenv("DEBX_CACHE", str(tmp_path / "cache"))
+    lib = native_ops.build()
+    for d in (native_ops.cache_root(), lib.parent):
+        assert (d.stat().st_mode & 0o777) == 0o700, d
+    os.chmod(lib.parent, 0o777)  # group/world-writable: repaired, then used
+    os.chmod(native_ops.cache_root(), 0o775)
+    assert native_ops.build() == lib and len(fake_compiler) == 1
+    assert (lib.parent.stat().st_mode & 0o777) == 0o700 and (native_ops.cache_root().stat().st_mode & 0o777) == 0o700
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="handing a folder to another user needs root")
+def test_cache_folder_of_another_user_is_refused(tmp_path, fake_compiler):
+    os.chown(tmp_path, 12345, 12345)
+    with pytest.raises(MissingDependencyError, match="another user"):
+        native_ops.build(tmp_path)
+    assert not fake_compiler and not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_truncated_or_foreign_cached_library_never_runs(tmp_path):
+    """End to end with the real compiler: a truncated cached library (SIGBUS when loaded) and a foreign one (its
+    constructor runs when loaded) are rebuilt by the next process, which then runs normally."""
+    cache = tmp_path / "cache"
+    env = {**os.environ, "DEBX_CACHE": str(cache)}
+    probe = [sys.executable, "-c", "from debx.runtimes import native_ops as n; print(n.available(), n.library_path())"]
+    first = subprocess.run(probe, env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0 and first.stdout.startswith("True"), first.stderr
+    lib = Path(first.stdout.split()[1])
+    good = lib.read_bytes()
+    marker = tmp_path / "FOREIGN_RAN"
+    src = tmp_path / "foreign.c"
+    src.write_text('#include <stdio.h>\n__attribute__((constructor)) static void f(void) '
+                   f'{{ FILE *x = fopen("{marker}", "w"); if (x) fclose(x); }}\n')
+    foreign = tmp_path / "foreign.so"
+    subprocess.run([native_ops._compiler(), "-shared", "-fPIC", "-x", "c", str(src), "-o", str(foreign)], check=True)
+    for planted in (good[: len(good) // 3], foreign.read_bytes()):
+        lib.write_bytes(planted)
+        p = subprocess.run(probe, env=env, capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0 and p.stdout.startswith("True"), (p.returncode, p.stderr[-500:])
+        assert native_ops.verified(lib) and lib.read_bytes() != planted
+        assert not marker.exists()
+    assert subprocess.run([sys.executable, "-c", f"import ctypes; ctypes.CDLL({str(foreign)!r})"]).returncode == 0
+    assert marker.exists()  # the planted library is live: the checks above mean something
 
 
 def test_switch_off_falls_back_to_the_reference(monkeypatch):

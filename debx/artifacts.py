@@ -63,3 +63,47 @@ def write_json_atomic(path: str | Path, data: dict) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def input_files(path: str | Path) -> list[Path]:
+    """The files a command reads for the input `path`: a model file with its sidecar and external data, or a
+    checkpoint folder with its config, weights and tokenizer files (and the folder itself)."""
+    path = Path(path)
+    out = [path]
+    if path.is_dir():
+        from debx.checkpoint import TOKENIZER_FILES, WEIGHT_FILES
+
+        out += [path / n for n in ("config.json", *WEIGHT_FILES, *TOKENIZER_FILES)]
+        out += [f for f in path.glob("*.safetensors")] + [f for f in path.glob("*.bin")]
+    elif path.is_file():
+        out += [path.with_name(path.name + ext) for ext in (".json", ".data")]
+        data = read_sidecar(path).get("external_data")
+        if isinstance(data, str) and data:
+            out.append(path.with_name(data))
+    return out
+
+
+def _same(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)  # hard links too
+    except OSError:
+        return False
+
+
+def refuse_overwriting_inputs(outputs: dict[str, str | Path | None], inputs: list[str | Path | None]) -> None:
+    """ConfigError when an output (flag -> path) is one of the inputs or a file they consist of (paths resolved,
+    links followed), or when two outputs are the same file: nothing a command reads is ever overwritten."""
+    from debx.errors import ConfigError
+
+    given = [(flag, Path(p)) for flag, p in outputs.items() if p is not None]
+    files = [(Path(i), f) for i in inputs if i is not None for f in input_files(i)]
+    for n, (flag, out) in enumerate(given):
+        for src, f in files:
+            if _same(out, f):
+                what = "is" if f == Path(src) else f"is {f.name}, part of"
+                raise ConfigError(f"{flag} {out}: {what} the input {src}; choose another output file")
+        for other_flag, other in given[n + 1:]:
+            if _same(out, other):
+                raise ConfigError(f"{flag} {out} and {other_flag} {other} are the same file")

@@ -197,6 +197,17 @@ def test_bad_input_is_one_line(args, match):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("flag", ["--json", "--plot"])
+def test_an_output_that_is_the_engine_is_refused(tmp_path, flag):
+    engine = tmp_path / "m.onnx"
+    engine.write_bytes(b"an engine the user keeps")
+    proc = subprocess.run([sys.executable, "-m", "debx", "bench", "--engine", str(engine), flag,
+                           str(tmp_path / "." / "m.onnx")], capture_output=True, text=True, cwd=str(ROOT), timeout=120)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"debx: error: {flag}"), proc.stderr
+    assert engine.read_bytes() == b"an engine the user keeps"
+
+
 def test_sequence_longer_than_the_model_is_refused(tiny_checkpoints):
     with pytest.raises(ConfigError, match="exceeds"):
         run_bench(BenchConfig(models=[tiny_checkpoints["v3"]], seqs=(4096,), iters=1))

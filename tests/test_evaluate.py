@@ -45,6 +45,25 @@ def test_eval_cli_writes_the_report(trained_rte, tmp_path):
     assert len(r["predictions"]) == len(r["guids"]) == 40 and r["guids"][0] == "dev.tsv:2"
 
 
+@pytest.mark.parametrize("target", ["engine", "sidecar", "checkpoint config"])
+def test_eval_refuses_a_report_that_is_an_input(trained_rte, tmp_path, target):
+    """--report pointing at the engine (or its sidecar, or a file of the checkpoint) is one line, exit 2, and the
+    file is untouched."""
+    engine = tmp_path / "m.onnx"
+    engine.write_bytes(b"not really a graph, never read")
+    (tmp_path / "m.onnx.json").write_text("{}")
+    if target == "checkpoint config":
+        source, victim = ["--model", str(trained_rte)], trained_rte / "config.json"
+    else:
+        source, victim = ["--engine", str(engine)], engine if target == "engine" else tmp_path / "m.onnx.json"
+    before = victim.read_bytes()
+    p = _debx("eval", "--task", "rte", *source, "--data-dir", str(GLUE), "--limit", "8", "--report", str(victim))
+    assert p.returncode == 2, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("debx: error: --report") and "input" in lines[0], p.stderr
+    assert victim.read_bytes() == before
+
+
 def test_onnx_runtime_gives_identical_predictions(trained_rte, tmp_path):
     from exporters.export import ExportConfig, export_onnx
 

@@ -29,8 +29,10 @@ def command(
     from rich.console import Console
     from rich.table import Table
 
+    from debx.artifacts import refuse_overwriting_inputs
     from debx.bench import TABLE_COLUMNS, BenchConfig, kernel_notes, parse_int_list, run_bench, table_rows
 
+    refuse_overwriting_inputs({"--json": json_out, "--plot": plot}, [*model, *engine])
     cfg = BenchConfig(models=list(model), engines=list(engine), batches=parse_int_list(batch, "--batch"),
                       seqs=parse_int_list(seq, "--seq"), threads=threads,
                       compare=tuple(c.strip() for c in compare.split(",") if c.strip()), warmup=warmup,

@@ -51,6 +51,14 @@ def command(
         gate_cfg = GateConfig(mode=gate or "paper", tolerance=tolerance)
         if not reference.exists():
             raise ConfigError(f"--reference {reference}: no such file or directory")
+    if report is not None:
+        from debx.artifacts import refuse_overwriting_inputs
+        from debx.evaluate import gate_output_paths
+
+        md, png = gate_output_paths(report) if reference is not None else (None, None)
+        refuse_overwriting_inputs({"--report": report, "--report (markdown)": md, "--report (plot)": png},
+                                  [model, engine, reference, tokenizer, data_dir, *plugins,
+                                   task if Path(task).is_file() else None])
     cfg = EvalConfig(task=task, engine=model or engine, data_dir=data_dir, split=split, tokenizer=tokenizer,
                      batch_size=batch_size, max_seq_len=max_seq_len, overflow=overflow, threads=threads,
                      provider=provider, plugins=list(plugins), limit=limit)

@@ -232,9 +232,13 @@ def _preimport(engines: Sequence[Engine]) -> None:
 
 
 def _checkpoint_limit(path: Path) -> int | None:
+    """The longest sequence a checkpoint takes: its absolute position table, or None (relative positions only)."""
+    from debx.checkpoint import read_config
+    from debx.errors import DebxError
+
     try:
-        return int(json.loads((path / "config.json").read_text()).get("max_position_embeddings"))
-    except (OSError, ValueError, TypeError):
+        return read_config(path)[0].length_limit
+    except DebxError:
         return None
 
 

@@ -94,8 +94,8 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
     tokenizer = load_tokenizer(tok_src)
     model_cfg = read_config(src)[0] if src is not None and (src / "config.json").is_file() else None
     max_len = cfg.max_seq_len or (model_cfg.max_position_embeddings if model_cfg else 512)
-    if model_cfg is not None and max_len > model_cfg.max_position_embeddings:
-        raise ConfigError(f"--max-seq-len {max_len} exceeds the model limit {model_cfg.max_position_embeddings}")
+    if model_cfg is not None:  # only absolute position embeddings limit the length; relative positions take any
+        model_cfg.check_length(max_len, "--max-seq-len")
 
     examples = load_split(task, cfg.data_dir, cfg.split, limit=cfg.limit)
     excluded = excluded_rows(sidecar, task, cfg.split)

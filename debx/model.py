@@ -42,7 +42,7 @@ class DebertaConfig:
     hidden_act: str = "gelu"
     hidden_dropout_prob: float = 0.1
     attention_probs_dropout_prob: float = 0.1
-    max_position_embeddings: int = 512  # also the longest sequence debx accepts
+    max_position_embeddings: int = 512  # absolute position table; a length limit only with position_biased_input
     type_vocab_size: int = 0  # 0: no segment embeddings (v3); 2: token_type_ids are an input
     initializer_range: float = 0.02
     layer_norm_eps: float = 1e-7
@@ -108,6 +108,21 @@ class DebertaConfig:
     def span(self) -> int:
         """k: the relative-position tables have 2k rows."""
         return self.buckets if self.buckets > 0 else self.max_relative
+
+    @property
+    def length_limit(self) -> int | None:
+        """The longest sequence the model accepts: max_position_embeddings when absolute position embeddings are
+        added to the input (position_biased_input), else None: relative positions have no length limit."""
+        return self.max_position_embeddings if self.position_biased_input else None
+
+    def check_length(self, n: int, what: str = "sequence length") -> None:
+        """One clear error (not an IndexError deep in an embedding) for a length past the absolute position table."""
+        limit = self.length_limit
+        if limit is not None and n > limit:
+            from debx.errors import ConfigError
+
+            raise ConfigError(f"{what} {n} exceeds the model's limit of {limit} tokens (absolute position embeddings: "
+                              f"max_position_embeddings {limit}, position_biased_input)")
 
     @property
     def is_regression(self) -> bool:
@@ -184,11 +199,37 @@ def relative_index_table(max_len: int, span: int, buckets: int, max_relative: in
     return torch.clamp(r + span, 0, 2 * span - 1)
 
 
+def relative_index_reach(span: int, buckets: int, max_relative: int) -> int:
+    """The table length L at which the slot stops changing: every distance |r| >= L - 1 uses the slot of +-(L - 1).
+
+    The slot is monotone in r and clamped to [0, 2*span - 1], so past a finite distance it is constant (linear: r >=
+    span - 1 and r <= -span; log buckets: |r| >= max_relative - 1 or so). A table of that length plus a clamp of the
+    distance therefore gives the exact index for *any* sequence length. Found by computing, not by formula, so the
+    float32 log-bucket rounding is the table's own.
+    """
+    if buckets <= 0:
+        return span + 1
+    length, cap = max(span, max_relative) + 2, 4 * max(span, max_relative) + 64
+    while True:
+        t = relative_index_table(length, span, buckets, max_relative)
+        if int(t[0]) == 0 and int(t[-1]) == 2 * span - 1 and bool((t[1:] >= t[:-1]).all()):
+            return length
+        if length >= cap:
+            from debx.errors import ConfigError
+
+            raise ConfigError(f"log-bucket relative positions (position_buckets {buckets}, max_relative_positions "
+                              f"{max_relative}) never reach the ends of the {2 * span}-slot table")
+        length = min(2 * length, cap)
+
+
 def relative_index(table: torch.Tensor, n: int | torch.Tensor) -> torch.Tensor:
-    """(N, N) index into the (P, HD) position tables for a sequence of length n: one Gather, no If/Loop in ONNX."""
+    """(N, N) index into the (P, HD) position tables for a sequence of length n, any n: the distance i - j is clamped
+    to the table's reach (past which the slot no longer changes), then one Gather. No If/Loop in ONNX; exact as long
+    as `table` is at least `relative_index_reach` long (or at least n long)."""
     max_len = (table.shape[0] + 1) // 2
     ar = torch.arange(n, device=table.device)  # (N,)
-    return table[ar[:, None] - ar[None, :] + (max_len - 1)]  # (N, N)
+    dist = torch.clamp(ar[:, None] - ar[None, :], -(max_len - 1), max_len - 1)  # (N, N) i - j, clamped
+    return table[dist + (max_len - 1)]  # (N, N)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -292,10 +333,13 @@ class Embeddings(nn.Module):
         self.embed_proj = nn.Linear(e, cfg.hidden_size, bias=False) if e != cfg.hidden_size else None
         self.LayerNorm = layer_norm(cfg, cfg.hidden_size)
         self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+        self.cfg = cfg
 
     def forward(self, input_ids, mask, token_type_ids=None):  # (B, N) ints -> (B, N, C)
         x = self.word_embeddings(input_ids)  # (B, N, E)
         if self.position_embeddings is not None:
+            if not torch.jit.is_tracing():  # exports check the length they are asked for themselves
+                self.cfg.check_length(input_ids.shape[1])
             x = x + self.position_embeddings(torch.arange(input_ids.shape[1], device=input_ids.device))[None]
         if self.token_type_embeddings is not None:
             if token_type_ids is None:
@@ -469,8 +513,10 @@ class Encoder(nn.Module):
         self.layer = nn.ModuleList([Layer(cfg, i) for i in range(cfg.num_hidden_layers)])
         if cfg.relative_attention:
             self.rel_embeddings = nn.Embedding(2 * cfg.span, cfg.hidden_size)  # (P, C)
-            # relative index for every length up to the model limit; sliced by N at run time (no data-dependent code)
-            table = relative_index_table(cfg.max_position_embeddings, cfg.span, cfg.buckets, cfg.max_relative)
+            # relative index for every distance up to where the slot saturates; any length indexes it through a
+            # clamp of the distance (no length limit, no data-dependent code)
+            reach = relative_index_reach(cfg.span, cfg.buckets, cfg.max_relative)
+            table = relative_index_table(reach, cfg.span, cfg.buckets, cfg.max_relative)
             self.register_buffer("rel_index_table", table, persistent=False)  # (2L-1,)
         norm = [x.strip() for x in str(cfg.norm_rel_ebd).lower().split("|")]
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps) if "layer_norm" in norm and not cfg.is_v1 else None

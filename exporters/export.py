@@ -47,7 +47,8 @@ class ExportConfig:
     attention: str = "onnx"  # onnx | trt | debx | fast
     fp16: bool = False
     opset: int | None = None  # None: the architecture's default (17)
-    max_seq_len: int | None = None  # None: max_position_embeddings; the graph accepts any length up to this
+    max_seq_len: int | None = None  # longest length validated (None: max_position_embeddings); the graph takes any
+    # length unless the model has absolute position embeddings (position_biased_input: at most max_position_embeddings)
     batch: int | None = None  # None: dynamic "batch" axis; an int pins it
     seq: int | None = None  # None: dynamic "sequence" axis; an int pins it
     head: str | None = None  # None: the checkpoint's own head
@@ -111,14 +112,16 @@ def export_patches(model: torch.nn.Module, mode: str, max_seq_len: int | None = 
 
     * each layer's position tables become buffers (ONNX initializers named `...attention.self.pos_key_table` /
       `pos_query_table`), computed once here instead of per call;
-    * `debx.model.attention_core` becomes the emission of `mode` (exporters/attention.py);
-    * the relative index table is cut to `max_seq_len` (the longest sequence the graph must accept).
+    * `debx.model.attention_core` becomes the emission of `mode` (exporters/attention.py).
+
+    `max_seq_len` is accepted for callers' sake and changes nothing: the graph takes any sequence length (models
+    with absolute position embeddings excepted, whose table ends at max_position_embeddings).
     """
     enc = _encoder(model)
     emit = emitter(mode)
     tables = fold_position_tables(model)
     saved_core = dm.attention_core
-    saved_table = getattr(enc, "rel_index_table", None)
+    saved_table = getattr(enc, "rel_index_table", None)  # None: no relative attention
     attns = [layer.attention.self for layer in enc.layer]
     try:
         for attn, (pk, pq) in zip(attns, tables):
@@ -128,9 +131,8 @@ def export_patches(model: torch.nn.Module, mode: str, max_seq_len: int | None = 
         if saved_table is not None:
             # the raw embeddings are no longer needed in the graph: the folded tables replace them
             enc.rel_embedding = lambda: enc.rel_embeddings.weight[:1]
-            if max_seq_len is not None:
-                cfg = model.config
-                enc.rel_index_table = dm.relative_index_table(max_seq_len, cfg.span, cfg.buckets, cfg.max_relative)
+            # the relative index table stays as the model holds it (up to where the slot saturates): the graph
+            # computes the (N, N) index from the sequence length through a clamp of the distance, for any N
         dm.attention_core = emit
         yield model
     finally:
@@ -141,8 +143,6 @@ def export_patches(model: torch.nn.Module, mode: str, max_seq_len: int | None = 
             for name in ("pos_key_table", "pos_query_table"):
                 attn._buffers.pop(name, None)
         enc.__dict__.pop("rel_embedding", None)
-        if saved_table is not None:
-            enc.rel_index_table = saved_table
 
 
 def trace_to_onnx(model: torch.nn.Module, model_cfg: dm.DebertaConfig, head: str, path: Path, *, mode: str,
@@ -252,10 +252,10 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
     oc = onnx_config_for(mcfg)
     check_supported(cfg.attention, mcfg)
     opset = oc.check_opset(cfg.opset if cfg.opset is not None else oc.default_opset)
-    limit = mcfg.max_position_embeddings
-    max_len = cfg.max_seq_len or cfg.seq or limit
-    if max_len > limit:
-        raise ConfigError(f"--max-seq-len {max_len} exceeds the model's limit of {limit} tokens (max_position_embeddings)")
+    # relative positions take any length; only absolute position embeddings (position_biased_input) set a limit.
+    # max_len is the longest sequence validated (and the default truncation length downstream)
+    max_len = cfg.max_seq_len or cfg.seq or mcfg.max_position_embeddings
+    mcfg.check_length(max_len, "--max-seq-len" if cfg.max_seq_len else "--seq")
     if cfg.seq is not None and cfg.seq > max_len:
         raise ConfigError(f"--seq {cfg.seq} exceeds --max-seq-len {max_len}")
     variant = describe_variant(mcfg)

@@ -16,7 +16,7 @@ def command(
     split: str = typer.Option("dev", "--split", help="Split to score."),
     tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Tokenizer folder if the artifact's sidecar names none."),
     batch_size: int = typer.Option(32, "--batch-size", help="Examples per batch (sorted by length)."),
-    max_seq_len: Optional[int] = typer.Option(None, "--max-seq-len", help="Longest sequence; default the model limit."),
+    max_seq_len: Optional[int] = typer.Option(None, "--max-seq-len", help="Longest sequence (default: max_position_embeddings; longer only for models without absolute position embeddings)."),
     overflow: str = typer.Option("truncate", "--overflow", help="Longer sequences: truncate (counted in the report) or refuse."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads."),
     provider: Optional[str] = typer.Option(None, "--provider", help="ONNX Runtime execution provider: cpu, cuda, tensorrt."),

@@ -24,8 +24,9 @@ def command(
                                   "TensorRT plugin; on ONNX Runtime CPU our native kernel, the fastest CPU choice)."),
     fp16: bool = typer.Option(False, "--fp16", help="FP16 weights and compute, FP32 inputs/outputs."),
     opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (17..20). Default 17."),
-    max_seq_len: Optional[int] = typer.Option(None, "--max-seq-len", help="Longest sequence the model must accept "
-                                              "(default: the model limit)."),
+    max_seq_len: Optional[int] = typer.Option(None, "--max-seq-len", help="Longest sequence validated (default: "
+                                              "max_position_embeddings). The graph takes any length, except a model "
+                                              "with absolute position embeddings: at most max_position_embeddings."),
     batch: Optional[int] = typer.Option(None, "--batch", help="Pin the batch size (default: dynamic 'batch' axis)."),
     seq: Optional[int] = typer.Option(None, "--seq", help="Pin the sequence length (default: dynamic 'sequence' axis)."),
     head: Optional[str] = typer.Option(None, "--head", help="classification, regression, embeddings or masked-lm "

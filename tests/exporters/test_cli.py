@@ -52,7 +52,7 @@ def test_default_output_name(tmp_path, tiny_checkpoints, glue_dir, monkeypatch, 
 @pytest.mark.parametrize("args, message", [
     (["export", "{missing}", "-o", "{out}"], "no such file or directory"),
     (["export", "{v1}", "-o", "{out}", "--attention", "trt"], "log-bucket relative positions"),
-    (["export", "{v3}", "-o", "{out}", "--max-seq-len", "999"], "exceeds the model's limit"),
+    (["export", "{v1}", "-o", "{out}", "--max-seq-len", "999"], "exceeds the model's limit"),  # absolute positions
     (["validate", "{out}", "--model", "{v3}"], "no such ONNX file"),
 ])
 def test_bad_input_is_one_line_no_traceback_no_file(tmp_path, tiny_checkpoints, args, message, monkeypatch, capsys):

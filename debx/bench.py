@@ -71,6 +71,8 @@ class BenchConfig:
     json_path: Path | None = None
     plot_path: Path | None = None
     cache_dir: Path | None = None  # exported baselines (default: $DEBX_CACHE or ~/.cache/debx)
+    device: str | None = None  # PyTorch entries (--model, pytorch, hf): cpu | cuda | auto (None: auto)
+    provider: str | None = None  # ONNX Runtime entries: cpu | cuda | tensorrt (None: cpu)
 
     def __post_init__(self) -> None:
         self.models = [Path(p) for p in self.models]
@@ -87,6 +89,14 @@ class BenchConfig:
             raise ConfigError("nothing to benchmark: give at least one --model CKPT_DIR or --engine FILE")
         if not self.batches or not self.seqs or min(self.batches) < 1 or min(self.seqs) < 1:
             raise ConfigError("--batch and --seq need positive integers, e.g. --batch 1,8 --seq 128")
+        if self.device is not None:
+            from debx.device import check_device_name
+
+            self.device = check_device_name(self.device)
+        if self.provider is not None:
+            from debx.runtimes.onnxruntime import check_provider_name
+
+            self.provider = check_provider_name(self.provider)
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"--threads must be >= 1, got {self.threads}")
         if self.block < 1:
@@ -144,15 +154,20 @@ class HFRunner:
 
     name = "hf"
 
-    def __init__(self, path: Path, threads: int | None = None):
+    def __init__(self, path: Path, threads: int | None = None, device: str | None = None):
+        from debx.device import check_device_name
+
         self.path, self.threads, self.model, self.type_vocab = Path(path), threads, None, 0
+        self.device_name, self.device = check_device_name(device or "cpu"), None
 
     def activate(self):
         import torch
         import transformers
 
+        from debx.device import resolve_device
         from debx.tokenizer import _quiet_transformers
 
+        self.device = resolve_device(self.device_name)
         _quiet_transformers()
         if self.threads:
             torch.set_num_threads(self.threads)
@@ -160,7 +175,7 @@ class HFRunner:
         arch = (getattr(cfg, "architectures", None) or [""])[0]
         auto = (transformers.AutoModelForSequenceClassification if arch.endswith("SequenceClassification")
                 else transformers.AutoModelForMaskedLM if arch.endswith("MaskedLM") else transformers.AutoModel)
-        self.model = auto.from_pretrained(str(self.path)).eval()
+        self.model = auto.from_pretrained(str(self.path)).to(self.device).eval()
         self.type_vocab = int(getattr(cfg, "type_vocab_size", 0) or 0)
         return self
 
@@ -171,11 +186,12 @@ class HFRunner:
     def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
-        args = {k: torch.from_numpy(np.ascontiguousarray(feeds[k], dtype=np.int64)) for k in self.input_names}
+        args = {k: torch.from_numpy(np.ascontiguousarray(feeds[k], dtype=np.int64)).to(self.device)
+                for k in self.input_names}
         with torch.inference_mode():
             out = self.model(**args)
         name = "logits" if hasattr(out, "logits") and out.logits is not None else "last_hidden_state"
-        return {name: getattr(out, name).float().numpy()}
+        return {name: getattr(out, name).float().cpu().numpy()}
 
     def deactivate(self):
         self.model = None
@@ -184,8 +200,11 @@ class HFRunner:
         import torch
         import transformers
 
+        from debx.device import describe_device
+
         return {"runner": "hf", "backend": f"transformers {transformers.__version__} / torch {torch.__version__}",
-                "precision": "fp32", "checkpoint": str(self.path)}
+                "precision": "fp32", "checkpoint": str(self.path),
+                "device": describe_device(self.device) if self.device is not None else self.device_name}
 
 
 def rss_mb() -> float:
@@ -242,18 +261,22 @@ def _checkpoint_limit(path: Path) -> int | None:
         return None
 
 
-def torch_engine(path: Path, threads: int | None, name: str = "debx-pytorch") -> Engine:
+def torch_engine(path: Path, threads: int | None, name: str = "debx-pytorch", device: str | None = None) -> Engine:
+    """device: cpu | cuda | auto (None: auto, cuda when PyTorch sees a GPU)."""
     from debx.runtimes.torch import TorchRunner
 
-    return Engine(name, "debx-pytorch", TorchRunner(path, threads=threads), str(path), "fp32",
+    return Engine(name, "debx-pytorch", TorchRunner(path, threads=threads, device=device or "auto"), str(path), "fp32",
                   _checkpoint_limit(path))
 
 
-def hf_engine(path: Path, threads: int | None) -> Engine:
-    return Engine("hf-pytorch", "hf-pytorch", HFRunner(path, threads), str(path), "fp32", _checkpoint_limit(path))
+def hf_engine(path: Path, threads: int | None, device: str | None = None) -> Engine:
+    return Engine("hf-pytorch", "hf-pytorch", HFRunner(path, threads, device or "auto"), str(path), "fp32",
+                  _checkpoint_limit(path))
 
 
-def file_engine(path: Path, threads: int | None, name: str | None = None, kind: str | None = None) -> Engine:
+def file_engine(path: Path, threads: int | None, name: str | None = None, kind: str | None = None,
+                provider: str | None = None) -> Engine:
+    """provider: the ONNX Runtime execution provider for a .onnx file (cpu | cuda | tensorrt; None: cpu)."""
     from debx.runtimes import backend_for, runner_class
 
     backend = backend_for(path)
@@ -264,7 +287,8 @@ def file_engine(path: Path, threads: int | None, name: str | None = None, kind: 
     side = read_sidecar(path)
     precision = side.get("precision") or ("int8" if "int8" in path.name else "fp32")
     limit = (side.get("shapes") or {}).get("max_seq_len") if isinstance(side.get("shapes"), dict) else None
-    return Engine(name or path.name, kind or backend, cls(path, threads=threads), str(path), precision,
+    opts = {"provider": provider} if provider is not None and backend == "onnxruntime" else {}
+    return Engine(name or path.name, kind or backend, cls(path, threads=threads, **opts), str(path), precision,
                   limit if isinstance(limit, int) else None)
 
 
@@ -389,28 +413,40 @@ def build_engines(cfg: BenchConfig) -> list[Engine]:
         engines.append(e)
 
     for i, p in enumerate(cfg.models):
-        add(torch_engine(p, cfg.threads, "debx-pytorch" if len(cfg.models) == 1 else f"debx-pytorch:{p.name}"))
+        add(torch_engine(p, cfg.threads, "debx-pytorch" if len(cfg.models) == 1 else f"debx-pytorch:{p.name}",
+                         cfg.device))
     for p in cfg.engines:
-        add(file_engine(p, cfg.threads))
+        add(file_engine(p, cfg.threads, provider=cfg.provider))
     if cfg.compare:
         src = source_checkpoint(cfg)
         if src is None:
             raise ConfigError("--compare needs the source checkpoint: give --model CKPT_DIR (or an --engine whose "
                               ".json sidecar names an existing checkpoint)")
         if "pytorch" in cfg.compare and not (cfg.models and src == cfg.models[0]):
-            add(torch_engine(src, cfg.threads))
+            add(torch_engine(src, cfg.threads, device=cfg.device))
         if "hf" in cfg.compare:
-            add(hf_engine(src, cfg.threads))
+            add(hf_engine(src, cfg.threads, cfg.device))
         wanted = [c for c in cfg.compare if c.startswith("optimum-")]
         if wanted:
             result = optimum_baselines(src, cache_root(cfg), _head_of(src))
             for c in wanted:
                 prec = c.split("-")[1]
-                e = file_engine(Path(result[prec]), cfg.threads, name=c, kind=c)
+                e = file_engine(Path(result[prec]), cfg.threads, name=c, kind=c, provider=cfg.provider)
                 e.precision = prec
                 e.max_seq_len = _checkpoint_limit(src)
                 e.info = {"recipe": result.get("recipe"), "versions": result.get("versions")}
                 add(e)
+    kinds = {e.kind for e in engines}
+    if cfg.device is not None and not kinds & {"debx-pytorch", "hf-pytorch"}:
+        raise ConfigError("--device applies to PyTorch entries (--model, --compare pytorch,hf); choose the device of "
+                          "ONNX Runtime entries with --provider cpu|cuda|tensorrt")
+    if cfg.provider is not None and not kinds & {"onnxruntime", "optimum-fp32", "optimum-int8"}:
+        raise ConfigError("--provider applies to ONNX Runtime entries (.onnx --engine files, --compare optimum); "
+                          "choose the device of PyTorch entries with --device cpu|cuda|auto")
+    if cfg.provider is not None:  # a missing GPU provider stops the run before any engine loads
+        from debx.runtimes.onnxruntime import providers_for
+
+        providers_for(cfg.provider)
     return engines
 
 
@@ -499,6 +535,17 @@ class BenchResult:
     plot_path: Path | None = None
 
 
+def device_note(report: dict) -> str:
+    """One line naming where each entry ran: the PyTorch device or the ONNX Runtime provider actually used."""
+    return "ran on: " + ", ".join(f"{e['name']} {e.get('device') or '?'}" for e in report["engines"])
+
+
+def engine_device(e: Engine) -> str | None:
+    """Where an engine ran, from its runner's describe(): the ONNX Runtime provider in use, else the device (a
+    TensorRT plan always runs on the GPU)."""
+    return e.info.get("provider") or e.info.get("device") or ("cuda" if e.kind == "tensorrt" else None)
+
+
 def kernel_notes(report: dict) -> list[str]:
     """One line per engine that ran on debx's native INT8 CPU ops (what the in-memory rewrite made)."""
     notes = []
@@ -556,7 +603,8 @@ def run_bench(cfg: BenchConfig, engines: Sequence[Engine] | None = None,
                 lat, run_mb, outs = time_shape(engines, feeds, cfg)
                 ref_p50 = float(np.percentile(lat[ref_name], 50))
                 for e in engines:
-                    row = {"engine": e.name, "kind": e.kind, "precision": e.precision, "batch": b, "seq": s,
+                    row = {"engine": e.name, "kind": e.kind, "precision": e.precision,
+                           "device": engine_device(e), "batch": b, "seq": s,
                            **summarize(lat[e.name], b, s), "load_mb": round(e.load_mb, 1),
                            "run_mb": round(max(run_mb[e.name], 0.0), 1)}
                     row["ratio"] = row["p50_ms"] / (ref_p50 * 1e3)
@@ -578,7 +626,7 @@ def run_bench(cfg: BenchConfig, engines: Sequence[Engine] | None = None,
         "reference": ref_name,  # the ratio column's denominator; max_abs_diff is against the first entry
         "parity_reference": engines[0].name,
         "engines": [{"name": e.name, "kind": e.kind, "path": e.path, "precision": e.precision,
-                     "load_mb": round(e.load_mb, 1), "info": e.info} for e in engines],
+                     "device": engine_device(e), "load_mb": round(e.load_mb, 1), "info": e.info} for e in engines],
         "results": rows,
         "method": f"round-robin turns of 1 untimed + {cfg.block} timed calls; wall-clock perf_counter; ratio = p50 / reference p50; "
                   "memory = RSS deltas (load_mb: while loading; run_mb: growth during warm-up at the shape)",

@@ -34,6 +34,7 @@ class EvalConfig:
     overflow: str = "truncate"
     threads: int | None = None
     provider: str | None = None  # onnxruntime execution provider: cpu | cuda | tensorrt
+    device: str | None = None  # PyTorch (checkpoint folder) only: cpu | cuda | auto (default auto)
     plugins: list[Path] = field(default_factory=list)  # TensorRT plugin libraries
     limit: int | None = None
     progress: bool = True
@@ -78,6 +79,21 @@ def excluded_rows(sidecar: dict, task: TaskSpec, split: str) -> set[str]:
     return set()
 
 
+def torch_device(engine: Path, device: str | None) -> str | None:
+    """The --device for the runner: auto by default for a checkpoint folder (PyTorch); refused for model files,
+    whose device is the ONNX Runtime provider (--provider) or the TensorRT GPU."""
+    from debx.device import check_device_name, resolve_device
+
+    if Path(engine).is_dir():
+        device = check_device_name(device)
+        resolve_device(device)  # a missing GPU stops here, before the data is read
+        return device
+    if device is not None:
+        raise ConfigError(f"--device applies to a checkpoint folder (PyTorch); {Path(engine).name} runs on ONNX Runtime "
+                          "or TensorRT: choose its device with --provider cpu|cuda|tensorrt")
+    return None
+
+
 def evaluate(cfg: EvalConfig) -> EvalResult:
     from debx.checkpoint import fingerprint, read_config
     from debx.runtimes import runner_for
@@ -86,6 +102,7 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
     if not engine.exists():
         raise ConfigError(f"{engine}: no such file or directory")
     task = get_task(cfg.task)
+    device = torch_device(engine, cfg.device)
     sidecar = read_sidecar(engine)
     src = source_checkpoint(engine, sidecar)
     tok_src = cfg.tokenizer or src
@@ -110,7 +127,8 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
                  cfg.overflow)
     labels = np.asarray([e.label for e in examples])
 
-    runner = runner_for(engine, threads=cfg.threads, provider=cfg.provider, plugins=cfg.plugins)
+    runner = runner_for(engine, threads=cfg.threads, provider=cfg.provider, plugins=cfg.plugins,
+                        device=device)
     order = np.argsort([len(x) for x in enc.input_ids], kind="stable")  # length-sorted batches: little padding
     logits = None
     t0 = time.perf_counter()
@@ -158,6 +176,7 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
                    "source_fingerprint": fingerprint(src) if src is not None and (src / "config.json").is_file() else None,
                    "precision": sidecar.get("precision", "fp32")},
         "runner": described,
+        "device": described.get("device") or ("cuda" if engine.suffix.lower() in (".plan", ".engine") else None),
         "seconds": round(seconds, 3),
         "versions": package_versions(),
         "predictions": preds.tolist(),
@@ -196,7 +215,11 @@ def reference_report(cfg: EvalConfig, reference: Path) -> dict:
         raise ConfigError(f"--reference {reference}: no such file or directory")
     if reference.is_file() and reference.suffix.lower() == ".json":
         return load_reference_report(reference)
-    return evaluate(replace(cfg, engine=reference)).report
+    # the candidate's --device is for PyTorch and --provider for ONNX Runtime: keep the one that fits the reference
+    keep = {"provider": None} if reference.is_dir() else {"device": None}
+    if not reference.is_dir() and reference.suffix.lower() != ".onnx":
+        keep["provider"] = None
+    return evaluate(replace(cfg, engine=reference, **keep)).report
 
 
 def gate_against(cfg: EvalConfig, result: EvalResult, reference: Path, gate_cfg) -> tuple:

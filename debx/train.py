@@ -9,7 +9,9 @@ Output folder (a Hugging Face checkpoint that `transformers` itself loads):
                                                                  as safetensors + JSON: nothing in it can run code
 
 Under torchrun, --batch-size is the global batch: each of the W processes takes every W-th row of each global batch
-and the loss is scaled so that the averaged gradient equals the single-process one.
+and the loss is scaled so that the averaged gradient equals the single-process one. Each process computes on its own
+GPU (cuda:LOCAL_RANK, nccl) or on the CPU (gloo): see debx/device.py. --precision bf16|fp16 trains under autocast
+(fp16 with a GradScaler); the weights, the optimizer and the saved checkpoints stay float32.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from debx import device as devices
 from debx.checkpoint import atomic_dir, load_model, save_checkpoint
 from debx.errors import ConfigError, DataError
 from debx.metrics import compute_metrics, predictions_from_outputs
@@ -62,9 +65,13 @@ class TrainConfig:
     overflow: str = "truncate"  # sequences over max_seq_len: "truncate" (warn) or "refuse"
     threads: int | None = None
     progress: bool = True
+    device: str = "auto"  # cpu | cuda | auto (cuda when PyTorch sees a GPU); under torchrun: cuda:LOCAL_RANK
+    precision: str = "fp32"  # fp32 | bf16 | fp16: autocast for the training forward pass (fp16: with a GradScaler)
 
     def __post_init__(self) -> None:
         self.output_dir = Path(self.output_dir)
+        self.device = devices.check_device_name(self.device)
+        self.precision = devices.check_precision_name(self.precision)
         if (self.model is None) == (self.preset is None):
             raise ConfigError("give exactly one of --model CKPT_DIR (fine-tune) or --preset NAME (from scratch)")
         for name in ("batch_size", "grad_accum", "max_seq_len"):
@@ -76,25 +83,13 @@ class TrainConfig:
             self.lr = 2e-5 if self.model is not None else 1e-3
 
 
-@dataclass
-class DistInfo:
-    rank: int = 0
-    world: int = 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def _setup_distributed() -> DistInfo:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistInfo()
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return DistInfo(dist.get_rank(), dist.get_world_size())
+def _setup_distributed(cfg: TrainConfig) -> devices.DistPlan:
+    """This process's rank, device and backend (nccl on cuda:LOCAL_RANK, gloo on the CPU); refuses a precision the
+    device cannot train in before anything starts."""
+    plan = devices.dist_plan(cfg.device)
+    devices.check_precision(cfg.precision, plan.device)
+    devices.init_distributed(plan)
+    return plan
 
 
 def _seed_everything(seed: int) -> None:
@@ -168,23 +163,22 @@ def prepare(cfg: TrainConfig, scratch_dir: Path, tokenizer_path: Path | None = N
     return Prepared(model, tokenizer, train, _label_array(train_ex), dev, _label_array(dev_ex), task, notes)
 
 
-def _to_torch(batch: dict[str, np.ndarray], with_types: bool) -> dict[str, torch.Tensor]:
-    out = {"input_ids": torch.from_numpy(batch["input_ids"]), "attention_mask": torch.from_numpy(batch["attention_mask"])}
-    if with_types:
-        out["token_type_ids"] = torch.from_numpy(batch["token_type_ids"])
-    return out
+def _to_torch(batch: dict[str, np.ndarray], with_types: bool, device=None) -> dict[str, torch.Tensor]:
+    names = ["input_ids", "attention_mask"] + (["token_type_ids"] if with_types else [])
+    return {k: torch.from_numpy(batch[k]).to(device) for k in names}
 
 
 @torch.no_grad()
 def predict(model, data: Encoded, batch_size: int = 64) -> np.ndarray:
     """Logits for every example, batching by length (sorted) to waste little on padding; original order returned."""
     model.eval()
+    device = next(model.parameters()).device
     order = np.argsort([len(x) for x in data.input_ids], kind="stable")
     with_types = model.config.type_vocab_size > 0
     outs = np.zeros((len(data), model.config.num_labels), dtype=np.float32)
     for s in range(0, len(order), batch_size):
         rows = order[s:s + batch_size]
-        outs[rows] = model(**_to_torch(data.batch(rows), with_types)).float().numpy()
+        outs[rows] = model(**_to_torch(data.batch(rows), with_types, device)).float().cpu().numpy()
     return outs
 
 
@@ -211,14 +205,19 @@ def _schedule(opt, total: int, warmup: int):
     return torch.optim.lr_scheduler.LambdaLR(opt, f)
 
 
-def _rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+def _rng_state(device=None) -> dict:
+    s = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if device is not None and torch.device(device).type == "cuda":  # dropout on the GPU draws from its own generator
+        s["cuda"] = torch.cuda.get_rng_state(device)
+    return s
 
 
-def _set_rng_state(s: dict) -> None:
+def _set_rng_state(s: dict, device=None) -> None:
     random.setstate(s["python"])
     np.random.set_state(s["numpy"])
     torch.set_rng_state(s["torch"])
+    if "cuda" in s and device is not None and torch.device(device).type == "cuda":
+        torch.cuda.set_rng_state(s["cuda"], device)
 
 
 class _Log:
@@ -233,7 +232,8 @@ class _Log:
 
 def train(cfg: TrainConfig) -> dict:
     """Run the recipe; returns the final metrics dict (also written to OUT/metrics.json)."""
-    dist = _setup_distributed()
+    dist = _setup_distributed(cfg)
+    device = dist.device
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     _seed_everything(cfg.seed)
@@ -249,7 +249,7 @@ def train(cfg: TrainConfig) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
         # on resume from a preset, the tokenizer (hence the model shape) is the one saved with the resume state
         prep = prepare(cfg, Path(scratch), tokenizer_path=last_dir if cfg.resume and cfg.preset else None)
-        model, task = prep.model, prep.task
+        model, task = prep.model.to(device), prep.task
         tok_dir = Path(scratch) / "tokenizer"
         save_tokenizer(prep.tokenizer, tok_dir)
         if dist.main:
@@ -258,6 +258,9 @@ def train(cfg: TrainConfig) -> dict:
         for n in prep.notes:
             if dist.main:
                 print(n)
+        if dist.main:
+            print(f"device: {devices.describe_device(device)} · precision {cfg.precision} · {dist.world} process(es)"
+                  + (f" ({dist.backend})" if dist.backend else ""))
         n_train = len(prep.train)
         global_batch = cfg.batch_size
         steps_per_epoch = math.ceil(n_train / (global_batch * cfg.grad_accum))
@@ -266,6 +269,7 @@ def train(cfg: TrainConfig) -> dict:
         eval_every = cfg.eval_every or steps_per_epoch
         opt = _optimizer(model, cfg)
         sched = _schedule(opt, total_steps, warmup)
+        scaler = devices.grad_scaler(cfg.precision, device)
         state = {"step": 0, "best": None, "best_metrics": None, "epoch_perm_seed": cfg.seed, "elapsed": 0.0}
         if cfg.resume:
             saved = load_resume_state(last_dir)
@@ -273,14 +277,16 @@ def train(cfg: TrainConfig) -> dict:
             opt.load_state_dict(saved["optimizer"])
             sched.load_state_dict(saved["scheduler"])
             state = saved["state"]
-            _set_rng_state(saved["rng"])
+            if "scaler" in saved and scaler.is_enabled():
+                scaler.load_state_dict(saved["scaler"])
+            _set_rng_state(saved["rng"], device)
             if dist.main:
                 print(f"resumed at step {state['step']} of {total_steps}")
         ddp_model = model
         if dist.world > 1:
-            ddp_model = torch.nn.parallel.DistributedDataParallel(model)
+            ddp_model = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None)
         with_types = model.config.type_vocab_size > 0
-        labels_t = torch.from_numpy(prep.train_labels)
         is_reg = task.is_regression
 
         def micro_batches(step: int):
@@ -317,21 +323,26 @@ def train(cfg: TrainConfig) -> dict:
                 for rows, n_global in micro_batches(step):
                     if len(rows) == 0:
                         continue
-                    b = _to_torch(prep.train.batch(rows), with_types)
-                    logits = ddp_model(**b)
-                    y = labels_t[rows]
+                    batch = prep.train.batch(rows)
+                    b = _to_torch(batch, with_types, device)
+                    y = torch.from_numpy(prep.train_labels[rows]).to(device)
+                    with devices.autocast(cfg.precision, device):
+                        logits = ddp_model(**b)
+                    logits = logits.float()  # the loss in float32 whatever the autocast dtype
                     if is_reg:
                         per = torch.nn.functional.mse_loss(logits.squeeze(-1), y.float(), reduction="sum")
                     else:
                         per = torch.nn.functional.cross_entropy(logits, y.long(), reduction="sum")
                     loss = per * dist.world / (n_global * cfg.grad_accum)  # DDP averages over ranks
-                    loss.backward()
+                    scaler.scale(loss).backward()
                     loss_val += per.item() / n_global / cfg.grad_accum
-                    seen_tokens += int(b["attention_mask"].sum())
+                    seen_tokens += int(batch["attention_mask"].sum())
                     seqs_window += len(rows) * dist.world
                 if cfg.max_grad_norm > 0:
+                    scaler.unscale_(opt)
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                opt.step()
+                scaler.step(opt)
+                scaler.update()
                 sched.step()
                 state["step"] = step = step + 1
                 run_loss = loss_val if run_loss is None else 0.9 * run_loss + 0.1 * loss_val
@@ -358,9 +369,8 @@ def train(cfg: TrainConfig) -> dict:
                             save_checkpoint(model, out / "best.tmp", tokenizer_dir=tok_dir)
                             _swap_best(out)
                         state["elapsed"] = time.perf_counter() - t0
-                        _save_resume(last_dir, model, opt, sched, state, tok_dir)
-                    if dist.world > 1:
-                        torch.distributed.barrier()
+                        _save_resume(last_dir, model, opt, sched, state, tok_dir, scaler, device)
+                    devices.barrier(dist)
         finally:
             if progress is not None:
                 progress.stop()
@@ -373,7 +383,8 @@ def train(cfg: TrainConfig) -> dict:
             "task": task.name, "primary_metric": primary, "best": state["best"], "best_step": state.get("best_step"),
             "dev": state["best_metrics"], "steps": total_steps, "epochs": cfg.epochs, "train_examples": n_train,
             "dev_examples": len(prep.dev), "train_seconds": round(elapsed, 1), "world_size": dist.world,
-            "tokens_seen": seen_tokens * dist.world, "config": {k: str(v) for k, v in asdict(cfg).items()},
+            "tokens_seen": seen_tokens * dist.world, "device": devices.describe_device(device),
+            "precision": cfg.precision, "config": {k: str(v) for k, v in asdict(cfg).items()},
         }
         if dist.main:
             (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -469,10 +480,11 @@ def load_resume_state(last_dir: Path) -> dict:
         raise ConfigError(f"--resume: unreadable resume state in {last_dir} ({str(e).splitlines()[0][:120]})") from None
 
 
-def _save_resume(last_dir: Path, model, opt, sched, state, tok_dir: Path) -> None:
+def _save_resume(last_dir: Path, model, opt, sched, state, tok_dir: Path, scaler=None, device=None) -> None:
+    extra = {"scaler": scaler.state_dict()} if scaler is not None and scaler.is_enabled() else {}
     with atomic_dir(last_dir) as d:
         save_resume_state(d, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                              "scheduler": sched.state_dict(), "state": state, "rng": _rng_state()})
+                              "scheduler": sched.state_dict(), "state": state, "rng": _rng_state(device), **extra})
         save_checkpoint(model, d / "ckpt", tokenizer_dir=tok_dir)
         for f in tok_dir.iterdir():
             if f.is_file():

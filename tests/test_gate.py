@@ -248,8 +248,8 @@ def _eval_command(**kw):
     from debx.cli.eval import command
 
     args = dict(task="sst2", model=None, engine=None, data_dir=None, split="dev", tokenizer=None, batch_size=32,
-                max_seq_len=None, overflow="truncate", threads=1, provider=None, plugins=[], limit=None, report=None,
-                reference=None, gate=None, tolerance=None)
+                max_seq_len=None, overflow="truncate", threads=1, provider=None, device=None, plugins=[], limit=None,
+                report=None, reference=None, gate=None, tolerance=None)
     args.update(kw)
     return command(**args)
 

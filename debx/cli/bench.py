@@ -24,19 +24,24 @@ def command(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full report as JSON."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG bar chart."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random input ids."),
+    device: Optional[str] = typer.Option(None, "--device", help="PyTorch entries (--model, --compare pytorch,hf): "
+                                         "cpu, cuda or auto (default: cuda when PyTorch sees a GPU, else cpu)."),
+    provider: Optional[str] = typer.Option(None, "--provider", help="ONNX Runtime entries (.onnx, --compare optimum): "
+                                           "cpu (default), cuda or tensorrt (need onnxruntime-gpu)."),
 ) -> None:
     """Time engines side by side (same process, same inputs, round-robin): p50/p90/p99, throughput, memory."""
     from rich.console import Console
     from rich.table import Table
 
     from debx.artifacts import refuse_overwriting_inputs
-    from debx.bench import TABLE_COLUMNS, BenchConfig, kernel_notes, parse_int_list, run_bench, table_rows
+    from debx.bench import TABLE_COLUMNS, BenchConfig, device_note, kernel_notes, parse_int_list, run_bench, table_rows
 
     refuse_overwriting_inputs({"--json": json_out, "--plot": plot}, [*model, *engine])
     cfg = BenchConfig(models=list(model), engines=list(engine), batches=parse_int_list(batch, "--batch"),
                       seqs=parse_int_list(seq, "--seq"), threads=threads,
                       compare=tuple(c.strip() for c in compare.split(",") if c.strip()), warmup=warmup,
-                      iters=iters, seconds=seconds, block=block, ratio_to=ratio_to, seed=seed, json_path=json_out, plot_path=plot)
+                      iters=iters, seconds=seconds, block=block, ratio_to=ratio_to, seed=seed, json_path=json_out, plot_path=plot,
+                      device=device, provider=provider)
     con = Console(stderr=True)
     res = run_bench(cfg, progress=lambda msg: con.print(f"[dim]{msg}[/dim]"))
     r = res.report
@@ -48,6 +53,7 @@ def command(
         t.add_row(*row)
     out = Console() if Console().is_terminal else Console(width=170)  # files/pipes: do not squeeze the table
     out.print(t)
+    out.print(device_note(r))
     for note in kernel_notes(r):
         out.print(note)
     if res.json_path:

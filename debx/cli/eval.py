@@ -20,6 +20,8 @@ def command(
     overflow: str = typer.Option("truncate", "--overflow", help="Longer sequences: truncate (counted in the report) or refuse."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads."),
     provider: Optional[str] = typer.Option(None, "--provider", help="ONNX Runtime execution provider: cpu, cuda, tensorrt."),
+    device: Optional[str] = typer.Option(None, "--device", help="--model only: cpu, cuda or auto (default: cuda when "
+                                         "PyTorch sees a GPU, else cpu)."),
     plugins: List[Path] = typer.Option([], "--plugins", help="TensorRT plugin library (libdebx_plugins.so)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Score only the first N rows."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write the JSON report here (with --reference also "
@@ -61,11 +63,13 @@ def command(
                                    task if Path(task).is_file() else None])
     cfg = EvalConfig(task=task, engine=model or engine, data_dir=data_dir, split=split, tokenizer=tokenizer,
                      batch_size=batch_size, max_seq_len=max_seq_len, overflow=overflow, threads=threads,
-                     provider=provider, plugins=list(plugins), limit=limit)
+                     provider=provider, device=device, plugins=list(plugins), limit=limit)
     res = evaluate(cfg)
     con = Console()
     r = res.report
-    con.print(f"[bold]{r['task']} {r['split']}[/bold] · {r['n_examples']} examples · {r['runner'].get('runner')}")
+    where = r["runner"].get("provider") or r.get("device")
+    con.print(f"[bold]{r['task']} {r['split']}[/bold] · {r['n_examples']} examples · {r['runner'].get('runner')}"
+              + (f" · {where}" if where else ""))
     t = Table()
     for k in res.metrics:
         t.add_column(k, justify="right")

@@ -31,6 +31,10 @@ def command(
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for PyTorch."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUTPUT/last (optimizer, scheduler and RNG state)."),
     stop_after: Optional[int] = typer.Option(None, "--stop-after", help="Stop after N optimizer steps in this run (resumable)."),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto (cuda when PyTorch sees a GPU). Under "
+                               "torchrun each process takes cuda:LOCAL_RANK (nccl), or the CPU (gloo)."),
+    precision: str = typer.Option("fp32", "--precision", help="Mixed precision for training: fp32, bf16 (autocast; "
+                                  "CPU or GPU) or fp16 (autocast + GradScaler; GPU only). Weights stay float32."),
 ) -> None:
     """Fine-tune (--model) or train from a preset (--preset) on a GLUE or user task; keeps the best dev checkpoint."""
     from rich.console import Console
@@ -42,7 +46,7 @@ def command(
                       vocab_size=vocab_size, epochs=epochs, lr=lr, batch_size=batch_size, max_seq_len=max_seq_len,
                       warmup=warmup, grad_accum=grad_accum, weight_decay=weight_decay, seed=seed, eval_every=eval_every,
                       dropout=dropout, max_train_samples=max_train_samples, overflow=overflow, threads=threads,
-                      resume=resume, stop_after=stop_after)
+                      resume=resume, stop_after=stop_after, device=device, precision=precision)
     result = train(cfg)
     if result["dev"] is None:
         return
@@ -53,4 +57,5 @@ def command(
         t.add_column(k, justify="right")
     t.add_row(*(f"{v:.2f}" for v in result["dev"].values()))
     con.print(t)
-    con.print(f"checkpoint: {output}   trained {result['train_seconds']:.0f} s on {result['world_size']} process(es)")
+    con.print(f"checkpoint: {output}   trained {result['train_seconds']:.0f} s on {result['world_size']} process(es), "
+              f"{result['device']}, {result['precision']}")

@@ -72,17 +72,37 @@ def native_ops_enabled() -> bool:
     return False
 
 
-def providers_for(provider: str) -> list[str]:
-    ort = _ort()
+def check_provider_name(provider: str | None) -> str:
+    provider = (provider or "cpu").strip().lower()
     if provider not in PROVIDERS:
         raise ConfigError(f"unknown provider {provider!r}: choose one of {', '.join(PROVIDERS)}")
+    return provider
+
+
+def providers_for(provider: str, available: list[str] | None = None) -> list[str]:
+    """The execution providers to ask ONNX Runtime for, the wanted one first. available: what this ONNX Runtime
+    offers (default: ort.get_available_providers())."""
+    provider = check_provider_name(provider)
+    if available is None:
+        available = _ort().get_available_providers()
     wanted = PROVIDERS[provider][0]
-    available = ort.get_available_providers()
     if wanted not in available:
         raise MissingDependencyError(
             f"--provider {provider} needs {wanted}, which this ONNX Runtime lacks (available: {', '.join(available)}); "
             "install onnxruntime-gpu (pip install 'debx[gpu]') on a machine with an NVIDIA GPU")
     return [p for p in PROVIDERS[provider] if p in available]
+
+
+def check_session_provider(session, provider: str, path: str | Path | None = None) -> None:
+    """ONNX Runtime falls back to the CPU, with a warning only, when a GPU provider fails to start (no driver,
+    a missing CUDA/cuDNN/TensorRT library): refuse a session that does not run on the provider asked for."""
+    wanted = PROVIDERS[check_provider_name(provider)][0]
+    got = list(session.get_providers())
+    if wanted not in got:
+        where = f"{Path(path).name}: " if path is not None else ""
+        raise MissingDependencyError(
+            f"{where}ONNX Runtime could not start {wanted} (the session fell back to {', '.join(got) or 'nothing'}); "
+            "check the NVIDIA driver and the CUDA/cuDNN (and TensorRT) libraries onnxruntime-gpu needs")
 
 
 def session_for_model(model, provider: str = "cpu", threads: int | None = None, model_dir: str | Path | None = None):
@@ -174,7 +194,7 @@ class OnnxRuntimeRunner(Runner):
         """provider: cpu (default), cuda or tensorrt (the last two need onnxruntime-gpu)."""
         super().__init__()
         self.path = Path(path)
-        self.provider = provider or "cpu"
+        self.provider = check_provider_name(provider)
         self.threads = threads
         self.session = None
         self.kernels: dict = {}
@@ -182,6 +202,7 @@ class OnnxRuntimeRunner(Runner):
     def activate_impl(self) -> None:
         self.kernels = {}
         self.session = open_session(self.path, self.provider, self.threads, info=self.kernels)
+        check_session_provider(self.session, self.provider, self.path)
 
     def deactivate_impl(self) -> None:
         self.session = None
@@ -209,7 +230,8 @@ class OnnxRuntimeRunner(Runner):
     def describe(self) -> dict:
         ort = _ort()
         meta = self.sidecar()
+        provider = self.session.get_providers()[0] if self.session else PROVIDERS[self.provider][0]
         return {"runner": self.name, "backend": f"onnxruntime {ort.__version__}", "file": str(self.path),
-                "provider": self.session.get_providers()[0] if self.session else self.provider,
+                "provider": provider, "device": "cpu" if provider == "CPUExecutionProvider" else "cuda",
                 "precision": meta.get("precision"), "attention": meta.get("attention"),
                 "native_int8_ops": {k: v for k, v in self.kernels.get("int8_cpu", {}).items() if v} or None}

@@ -38,24 +38,32 @@ class TorchRunner(Runner):
     name = "torch"
 
     def __init__(self, path: str | Path, head: str | None = None, threads: int | None = None, model=None,
-                 checkpoint=None) -> None:
-        """path: checkpoint folder. model/checkpoint: an already loaded (model, Checkpoint) to reuse."""
+                 checkpoint=None, device: str | None = None) -> None:
+        """path: checkpoint folder. model/checkpoint: an already loaded (model, Checkpoint) to reuse.
+        device: cpu (default), cuda, cuda:N or auto (cuda when PyTorch sees a GPU, else cpu)."""
         super().__init__()
+        from debx.device import check_device_name
+
         self.path = Path(path)
         self.head = head
         self.threads = threads
         self.model, self.checkpoint = model, checkpoint
+        self.device_name = check_device_name(device or "cpu")
+        self.device = None  # the torch.device, once activated
 
     def activate_impl(self) -> None:
         import torch
 
+        from debx.device import resolve_device
+
+        self.device = resolve_device(self.device_name)
         if self.threads:
             torch.set_num_threads(self.threads)
         if self.model is None:
             self.model, self.checkpoint, self.head = load_for_head(self.path, self.head)
         else:
             self.head = resolve_head(self.checkpoint.config, self.checkpoint.head, self.head)
-        self.model.eval()
+        self.model = self.model.to(self.device).eval()
 
     @property
     def config(self):
@@ -75,13 +83,17 @@ class TorchRunner(Runner):
     def infer_impl(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
-        args = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.int64)) for k, v in self.select_feeds(feeds).items()}
+        args = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.int64)).to(self.device)
+                for k, v in self.select_feeds(feeds).items()}
         with torch.inference_mode():
             out = self.model(args["input_ids"], args["attention_mask"], args.get("token_type_ids"))
-        return {self.output_names[0]: out.float().numpy()}
+        return {self.output_names[0]: out.float().cpu().numpy()}
 
     def describe(self) -> dict:
         import torch
 
+        from debx.device import describe_device
+
         return {"runner": self.name, "backend": f"torch {torch.__version__}", "precision": "fp32",
+                "device": describe_device(self.device) if self.device is not None else self.device_name,
                 "checkpoint": str(self.path), "head": self.head}

@@ -387,6 +387,7 @@ class DisentangledSelfAttention(nn.Module):
             self.select_k = nn.Linear(C, HD)
         self.pos_dropout = nn.Dropout(cfg.hidden_dropout_prob)
         self.dropout = nn.Dropout(cfg.attention_probs_dropout_prob)
+        self.fused_cuda = True  # inference on CUDA tensors runs torch.ops.debx.disentangled_attention (debx.kernels)
 
     def gate(self, side: str, x):  # giMLP gate for "q" or "k", or None
         inhibition = getattr(self, f"inhibition_{side}", None)
@@ -438,6 +439,16 @@ def attention_core(attn: DisentangledSelfAttention, q, k, v, pk, pq, mask, index
     if cfg.is_v1:  # v1 divides the query side by sqrt(D * factor) before the products: same order, same rounding
         root = 1.0 / attn.scale
         q, pq, scale = q / root, pq / root, 1.0
+    if q.is_cuda and attn.fused_cuda and not attn.training:
+        from debx.kernels import torch_op  # lazy: Triton is only needed on CUDA machines
+
+        if torch_op.usable(q):  # the tensor-core kernel (inference: no gradient, no dropout)
+            if index is None:
+                index = relative_index(relative_index_table(q.shape[1], cfg.span, cfg.buckets, cfg.max_relative)
+                                       .to(q.device), q.shape[1])
+            table = torch_op.table_from_index(index) if (attn.c2p or attn.p2c) else mask
+            return torch.ops.debx.disentangled_attention(q, k, v, pk, pq, mask, table, attn.num_heads, scale,
+                                                         cfg.span, cfg.buckets, cfg.max_relative, attn.c2p, attn.p2c)
     return disentangled_attention(
         q, k, v, pk, pq, mask, num_heads=attn.num_heads, scale=scale, span=cfg.span,
         position_buckets=cfg.buckets, max_relative_positions=cfg.max_relative, c2p=attn.c2p, p2c=attn.p2c,

@@ -1,14 +1,15 @@
 """`debx calibrate`: an FP32 ONNX model -> an INT8 (explicit Q/DQ) or FP16 model, with the files that go with it.
 
 Artifacts, all named after the output file OUT (e.g. model.int8.onnx):
-    OUT                   the model (OUT.data beside it when the weights exceed 2 GB)
+    OUT                   the model (OUT.<id>.data beside it when the weights exceed 2 GB; <id> is new each write)
     OUT.json              sidecar: the input's source/variant/attention entries, the precision, the calibration
                           record (task, split, rows, method, ...), the Q/DQ placement or the FP16 keep list, the
                           parity against the input on the calibration batches, the --auto steps
     OUT.ranges.json       per-tensor activation ranges (calib/ranges.py)
     OUT.calib.cache       INT8 only: TensorRT calibration cache text for implicit quantization (calib/trt_cache.py)
-Everything is staged in a temporary folder next to OUT and renamed into place at the end, sidecar last; nothing is
-left behind when a step fails.
+Everything is staged in a temporary folder next to OUT and committed as one unit at the end (debx.artifacts.
+staged_files: the graph last, interrupts held back, the previous set restored if a rename fails); nothing is left
+behind when a step fails.
 
 When calibrating on dev, the sidecar's calibration.rows lists the dev rows used, and `debx eval` of OUT leaves
 them out (debx.evaluate.excluded_rows) and says so in its report.
@@ -18,9 +19,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -33,7 +31,7 @@ from calib.qdq import QDQPolicy
 from calib.ranges import METHODS, RangeConfig
 from calib.sensitivity import AutoConfig
 from calib.trt_cache import DEFAULT_TRT_VERSION
-from debx.artifacts import file_digest, package_versions
+from debx.artifacts import file_digest, package_versions, previous_onnx_data, staged_files
 from debx.errors import ConfigError, GateFailed
 from debx.gate import GateConfig
 
@@ -103,10 +101,10 @@ class CalibrateResult:
 
 
 def artifact_paths(output: Path) -> dict[str, Path]:
+    """The files named after OUT (its weights, when large, are named per write: see the sidecar's external_data)."""
     return {"model": output, "sidecar": output.with_name(output.name + ".json"),
             "ranges": output.with_name(output.name + RANGES_SUFFIX),
-            "trt_cache": output.with_name(output.name + TRT_CACHE_SUFFIX),
-            "data": output.with_name(output.name + ".data")}
+            "trt_cache": output.with_name(output.name + TRT_CACHE_SUFFIX)}
 
 
 def _check_paths(cfg: CalibrateConfig) -> None:
@@ -248,11 +246,9 @@ def calibrate(cfg: CalibrateConfig, log: Callable[[str], None] = lambda s: None)
     log(f"calibration data: {data.num_samples} rows of {task.name} {data.split} in {len(data.batches)} batches")
 
     out = cfg.output.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
     paths = artifact_paths(out)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=str(out.parent)))
-    try:
-        scratch = work / "scratch"
+    with staged_files(out) as st:  # committed as one unit at the end of the block; nothing is left on failure
+        scratch = st.dir / "scratch"
         scratch.mkdir()
         meta: dict = {}
         if cfg.precision == "int8":
@@ -269,50 +265,42 @@ def calibrate(cfg: CalibrateConfig, log: Callable[[str], None] = lambda s: None)
             meta.update(fp16_meta)
         meta["parity"] = parity(model, result_model, data.batches, cfg.threads)
 
-        staged = work / out.name
+        data_name = st.onnx_data_name()  # weights (large models) under a name unique to this write
         if cfg.target == "ort":
-            large, meta["ort_optimized"] = _optimize_for_ort(result_model, staged, scratch)
+            large, meta["ort_optimized"] = _optimize_for_ort(result_model, st.primary, scratch, data_name)
             log(f"optimised for ONNX Runtime CPU: {meta['ort_optimized']}")
         else:
-            large = save_model_copy(result_model, staged)
+            large = save_model_copy(result_model, st.primary, data_name)
         meta["target"] = cfg.target
-        ranges.save(work / paths["ranges"].name)
+        ranges.save(st.add(paths["ranges"]))
         cache = None
         if cfg.precision == "int8":
             from calib.trt_cache import scales_from_ranges, write_cache
 
-            write_cache(work / paths["trt_cache"].name, scales_from_ranges(ranges), cfg.trt_version)
             cache = paths["trt_cache"]
-        sidecar = _sidecar(cfg, sidecar_in, out, large, data, ranges, meta, custom=bool(custom_nodes(model)))
-        _write_json(work / paths["sidecar"].name, sidecar)
-        # into place: weights, graph, ranges, cache, then the sidecar that describes them
-        if large:
-            os.replace(work / paths["data"].name, paths["data"])
-        os.replace(staged, out)
-        if not large:
-            paths["data"].unlink(missing_ok=True)
-        os.replace(work / paths["ranges"].name, paths["ranges"])
-        if cache is not None:
-            os.replace(work / paths["trt_cache"].name, cache)
+            write_cache(st.add(cache), scales_from_ranges(ranges), cfg.trt_version)
         else:
-            paths["trt_cache"].unlink(missing_ok=True)
-        os.replace(work / paths["sidecar"].name, paths["sidecar"])
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+            st.stale(paths["trt_cache"])
+        sidecar = _sidecar(cfg, sidecar_in, out, data_name if large else None, data, ranges, meta,
+                          custom=bool(custom_nodes(model)))
+        # into place as one unit: weights, ranges, cache, sidecar, then the graph
+        if large:
+            st.add(out.with_name(data_name))
+        _write_json(st.add(paths["sidecar"]), sidecar)
+        st.stale(*previous_onnx_data(out))
     return CalibrateResult(out, paths["sidecar"], paths["ranges"], cache, sidecar)
 
 
-def _optimize_for_ort(model, staged: Path, scratch: Path) -> tuple[bool, dict]:
-    """Write `model` to `staged` through exporters.ort_optimize.optimize_for_cpu (ORT EXTENDED + bias folding,
-    outputs bit-identical). Returns (weights in `<staged>.data`, what the rewrite did)."""
+def _optimize_for_ort(model, staged: Path, scratch: Path, data_name: str) -> tuple[bool, dict]:
+    """Write `model` to `staged` through exporters.ort_optimize.optimized_model (ORT EXTENDED + bias folding,
+    outputs bit-identical). Returns (weights in `data_name` beside `staged`, what the rewrite did)."""
     from calib.ranges import save_model_copy
-    from exporters.ort_optimize import optimize_for_cpu
+    from exporters.ort_optimize import optimized_model
 
     plain = scratch / "unoptimized.onnx"
     save_model_copy(model, plain)
-    stats = optimize_for_cpu(plain, staged)
-    staged.with_name(staged.name + ".json").unlink(missing_ok=True)  # its own sidecar; ours is written later
-    return staged.with_name(staged.name + ".data").exists(), {"level": "ORT_ENABLE_EXTENDED", **stats}
+    optimized, stats = optimized_model(plain, scratch)
+    return save_model_copy(optimized, staged, data_name), {"level": "ORT_ENABLE_EXTENDED", **stats}
 
 
 def _int8(cfg, model, ranges, data, sidecar_in, scratch, log):
@@ -369,7 +357,7 @@ def _fp16(cfg, model, data, sidecar_in, scratch, log):
     return half, meta
 
 
-def _sidecar(cfg, sidecar_in, out, large, data, ranges, meta, custom: bool) -> dict:
+def _sidecar(cfg, sidecar_in, out, data_name: str | None, data, ranges, meta, custom: bool) -> dict:
     paths = artifact_paths(out)
     carried = {k: v for k, v in sidecar_in.items()
                if k not in ("file", "external_data", "precision", "parity", "created", "versions", "keep_fp32",
@@ -385,7 +373,7 @@ def _sidecar(cfg, sidecar_in, out, large, data, ranges, meta, custom: bool) -> d
         "format": sidecar_in.get("format", "debx-onnx/1"),
         **carried,
         "file": out.name,
-        "external_data": paths["data"].name if large else None,
+        "external_data": data_name,
         "precision": cfg.precision,
         "parent": {"file": str(cfg.model.resolve()), "digest": file_digest(cfg.model),
                    "precision": sidecar_in.get("precision", "fp32")},

@@ -148,19 +148,16 @@ def weights_bytes(model) -> int:
     return sum(len(t.raw_data) or 4 * len(t.float_data) or 2 * len(t.int32_data) for t in model.graph.initializer)
 
 
-def save_model_copy(model, path: str | Path) -> bool:
+def save_model_copy(model, path: str | Path, data_name: str | None = None) -> bool:
     """Write `model` to `path` without touching the in-memory proto (onnx.save with external data rewrites the
-    tensors it saves); weights go to `<path>.data` when the model is large. Returns True when they did."""
-    import onnx
+    tensors it saves); weights go to `data_name` (default `<path>.data`) beside it when the model is large. Returns
+    True when they did."""
+    from debx.artifacts import save_onnx_model
 
-    large = weights_bytes(model) > LARGE_MODEL_BYTES
-    if not large:
-        onnx.save_model(model, str(path))
+    if weights_bytes(model) <= LARGE_MODEL_BYTES:
+        save_onnx_model(model, path)
         return False
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    onnx.save_model(copy, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=Path(path).name + ".data", size_threshold=1024)
+    save_onnx_model(model, path, data_name or Path(path).name + ".data", copy=True)
     return True
 
 

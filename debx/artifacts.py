@@ -1,12 +1,29 @@
-"""Small facts every artifact and report records: file digests, package versions, atomic JSON writes."""
+"""Small facts every artifact and report records (file digests, package versions), and the one way debx writes
+files: stage in a temporary place beside the target, then commit atomically.
+
+* `write_bytes_atomic` / `write_json_atomic`: one file (temporary name, then rename);
+* `atomic_dir`: one folder, written in a temporary sibling and swapped into place;
+* `staged_files`: a multi-file artifact (a graph, its weights, sidecar, ranges, cache) committed as one unit: weights
+  under a name unique to this write (`onnx_data_name`), the other files renamed into place with the graph last,
+  interrupts held back while the renames run, and the previous set restored if a rename fails anyway.
+
+Everything is created with the modes the user's umask gives (temporary files and folders are 0600/0700 while
+staged), and the staging place is removed on any failure, SIGINT and SIGTERM included (debx.cli turns SIGTERM
+into the same KeyboardInterrupt as SIGINT).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import secrets
+import shutil
+import signal
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 PACKAGES = ("debx", "torch", "transformers", "numpy", "onnx", "onnxscript", "onnxruntime", "onnxruntime-extensions")
 
@@ -50,19 +67,235 @@ def read_sidecar(path: str | Path, strict: bool = False) -> dict:
         return {}
 
 
-def write_json_atomic(path: str | Path, data: dict) -> None:
-    """Write JSON to a temporary file beside `path`, then rename: never a half-written file."""
+def current_umask() -> int:
+    """The process umask, read without changing it where /proc allows."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(path: str | Path) -> None:
+    """Give `path` the mode a plain open()/mkdir() would have (0666/0777 less the umask): mkstemp, mkdtemp and
+    safetensors create 0600/0700, which made reports, sidecars and checkpoints private against the user's wish."""
+    path = Path(path)
+    base = 0o777 if path.is_dir() else 0o666
+    os.chmod(path, base & ~current_umask())
+
+
+@contextlib.contextmanager
+def deferred_signals() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP are held back (delivered on exit) while a commit's renames run."""
+    sigs = {signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", signal.SIGTERM)}
+    try:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    except (AttributeError, ValueError, OSError):  # no pthread_sigmask on this platform
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _commit(pairs: list[tuple[Path, Path]], backup_dir: Path) -> None:
+    """Rename each staged file onto its target, in order, as one unit: with interrupts deferred, and when a rename
+    fails the targets already replaced get their previous content back (hard-linked aside first)."""
+    done: list[tuple[Path, Path | None]] = []
+    with deferred_signals():
+        try:
+            for n, (src, dst) in enumerate(pairs):
+                backup = None
+                if dst.exists():
+                    backup = backup_dir / f".previous-{n}"
+                    try:
+                        os.link(dst, backup)
+                    except OSError:  # no hard links on this filesystem
+                        shutil.copy2(dst, backup)
+                done.append((dst, backup))
+                os.replace(src, dst)
+        except BaseException:
+            for dst, backup in reversed(done):
+                with contextlib.suppress(OSError):
+                    if backup is not None:
+                        os.replace(backup, dst)
+                    else:
+                        dst.unlink(missing_ok=True)
+            raise
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Write `data` to a temporary file beside `path`, then rename: never a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=str(path.parent))
     try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, default=str)
-            fh.write("\n")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        honour_umask(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
+
+
+def write_json_atomic(path: str | Path, data: dict) -> Path:
+    """Write JSON to a temporary file beside `path`, then rename: never a half-written file."""
+    return write_bytes_atomic(path, (json.dumps(data, indent=2, default=str) + "\n").encode())
+
+
+@contextlib.contextmanager
+def atomic_dir(target: str | Path) -> Iterator[Path]:
+    """Write a folder completely in a temporary sibling, then swap it into place. Nothing half-written survives."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield tmp
+        for p in [tmp, *tmp.rglob("*")]:
+            if not p.is_symlink():
+                honour_umask(p)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = target.with_name(f".{target.name}.old-{os.getpid()}-{secrets.token_hex(3)}")
+    with deferred_signals():
+        had_old = target.exists()
+        if had_old:
+            os.replace(target, old)
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            if had_old:
+                os.replace(old, target)
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    if had_old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+class Staging:
+    """The temporary folder of one multi-file write (see `staged_files`)."""
+
+    def __init__(self, primary: Path, folder: Path):
+        self.primary_target, self.dir = primary, folder
+        self.token = secrets.token_hex(4)
+        self._files: list[tuple[Path, Path]] = []
+        self._stale: list[Path] = []
+
+    @property
+    def primary(self) -> Path:
+        """Where to write the main file (committed last, after everything it refers to)."""
+        return self.dir / self.primary_target.name
+
+    def add(self, target: str | Path) -> Path:
+        """Register `target` (beside the primary file) as part of this artifact; returns where to stage it."""
+        target = Path(target)
+        staged = self.dir / target.name
+        self._files.append((staged, target))
+        return staged
+
+    def onnx_data_name(self) -> str:
+        """A name for the primary graph's external weights that is unique to this write: the graph in place keeps
+        reading its own weights until the new graph replaces it."""
+        return f"{self.primary_target.name}.{self.token}.data"
+
+    def stale(self, *paths: str | Path | None) -> None:
+        """Files of the previous artifact to delete once the new one is committed (unless it rewrote them)."""
+        self._stale += [Path(p) for p in paths if p]
+
+    def commit(self) -> None:
+        pairs = [*self._files, (self.primary, self.primary_target)]
+        missing = [s for s, _ in pairs if not s.exists()]
+        if missing:
+            raise FileNotFoundError(f"staged file missing: {missing[0]}")
+        for s, _ in pairs:
+            honour_umask(s)
+        backups = self.dir / ".previous"
+        backups.mkdir()
+        _commit(pairs, backups)
+        written = {t.resolve() for _, t in pairs}
+        for p in self._stale:
+            if p.resolve() not in written:
+                p.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def staged_files(primary: str | Path) -> Iterator[Staging]:
+    """Stage a multi-file artifact in a temporary folder beside `primary` and commit it as one unit on success.
+
+        with staged_files(out) as st:
+            save(graph, st.primary, data=st.onnx_data_name())   # weights under a name unique to this write
+            write(st.add(out.with_name(out.name + ".json")))      # sidecar & co: st.add(target) -> staged path
+            st.stale(previous_data_file)                          # deleted once the new set is in place
+
+    Registered files are renamed into place in order and the primary file last; any failure (an interrupt
+    included) leaves the previous set complete, and the temporary folder is removed in every case."""
+    primary = Path(primary)
+    primary.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f".{primary.name}.tmp-", dir=str(primary.parent)))
+    try:
+        st = Staging(primary, folder)
+        yield st
+        st.commit()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def save_onnx_model(model, path: str | Path, data_name: str | None = None, size_threshold: int = 1024,
+                    copy: bool = True) -> Path | None:
+    """Write an ONNX ModelProto to `path`; with `data_name`, tensors of `size_threshold` bytes or more go to that
+    file beside `path` (returned). The data location depends on `path` only: onnx.save_model(location=...)
+    refuses when the *current directory* holds a file of that name. `copy=False` lets the caller's proto be
+    rewritten to point at the external file (saves memory when the caller drops it)."""
+    import onnx
+    from onnx.external_data_helper import convert_model_to_external_data
+
+    path = Path(path)
+    if data_name is None:
+        onnx.save_model(model, str(path))
+        return None
+    if copy:
+        dup = onnx.ModelProto()
+        dup.CopyFrom(model)
+        model = dup
+    # location=None: onnx picks a uuid name without looking at the current directory; ours replaces it below
+    convert_model_to_external_data(model, all_tensors_to_one_file=True, location=None, size_threshold=size_threshold)
+    for t in _all_tensors(model):
+        for entry in t.external_data:
+            if entry.key == "location":
+                entry.value = data_name
+    data = path.with_name(data_name)
+    data.unlink(missing_ok=True)  # onnx appends to an existing file
+    onnx.save_model(model, str(path))
+    return data if data.exists() else None
+
+
+def previous_onnx_data(out: str | Path) -> list[Path]:
+    """The external-data files of the ONNX artifact now at `out`, to delete once a new one replaces it: the legacy
+    `<out>.data` and the unique name its sidecar records (a name of that form only, never a path elsewhere)."""
+    import re
+
+    out = Path(out)
+    files = [out.with_name(out.name + ".data")]
+    name = read_sidecar(out).get("external_data")
+    if isinstance(name, str) and re.fullmatch(re.escape(out.name) + r"\.[0-9a-f]{8}\.data", name):
+        files.append(out.with_name(name))
+    return files
+
+
+def _all_tensors(model):
+    from onnx.external_data_helper import _get_all_tensors
+
+    return _get_all_tensors(model)
 
 
 def input_files(path: str | Path) -> list[Path]:

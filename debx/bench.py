@@ -645,14 +645,9 @@ def run_bench(cfg: BenchConfig, engines: Sequence[Engine] | None = None,
 
 
 def write_json(report: dict, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=str(path.parent))
-    with os.fdopen(fd, "w") as fh:
-        json.dump(report, fh, indent=2, default=str)
-        fh.write("\n")
-    os.replace(tmp, path)
-    return path
+    from debx.artifacts import write_json_atomic
+
+    return write_json_atomic(path, report)
 
 
 def write_plot(report: dict, path: Path) -> Path:
@@ -685,18 +680,16 @@ def write_plot(report: dict, path: Path) -> Path:
     ax.set_title(f"debx bench · {report['machine'].get('cpu', '')[:40]} · threads {threads or 'default'}")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=".png", dir=str(path.parent))
-    os.close(fd)
+    import io
+
+    from debx.artifacts import write_bytes_atomic
+
+    buf = io.BytesIO()
     try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
+        fig.savefig(buf, format="png", dpi=120)
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return write_bytes_atomic(path, buf.getvalue())
 
 
 def table_rows(report: dict) -> list[list[str]]:

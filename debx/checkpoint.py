@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
+from debx.artifacts import atomic_dir
 from debx.errors import CheckpointError
 from debx.model import HEADS, DebertaConfig
 
@@ -202,26 +199,6 @@ def load_model(
     model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
     model.eval()
     return model, Checkpoint(path=path, config=cfg, head=head, fingerprint=fingerprint(path))
-
-
-@contextmanager
-def atomic_dir(target: str | Path) -> Iterator[Path]:
-    """Write a folder completely in a temporary sibling, then swap it into place. Nothing half-written survives."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-    os.replace(tmp, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def save_checkpoint(model: torch.nn.Module, out_dir: str | Path, tokenizer_dir: str | Path | None = None,

@@ -5,11 +5,10 @@ matplotlib is imported only when a plot is drawn (Agg backend, no display needed
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
+from debx.artifacts import write_bytes_atomic
 from debx.gate import GateResult
 
 COLUMNS = ("task", "metric", "reference", "candidate", "delta", "95% CI of delta", "allowed drop", "changed",
@@ -52,16 +51,8 @@ def markdown(results: Iterable[GateResult], notes: Iterable[str] = ()) -> str:
     return "\n".join(out) + "\n"
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 def write_markdown(path: str | Path, results: Iterable[GateResult], notes: Iterable[str] = ()) -> None:
-    _atomic_write_bytes(Path(path), markdown(results, notes).encode())
+    write_bytes_atomic(Path(path), markdown(results, notes).encode())
 
 
 def plot(path: str | Path, results: Iterable[GateResult], title: str | None = None) -> None:
@@ -108,4 +99,4 @@ def plot(path: str | Path, results: Iterable[GateResult], title: str | None = No
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    _atomic_write_bytes(Path(path), buf.getvalue())
+    write_bytes_atomic(Path(path), buf.getvalue())

@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from debx import device as devices
-from debx.checkpoint import atomic_dir, load_model, save_checkpoint
+from debx.artifacts import atomic_dir
+from debx.checkpoint import load_model, save_checkpoint
 from debx.errors import ConfigError, DataError
 from debx.metrics import compute_metrics, predictions_from_outputs
 from debx.model import DebertaForSequenceClassification, init_weights

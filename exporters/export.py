@@ -4,7 +4,9 @@ attention modes (see exporters/attention.py).
 Flow: load the debx model -> trace it inside `export_patches` (every export-only change, in one place) -> tidy the
 graph (onnxscript optimizer, names, metadata) -> optional FP16 conversion (exporters/fp16.py) -> write it to a
 temporary folder next to the output -> graph checks and validation against PyTorch (exporters/checks.py,
-exporters/validate.py) -> rename into place and write the sidecar. Any failure leaves no output file behind.
+exporters/validate.py) -> commit the graph, its weights and the sidecar as one unit (debx.artifacts.staged_files:
+weights under a name unique to this write, the graph last). Any failure leaves no output file behind, and an
+interrupted commit leaves the previous export complete.
 
 Exporter choice: the TorchScript-based `torch.onnx.export(..., dynamo=False)`. Our model is written for tracing
 (no data-dependent control flow), so tracing loses nothing, and this exporter (1) writes custom nodes exactly as
@@ -18,9 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import os
-import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Iterator
 import torch
 
 import debx.model as dm
-from debx.artifacts import package_versions, write_json_atomic
+from debx.artifacts import package_versions, previous_onnx_data, save_onnx_model, staged_files, write_json_atomic
 from debx.errors import ConfigError
 from debx.runtimes.reference_ops import DEBX_DOMAIN, DEBX_OP_VERSION
 from exporters import fastpath
@@ -198,18 +197,14 @@ def weights_bytes(model) -> int:
     return sum(len(t.raw_data) or 4 * len(t.float_data) or 2 * len(t.int32_data) for t in model.graph.initializer)
 
 
-def save_onnx(model, path: Path, external_data_threshold: int = EXTERNAL_DATA_THRESHOLD) -> Path | None:
-    """Write `model` to `path`; weights go to `<path>.data` beside it when they exceed the threshold (protobuf
-    cannot hold more than 2 GB). Returns the data file, or None."""
-    import onnx
-
+def save_onnx(model, path: Path, external_data_threshold: int = EXTERNAL_DATA_THRESHOLD,
+              data_name: str | None = None) -> Path | None:
+    """Write `model` to `path`; weights go to a file beside it (`data_name`, default `<path>.data`) when they exceed
+    the threshold (protobuf cannot hold more than 2 GB). Returns the data file, or None. `model` is rewritten to
+    point at the data file (the caller drops it)."""
     if weights_bytes(model) > external_data_threshold:
-        location = path.name + ".data"
-        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=location, size_threshold=1024)
-        return path.with_name(location)
-    onnx.save_model(model, str(path))
-    return None
+        return save_onnx_model(model, path, data_name or path.name + ".data", copy=False)
+    return save_onnx_model(model, path)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -264,9 +259,8 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
             "source_fingerprint": ckpt.fingerprint, "opset": opset, "max_seq_len": max_len}
 
     out = cfg.output.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=str(out.parent)))
-    try:
+    with staged_files(out) as st:  # committed as one unit at the end of the block; nothing is left on failure
+        work = st.dir
         traced = work / "traced.onnx"
         trace_to_onnx(model, mcfg, head, traced, mode=cfg.attention, opset=opset, max_seq_len=max_len,
                       batch=cfg.batch, seq=cfg.seq)
@@ -279,8 +273,8 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
             from exporters.fp16 import convert_to_fp16
 
             graph = convert_to_fp16(graph, cfg.keep_fp32)
-        staged = work / out.name
-        data = save_onnx(graph, staged, cfg.external_data_threshold)
+        staged = st.primary
+        data = save_onnx(graph, staged, cfg.external_data_threshold, data_name=st.onnx_data_name())
         del graph
         if cfg.validate:
             report = validate_onnx(staged, model=model, ckpt=ckpt, head=head, precision=cfg.precision,
@@ -314,16 +308,11 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
             "parity": report.to_dict() if report else None,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
-        # into place: weights first, then the graph that points at them, then the sidecar
-        stale_data = out.with_name(out.name + ".data")
+        # into place as one unit: the weights (a new name), the sidecar, then the graph that points at them
         if data is not None:
-            os.replace(data, stale_data)
-        os.replace(staged, out)
-        if data is None and stale_data.exists():
-            stale_data.unlink()
+            st.add(out.with_name(data.name))
         side = out.with_name(out.name + ".json")
-        write_json_atomic(side, sidecar)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return ExportResult(output=out, sidecar=side, metadata=sidecar, external_data=stale_data if data else None,
-                        report=report)
+        write_json_atomic(st.add(side), sidecar)
+        st.stale(*previous_onnx_data(out))
+    return ExportResult(output=out, sidecar=side, metadata=sidecar,
+                        external_data=out.with_name(data.name) if data else None, report=report)

@@ -17,8 +17,6 @@ Session creation is also faster from the saved file (the optimisations are alrea
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from debx.errors import ConfigError, MissingDependencyError
@@ -168,59 +166,58 @@ def split_skip_layernorm(model) -> int:
     return count
 
 
-def _write_sidecar(src: Path, dst: Path, stats: dict) -> None:
+def _sidecar(src: Path, dst: Path, stats: dict) -> dict:
     """dst's sidecar: src's (when it has one) plus what this step did."""
-    import json
+    from debx.artifacts import read_sidecar
 
-    side_in = src.with_name(src.name + ".json")
-    try:
-        meta = json.loads(side_in.read_text()) if side_in.is_file() else {}
-    except (OSError, ValueError):
-        meta = {}
+    meta = read_sidecar(src)
     meta.update(file=dst.name, ort_optimized={"level": "ORT_ENABLE_EXTENDED", "source": src.name, **stats})
-    side = dst.with_name(dst.name + ".json")
-    tmp = side.with_name(side.name + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2, default=str) + "\n")
-    os.replace(tmp, side)
+    return meta
+
+
+def optimized_model(src: Path, work: Path, original=None):
+    """ONNX Runtime's EXTENDED optimisation of `src` plus our rewrites, as a ModelProto (weights in memory), and
+    counts of what the rewrites changed. `work`: a scratch folder (emptied again); `original`: `src` as already
+    loaded without its weights, when the caller has it."""
+    import onnx
+
+    staged = work / "ort_extended.onnx"
+    if original is None:
+        original = onnx.load(str(src), load_external_data=False)
+    ort_extended(src, staged, original)
+    model = onnx.load(str(staged))
+    stats = fold_matmul_bias(model)
+    stats["skip_layernorm_split"] = split_skip_layernorm(model)
+    del model.metadata_props[:]
+    for p in original.metadata_props:
+        model.metadata_props.add().CopyFrom(p)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "debx.ort_optimized", "ORT_ENABLE_EXTENDED+fold_matmul_bias"
+    for f in (staged, staged.with_name(staged.name + ".data")):
+        f.unlink(missing_ok=True)
+    return model, stats
+
+
+LARGE_BYTES = 2**31 - 2**26  # protobuf's 2 GB limit, less room for the graph: weights go beside the graph above it
 
 
 def optimize_for_cpu(src: str | Path, dst: str | Path) -> dict[str, int]:
-    """Optimise `src` (a .onnx file, typically an INT8 Q/DQ model) for ONNX Runtime's CPU provider into `dst`,
-    atomically. Returns counts of what the rewrite changed."""
-    import onnx
+    """Optimise `src` (a .onnx file, typically an INT8 Q/DQ model) for ONNX Runtime's CPU provider into `dst`
+    (+ sidecar), committed as one unit (debx.artifacts.staged_files). Returns counts of what the rewrite changed."""
+    from debx.artifacts import previous_onnx_data, save_onnx_model, staged_files, write_json_atomic
 
     src, dst = Path(src), Path(dst)
     if not src.is_file():
         raise ConfigError(f"{src}: no such ONNX file")
     if dst.suffix != ".onnx":
         raise ConfigError(f"{dst}: the output must end in .onnx")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{dst.name}.tmp-", dir=str(dst.parent)))
-    try:
-        staged = work / dst.name
-        original = onnx.load(str(src), load_external_data=False)
-        ort_extended(src, staged, original)
-        model = onnx.load(str(staged))
-        stats = fold_matmul_bias(model)
-        stats["skip_layernorm_split"] = split_skip_layernorm(model)
-        del model.metadata_props[:]
-        for p in original.metadata_props:
-            model.metadata_props.add().CopyFrom(p)
-        entry = model.metadata_props.add()
-        entry.key, entry.value = "debx.ort_optimized", "ORT_ENABLE_EXTENDED+fold_matmul_bias"
-        for f in work.iterdir():
-            f.unlink()
-        big = sum(len(t.raw_data) for t in model.graph.initializer) > 2**31 - 2**26
-        if big:  # protobuf's 2 GB limit: weights beside the graph
-            onnx.save_model(model, str(staged), save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=dst.name + ".data", size_threshold=1024)
-            os.replace(work / (dst.name + ".data"), dst.with_name(dst.name + ".data"))
-        else:
-            onnx.save_model(model, str(staged))
-        os.replace(staged, dst)
-        _write_sidecar(src, dst, stats)
-    finally:
-        for f in work.glob("*"):
-            f.unlink()
-        work.rmdir()
+    with staged_files(dst) as st:
+        model, stats = optimized_model(src, st.dir)
+        big = sum(len(t.raw_data) for t in model.graph.initializer) > LARGE_BYTES
+        data = save_onnx_model(model, st.primary, st.onnx_data_name() if big else None, copy=False)
+        if data is not None:
+            st.add(dst.with_name(data.name))
+        side = dst.with_name(dst.name + ".json")
+        write_json_atomic(st.add(side), {**_sidecar(src, dst, stats), "external_data": data.name if data else None})
+        st.stale(*previous_onnx_data(dst))
     return stats

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -35,3 +36,131 @@ def test_an_output_that_is_an_input_is_refused(tmp_path, monkeypatch):
     # outputs beside the inputs are fine
     refuse_overwriting_inputs({"--report": tmp_path / "report.json", "--plot": ckpt / "bench.png"}, [model, ckpt])
     assert model.read_bytes() == b"graph"
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def _write_set(folder: Path, tag: str, with_cache: bool) -> None:
+    from debx.artifacts import staged_files
+
+    out = folder / "m.onnx"
+    with staged_files(out) as st:
+        st.primary.write_text(f"graph {tag}")
+        (st.dir / st.onnx_data_name()).write_text(f"weights {tag}")
+        st.add(out.with_name(st.onnx_data_name()))
+        st.add(out.with_name("m.onnx.ranges.json")).write_text(f"ranges {tag}")
+        if with_cache:
+            st.add(out.with_name("m.onnx.calib.cache")).write_text(f"cache {tag}")
+        else:
+            st.stale(out.with_name("m.onnx.calib.cache"))
+        st.add(out.with_name("m.onnx.json")).write_text(f'{{"external_data": "{st.onnx_data_name()}"}}')
+        from debx.artifacts import previous_onnx_data
+
+        st.stale(*previous_onnx_data(out))
+
+
+def test_staged_files_commit_is_all_or_nothing(tmp_path, monkeypatch):
+    """An interrupt at each rename of a commit in turn leaves exactly the previous set; then a clean commit gives
+    exactly the new set (previous weights and files the new set lacks removed), and no temporary folder is left."""
+    _write_set(tmp_path, "old", with_cache=True)
+    old = _snapshot(tmp_path)
+    assert len(old) == 5
+    real = os.replace
+    for k in range(1, 5):  # the new set: weights, ranges, sidecar, graph
+        calls = []
+
+        def replace(a, b, k=k, calls=calls):
+            calls.append(b)
+            if len(calls) == k:
+                raise KeyboardInterrupt
+            return real(a, b)
+
+        monkeypatch.setattr(os, "replace", replace)
+        with pytest.raises(KeyboardInterrupt):
+            _write_set(tmp_path, "new", with_cache=False)
+        monkeypatch.setattr(os, "replace", real)
+        assert _snapshot(tmp_path) == old, f"interrupted at rename {k}"
+    _write_set(tmp_path, "new", with_cache=False)
+    new = _snapshot(tmp_path)
+    assert sorted(v.decode().split()[-1] for k, v in new.items() if k != "m.onnx.json") == ["new"] * 3
+    assert len(new) == 4 and "m.onnx.calib.cache" not in new
+    assert new[json.loads(new["m.onnx.json"])["external_data"]] == b"weights new"
+
+
+def test_failure_inside_the_block_changes_nothing(tmp_path):
+    from debx.artifacts import staged_files
+
+    (tmp_path / "m.onnx").write_text("kept")
+    with pytest.raises(RuntimeError):
+        with staged_files(tmp_path / "m.onnx") as st:
+            st.primary.write_text("new")
+            raise RuntimeError("validation failed")
+    assert _snapshot(tmp_path) == {"m.onnx": b"kept"}
+
+
+def test_stale_names_from_a_sidecar_stay_beside_the_artifact(tmp_path):
+    from debx.artifacts import previous_onnx_data
+
+    (tmp_path / "m.onnx.json").write_text('{"external_data": "../../etc/passwd"}')
+    assert previous_onnx_data(tmp_path / "m.onnx") == [tmp_path / "m.onnx.data"]
+
+
+def test_external_data_location_ignores_the_current_directory(tmp_path, monkeypatch):
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from debx.artifacts import save_onnx_model
+
+    w = numpy_helper.from_array(np.arange(4096, dtype=np.float32).reshape(64, 64), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 64])], [w])
+    model = helper.make_model(graph)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    (cwd / "m.onnx.data").write_text("the user's own file")
+    monkeypatch.chdir(cwd)
+    with pytest.raises(FileExistsError):  # what onnx itself does
+        onnx.save_model(model, str(tmp_path / "a.onnx"), save_as_external_data=True, location="m.onnx.data")
+    out = tmp_path / "out" / "m.onnx"
+    out.parent.mkdir()
+    data = save_onnx_model(model, out, "m.onnx.data")
+    assert data == out.with_name("m.onnx.data") and data.stat().st_size == 4096 * 4
+    assert (cwd / "m.onnx.data").read_text() == "the user's own file"
+    assert model.graph.initializer[0].raw_data  # copy=True: the caller's proto keeps its weights
+    back = onnx.load(str(out))
+    assert np.array_equal(numpy_helper.to_array(back.graph.initializer[0]), numpy_helper.to_array(w))
+
+
+@pytest.fixture(params=[0o022, 0o027])
+def umask(request):
+    old = os.umask(request.param)
+    yield request.param
+    os.umask(old)
+
+
+def _mode(p: Path) -> int:
+    return p.stat().st_mode & 0o777
+
+
+def test_files_and_folders_follow_the_umask(tmp_path, umask):
+    import torch
+    from safetensors.torch import save_file
+
+    from debx.artifacts import atomic_dir, staged_files, write_bytes_atomic, write_json_atomic
+
+    write_json_atomic(tmp_path / "report.json", {"a": 1})
+    write_bytes_atomic(tmp_path / "report.md", b"x")
+    with atomic_dir(tmp_path / "last") as d:
+        save_file({"w": torch.zeros(2)}, str(d / "model.safetensors"))  # safetensors itself creates 0600
+        (d / "sub").mkdir()
+    with staged_files(tmp_path / "m.onnx") as st:
+        st.primary.write_bytes(b"graph")
+        write_json_atomic(st.add(tmp_path / "m.onnx.json"), {})
+    for f in ("report.json", "report.md", "last/model.safetensors", "m.onnx", "m.onnx.json"):
+        assert _mode(tmp_path / f) == 0o666 & ~umask, f
+    for d in ("last", "last/sub"):
+        assert _mode(tmp_path / d) == 0o777 & ~umask, d

@@ -99,6 +99,20 @@ def test_resume_never_unpickles(tmp_path):
     assert marker.exists()  # the planted file is a live payload: the checks above mean something
 
 
+def test_output_modes_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        train(TrainConfig(output_dir=tmp_path / "run", stop_after=1, **SMALL))
+    finally:
+        os.umask(old)
+    run = tmp_path / "run"
+    for f in ("model.safetensors", "config.json", "last/trainer_state.safetensors", "last/trainer_state.json",
+              "last/ckpt/model.safetensors"):
+        assert (run / f).stat().st_mode & 0o777 == 0o644, f
+    for d in ("last", "last/ckpt"):
+        assert (run / d).stat().st_mode & 0o777 == 0o755, d
+
+
 def test_fine_tune_a_checkpoint_with_a_new_head(tmp_path, tiny_checkpoints):
     out = tmp_path / "ft"
     cfg = dict(SMALL, preset=None, task="rte", max_train_samples=32, max_eval_samples=16, batch_size=8)

@@ -180,3 +180,37 @@ def test_cli_calibrate_then_gate(exports, glue_dir, tiny_checkpoints, tmp_path):
     data = json.loads(report.read_text())
     assert data["excluded_calibration_rows"] == 24 and data["gate"]["n"] == 408 - 24
     assert "used to calibrate" in report.with_suffix(".md").read_text()
+
+
+def test_an_interrupted_calibration_leaves_the_previous_set_complete(exports, glue_dir, tmp_path, monkeypatch):
+    """The five files (graph, weights, sidecar, ranges, TensorRT cache) are committed as one unit: an interrupt in
+    the middle of the renames leaves the previous set exactly as it was; the next run replaces all of it and removes
+    what the new set no longer has (the old weights, the INT8-only cache)."""
+    import calib.ranges
+
+    monkeypatch.setattr(calib.ranges, "LARGE_MODEL_BYTES", 0)  # weights in an external file, as for big models
+    out = tmp_path / "m.onnx"
+    calibrate(_cfg(exports, glue_dir, out))
+    old = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    old_data = json.loads(old["m.onnx.json"])["external_data"]
+    assert set(old) == {"m.onnx", old_data, "m.onnx.json", "m.onnx.ranges.json", "m.onnx.calib.cache"}
+
+    real, calls = os.replace, []
+
+    def replace(a, b):
+        calls.append(Path(b))
+        if Path(b) == out and calls.count(out) == 1:  # the commit's last rename: everything else is in place
+            raise KeyboardInterrupt
+        return real(a, b)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        calibrate(_cfg(exports, glue_dir, out, precision="fp16"))
+    monkeypatch.setattr(os, "replace", real)
+    assert {c.name for c in calls} >= {"m.onnx.ranges.json", "m.onnx.json", "m.onnx"}
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == old
+
+    res = calibrate(_cfg(exports, glue_dir, out, precision="fp16"))
+    new_data = res.metadata["external_data"]
+    assert new_data != old_data and _files(out) == {"m.onnx", new_data, "m.onnx.json", "m.onnx.ranges.json"}
+    assert onnx.load(str(out)).graph.initializer[0].data_type in (onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT)

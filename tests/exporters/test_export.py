@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -250,17 +251,71 @@ def test_sidecar(exported, tiny_checkpoints):
     assert meta["debx.attention"] == "debx" and meta["debx.source_fingerprint"] == side["source"]["fingerprint"]
 
 
-def test_external_data(tmp_path, tiny_checkpoints, glue_dir):
+def test_external_data(tmp_path, tiny_checkpoints, glue_dir, monkeypatch):
     out = tmp_path / "big.onnx"
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    (cwd / "big.onnx.data").write_bytes(b"the user's own file")  # onnx.save_model(location=...) looks in the cwd
+    monkeypatch.chdir(cwd)
     res = export_onnx(ExportConfig(tiny_checkpoints["v3"], out, attention="debx", data_dir=glue_dir,
                                    external_data_threshold=0))
-    assert res.external_data == tmp_path / "big.onnx.data" and res.external_data.stat().st_size > 16_000_000
+    assert (cwd / "big.onnx.data").read_bytes() == b"the user's own file"
+    data = res.external_data.name
+    assert re.fullmatch(r"big\.onnx\.[0-9a-f]{8}\.data", data) and res.external_data.parent == tmp_path
+    assert res.external_data.stat().st_size > 16_000_000
     assert out.stat().st_size < 1_000_000 and res.report.ok
-    assert json.loads(res.sidecar.read_text())["external_data"] == "big.onnx.data"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.onnx", "big.onnx.data", "big.onnx.json"]
+    assert json.loads(res.sidecar.read_text())["external_data"] == data
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for f in (out, res.sidecar, res.external_data):  # the user's umask, not mkstemp's 0600
+        assert f.stat().st_mode & 0o777 == 0o666 & ~umask, f
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.onnx", data, "big.onnx.json", "cwd"]
+    # a new export writes its weights under a new name and removes the previous ones once it is in place
+    again = export_onnx(ExportConfig(tiny_checkpoints["v3"], out, data_dir=glue_dir, external_data_threshold=0,
+                                     validate=False))
+    assert again.external_data.name != data
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.onnx", again.external_data.name, "big.onnx.json", "cwd"]
     # overwriting with an in-file export removes the stale data file
     export_onnx(ExportConfig(tiny_checkpoints["v3"], out, data_dir=glue_dir))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.onnx", "big.onnx.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.onnx", "big.onnx.json", "cwd"]
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_an_interrupted_export_leaves_the_previous_one_complete(tmp_path, tiny_checkpoints, glue_dir, monkeypatch):
+    """KeyboardInterrupt at each rename of the commit in turn: the folder holds exactly the previous export (graph,
+    weights, sidecar: same names, same bytes) or exactly the new one; never an old graph reading new weights."""
+    out = tmp_path / "out" / "m.onnx"
+    kw = dict(data_dir=glue_dir, external_data_threshold=0, validate=False)
+    export_onnx(ExportConfig(tiny_checkpoints["v3"], out, **kw))
+    old = _files(out.parent)
+    real, calls = os.replace, []
+
+    def interrupted_at(k):
+        def replace(a, b):
+            calls.append(b)
+            if len(calls) == k:
+                raise KeyboardInterrupt
+            return real(a, b)
+        return replace
+
+    for k in range(1, 10):
+        calls.clear()
+        monkeypatch.setattr(os, "replace", interrupted_at(k))
+        try:
+            res = export_onnx(ExportConfig(tiny_checkpoints["v2"], out, **kw))
+        except KeyboardInterrupt:
+            monkeypatch.setattr(os, "replace", real)
+            assert _files(out.parent) == old, f"interrupted at rename {k} ({calls[-1]})"
+            continue
+        monkeypatch.setattr(os, "replace", real)
+        break
+    assert k >= 4, "the commit has three renames after the staged sidecar's own"
+    new = _files(out.parent)
+    assert new != old and set(new) == {"m.onnx", "m.onnx.json", res.external_data.name}
+    assert json.loads(new["m.onnx.json"])["external_data"] == res.external_data.name
 
 
 def test_failed_validation_leaves_nothing(tmp_path, tiny_checkpoints, glue_dir, monkeypatch):

@@ -139,6 +139,21 @@ def _check_float32(model, sidecar: dict, path: Path) -> None:
                           "(debx export without --fp16)")
 
 
+def _check_int8_attention(cfg: CalibrateConfig, custom: list) -> None:
+    """--int8-attention names attention matmuls to quantize; refuse it where there are none to quantize (an FP16
+    output, or attention inside custom nodes, which stay float: see calib/qdq.py) instead of succeeding silently."""
+    if not cfg.policy.attention:
+        return
+    flag = f"--int8-attention {','.join(cfg.policy.attention)}"
+    if cfg.precision != "int8":
+        raise ConfigError(f"{flag} applies to --precision int8, not {cfg.precision}")
+    if custom:
+        ops = sorted({n.op_type for n in custom})
+        raise ConfigError(f"{flag}: {cfg.model.name} computes attention inside {len(custom)} custom {'/'.join(ops)} "
+                          "node(s), which stay float (nothing inside the op can be quantized); export with "
+                          "--attention onnx or fast to quantize attention matmuls, or drop --int8-attention")
+
+
 def _tokenizer_and_limit(cfg: CalibrateConfig, sidecar: dict):
     from debx.checkpoint import read_config
     from debx.evaluate import source_checkpoint
@@ -238,6 +253,7 @@ def calibrate(cfg: CalibrateConfig, log: Callable[[str], None] = lambda s: None)
     model = load_input(cfg.model)
     sidecar_in = read_sidecar(cfg.model)
     _check_float32(model, sidecar_in, cfg.model)
+    _check_int8_attention(cfg, custom_nodes(model))
     tokenizer, max_len = _tokenizer_and_limit(cfg, sidecar_in)
     data_cfg = CalibDataConfig(task=task.name if task.spec_dir is None else cfg.task, data_dir=cfg.data_dir,
                                split=cfg.calib_split, num_samples=cfg.num_samples, seed=cfg.seed,
@@ -336,7 +352,7 @@ def _int8(cfg, model, ranges, data, sidecar_in, scratch, log):
 def _fp16(cfg, model, data, sidecar_in, scratch, log):
     from calib.fp16 import make_fp16
 
-    half, plan, stats = make_fp16(model, data.batches, cfg.fp16, cfg.threads)
+    half, plan, stats = make_fp16(model, data.batches, cfg.fp16, cfg.threads, scratch)
     kept = plan.to_list(model)
     log(f"fp16: {len(kept)} nodes kept in FP32")
     meta = {"fp16": {"kept": kept, "keep_op_types": list(plan.keep_op_types),

@@ -12,11 +12,18 @@ Rules (each kept node is reported with its reason):
 A tensor at risk keeps both its producer and its consumers in FP32 (ONNX Runtime's converter puts Casts at the
 borders). After the conversion the FP16 model runs on the same batches; any tensor holding inf/NaN sends its
 producer back to FP32 and the conversion is repeated (a few rounds at most).
+
+Every converted model is first loaded by ONNX Runtime in a child process (`session_crash`): some mixes of FP32 and
+FP16 regions crash ONNX Runtime's graph optimiser (a segmentation fault in session creation, seen with ORT 1.32 on
+models whose activations exceed FP16's range in consecutive layers). Such a model is refused with one line
+(FP16Failed) instead of killing the calibration, or a later user of the file.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -72,12 +79,6 @@ class FP16Plan:
         ops = {n.name: n.op_type for n in model.graph.node}
         out = [{"node": k, "op": ops.get(k, "?"), "reason": v} for k, v in self.kept.items()]
         return out
-
-
-def _named(model) -> None:
-    for node in model.graph.node:
-        if not node.name:
-            node.name = node.output[0]
 
 
 def tensor_stats(model, batches: list[dict[str, np.ndarray]], threads: int | None = None) -> dict[str, TensorStats]:
@@ -136,77 +137,60 @@ def plan_fp16(model, stats: dict[str, TensorStats], cfg: FP16Config) -> FP16Plan
 
 
 def convert(model, plan: FP16Plan):
-    """FP16 copy of `model` with plan.kept nodes and plan.keep_op_types in FP32, FP32 graph inputs/outputs."""
-    import onnx
-    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
-
+    """FP16 copy of `model` with plan.kept nodes and plan.keep_op_types in FP32, FP32 graph inputs/outputs
+    (exporters.fp16.convert_to_fp16, the conversion `debx export --fp16` uses)."""
     from calib.ranges import quiet
-    from exporters.fp16 import topological_sort, type_custom_outputs, unshare_initializers
+    from exporters.fp16 import convert_to_fp16
 
-    work = onnx.ModelProto()
-    work.CopyFrom(model)
-    _named(work)
-    unshare_initializers(work, set(plan.keep_op_types), set(plan.kept))
-    type_custom_outputs(work)
     with quiet():
-        out = convert_float_to_float16(work, keep_io_types=True,
-                                       op_block_list=[*DEFAULT_OP_BLOCK_LIST, *plan.keep_op_types],
-                                       node_block_list=list(plan.kept))
-    topological_sort(out.graph)  # the converter appends its Casts at the end; type inference needs producers first
-    _drop_fp16_round_trips(out)
-    return out
+        return convert_to_fp16(model, plan.keep_op_types, list(plan.kept))
 
 
-def _drop_fp16_round_trips(model) -> None:
-    """ORT's converter wraps every FP32-kept node in Casts, so a tensor between two kept nodes still passes
-    through FP16 (Cast to float16, then back to float). Bypass each such round trip: Cast(float16 -> float) of a
-    Cast(float -> float16) becomes an Identity of the original FP32 tensor; a Cast to float16 left without
-    consumers is removed."""
-    import onnx
-    from onnx import TensorProto, helper
+def session_crash(model, folder: str | Path | None = None) -> str | None:
+    """Create ONNX Runtime sessions for `model` and for its copy with every intermediate exposed (what
+    tensor_stats runs) in a child process. None when both load (or fail with an ordinary Python error, which the
+    caller meets again in-process); else a few words on how the child died (e.g. "SIGSEGV").
 
-    types = {}
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    # the converter leaves stale FP32 entries behind: infer every type afresh, except the outputs of custom nodes
-    # (no schema: their declared type is all there is)
-    from debx.runtimes.reference_ops import custom_nodes
+    folder: where to write the model for the child (default: the system's temporary folder)."""
+    import signal
+    import subprocess
+    import sys
+    import tempfile
 
-    declared = {o for n in custom_nodes(probe) for o in n.output}
-    keep = [vi for vi in probe.graph.value_info if vi.name in declared]
-    del probe.graph.value_info[:]
-    probe.graph.value_info.extend(keep)
-    inferred = onnx.shape_inference.infer_shapes(probe, strict_mode=False)
-    for vi in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
-        types[vi.name] = vi.type.tensor_type.elem_type
-    for t in model.graph.initializer:
-        types[t.name] = t.data_type
+    from calib.ranges import save_model_copy
+    from exporters.fp16 import expose_intermediates
 
-    def cast_to(node) -> int | None:
-        return next((a.i for a in node.attribute if a.name == "to"), None) if node.op_type == "Cast" else None
-
-    producer = {o: n for n in model.graph.node for o in n.output}
-    nodes = list(model.graph.node)
-    for i, node in enumerate(nodes):
-        if cast_to(node) != TensorProto.FLOAT:
-            continue
-        down = producer.get(node.input[0])
-        if down is None or cast_to(down) != TensorProto.FLOAT16 or types.get(down.input[0]) != TensorProto.FLOAT:
-            continue
-        nodes[i] = helper.make_node("Identity", [down.input[0]], list(node.output), name=node.name)
-    used = {i for n in nodes for i in n.input} | {o.name for o in model.graph.output}
-    nodes = [n for n in nodes if not (cast_to(n) == TensorProto.FLOAT16 and not any(o in used for o in n.output))]
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
+    code = ("import sys, onnx\n"
+            "from debx.runtimes.onnxruntime import session_for_model\n"
+            "for p in sys.argv[1:]:\n"
+            "    session_for_model(onnx.load(p))\n")
+    root = str(Path(__file__).resolve().parents[1])  # this tree's debx, calib and exporters
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+    with tempfile.TemporaryDirectory(prefix=".debx-fp16-probe-", dir=None if folder is None else str(folder)) as d:
+        paths = [Path(d) / "fp16.onnx", Path(d) / "fp16-exposed.onnx"]
+        save_model_copy(model, paths[0])
+        save_model_copy(expose_intermediates(model), paths[1])
+        res = subprocess.run([sys.executable, "-c", code, *map(str, paths)], env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    if res.returncode >= 0:
+        return None
+    try:
+        return signal.Signals(-res.returncode).name
+    except ValueError:
+        return f"signal {-res.returncode}"
 
 
 def make_fp16(model, batches: list[dict[str, np.ndarray]], cfg: FP16Config | None = None,
-              threads: int | None = None):
-    """(FP16 onnx.ModelProto, FP16Plan, stats of the FP32 run): measure, plan, convert, re-check."""
+              threads: int | None = None, scratch: str | Path | None = None):
+    """(FP16 onnx.ModelProto, FP16Plan, stats of the FP32 run): measure, plan, convert, re-check.
+
+    scratch: a folder for the models the crash check writes (default: the system's temporary folder)."""
     cfg = cfg or FP16Config()
+    from exporters.fp16 import name_nodes
+
     work = type(model)()
     work.CopyFrom(model)
-    _named(work)
+    name_nodes(work)
     stats = tensor_stats(work, batches, threads)
     bad = {k: s for k, s in stats.items() if s.nonfinite}
     if bad:
@@ -216,6 +200,14 @@ def make_fp16(model, batches: list[dict[str, np.ndarray]], cfg: FP16Config | Non
     original = {n.name for n in work.graph.node}
     for _ in range(cfg.max_rounds + 1):
         half = convert(work, plan)
+        crash = session_crash(half, scratch)
+        if crash:
+            import onnxruntime
+
+            raise FP16Failed(
+                f"ONNX Runtime {onnxruntime.__version__} crashes ({crash}) while loading the FP16 model, which keeps "
+                f"{len(plan.kept)} nodes in FP32 ({_kept_summary(plan)}); this model's activations do not fit "
+                "FP16: deploy it in FP32 or INT8")
         after = tensor_stats(half, batches, threads)
         bad = sorted(t for t, s in after.items() if s.nonfinite)
         if not bad:
@@ -227,6 +219,14 @@ def make_fp16(model, batches: list[dict[str, np.ndarray]], cfg: FP16Config | Non
             plan.kept[node] = f"overflow: {t} became inf/NaN in FP16 on the calibration data"
     raise FP16Failed(f"the FP16 model still produces inf/NaN (e.g. in {bad[0]}) after keeping "
                      f"{len(plan.kept)} nodes in FP32")
+
+
+def _kept_summary(plan: FP16Plan) -> str:
+    """e.g. "5 by policy, 6 for overflow": how many nodes each rule keeps in FP32."""
+    from collections import Counter
+
+    counts = Counter(reason.split(":")[0] for reason in plan.kept.values())
+    return ", ".join(f"{n} {'by policy' if rule == 'policy' else 'for ' + rule}" for rule, n in counts.items())
 
 
 def _culprits(half, bad: list[str], original: set[str], kept: set[str]) -> dict[str, str]:

@@ -97,10 +97,11 @@ def describe_variant(cfg) -> str:
 
 
 def build_checkpoint(name: str, out_dir: str | Path, *, head: str = "classification", tokenizer_dir: str | Path | None = None,
-                     seed: int = 0, **overrides) -> Path:
+                     seed: int = 0, transform=None, **overrides) -> Path:
     """Write a random checkpoint of variant `name` with `transformers.save_pretrained` (plus giMLP weights).
 
     tokenizer_dir: a folder with tokenizer files to copy in (its vocabulary must fit the variant's vocab_size).
+    transform: called with the transformers model before it is saved, e.g. to give it trained-like weights.
     overrides: config keys, e.g. hidden_size=768 for benchmark shapes.
     """
     import shutil
@@ -119,6 +120,8 @@ def build_checkpoint(name: str, out_dir: str | Path, *, head: str = "classificat
     cfg_cls, model_cls = (getattr(transformers, c) for c in HF_CLASSES[(variant.model_type, head)])
     torch.manual_seed(seed)
     model = model_cls(cfg_cls(**kw, **variant.gated)).eval()
+    if transform is not None:
+        transform(model)
     model.save_pretrained(str(out_dir))
     if variant.gated:
         _add_gate_weights(out_dir, kw, variant.gated, seed)
@@ -127,6 +130,34 @@ def build_checkpoint(name: str, out_dir: str | Path, *, head: str = "classificat
             if f.is_file() and f.name not in ("config.json",) and not f.name.startswith("model"):
                 shutil.copy2(f, out_dir / f.name)
     return out_dir
+
+
+def trained_like(model, seed: int = 1) -> None:
+    """Give a freshly initialised transformers DeBERTa (in place) weights that look trained: LayerNorm weights
+    1 + 0.3*randn and biases 0.1*randn, every other bias 0.05*randn, embedding tables x2. Fresh initialisation leaves
+    LayerNorm weights at one and biases at zero, equal tensors the exporter de-duplicates, which hides bugs trained
+    checkpoints meet. For `build_checkpoint(..., transform=trained_like)`."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+
+    def noise(t, scale):
+        return scale * torch.randn(t.shape, generator=g, dtype=t.dtype)
+
+    with torch.no_grad():
+        norms = set()
+        for mod in model.modules():
+            if "LayerNorm" in type(mod).__name__ and getattr(mod, "weight", None) is not None:
+                mod.weight.copy_(1 + noise(mod.weight, 0.3))
+                mod.bias.copy_(noise(mod.bias, 0.1))
+                norms.update((id(mod.weight), id(mod.bias)))
+        for name, p in model.named_parameters():
+            if id(p) in norms:
+                continue
+            if name.endswith("bias") and p.dim() == 1:  # Linear biases, v1's q_bias / v_bias
+                p.copy_(noise(p, 0.05))
+            elif "embeddings" in name and p.dim() == 2 and "LayerNorm" not in name:
+                p.mul_(2.0)
 
 
 def _add_gate_weights(out_dir: Path, kw: dict, gated: dict, seed: int) -> None:

@@ -4,6 +4,13 @@
     tiny_checkpoints       {variant name: checkpoint folder}  (classification heads, 2 labels)
     tiny_head_checkpoints  {head: checkpoint folder}  for classification, regression, masked-lm and embeddings
                            (the small-vocabulary variant, so masked-LM logits stay small)
+    trained_like_checkpoints
+                           {variant name: checkpoint folder}  like tiny_checkpoints (also written by transformers'
+                           `save_pretrained`), with weights that look trained (debx.variants.trained_like):
+                           LayerNorm weights 1 + 0.3*randn and biases 0.1*randn, every other bias 0.05*randn,
+                           embedding tables x2. Fresh initialisation leaves every LayerNorm weight at one and every
+                           bias at zero, equal tensors the exporter de-duplicates, which hid bugs users meet
+                           (issue 11: `export --fp16` failed on every trained model). Use these for user paths.
     glue_dir               the shared GLUE folder
 
 tests/test_fixtures.py fails when a registered variant has no usable fixture.
@@ -81,6 +88,18 @@ def tiny_checkpoints(tmp_path_factory, tiny_tokenizers) -> dict[str, Path]:
     _quiet()
     root = tmp_path_factory.mktemp("tiny-checkpoints")
     return {name: build_checkpoint(name, root / name, tokenizer_dir=tiny_tokenizers[v.tokenizer])
+            for name, v in VARIANTS.items()}
+
+
+@pytest.fixture(scope="session")
+def trained_like_checkpoints(tmp_path_factory, tiny_tokenizers) -> dict[str, Path]:
+    """{variant: checkpoint folder} for every entry of debx.variants.VARIANTS, with trained-like weights."""
+    from debx.variants import VARIANTS, build_checkpoint, trained_like
+
+    _quiet()
+    root = tmp_path_factory.mktemp("trained-like-checkpoints")
+    return {name: build_checkpoint(name, root / name, tokenizer_dir=tiny_tokenizers[v.tokenizer], seed=1,
+                                   transform=trained_like)
             for name, v in VARIANTS.items()}
 
 

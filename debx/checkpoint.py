@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 from debx.artifacts import atomic_dir
-from debx.errors import CheckpointError
-from debx.model import HEADS, DebertaConfig
+from debx.errors import CheckpointError, ConfigError
+from debx.model import HEADS, DebertaConfig, check_fits_in_memory
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "spm.model", "vocab.json",
@@ -69,7 +69,7 @@ def read_config(path: str | Path) -> tuple[DebertaConfig, dict]:
         raise _fail(path, "talking_head attention is not supported")
     try:
         return DebertaConfig.from_hf_dict(raw), raw
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, ConfigError) as e:
         raise _fail(cfg_file, f"invalid config: {e}") from None
 
 
@@ -162,6 +162,10 @@ def load_model(
         cfg.id2label = dict(id2label)
     if problem_type is not None:
         cfg.problem_type = problem_type
+    try:
+        check_fits_in_memory(cfg, head)  # before reading (or allocating) any weights
+    except ConfigError as e:
+        raise _fail(path, str(e)) from None
     state = _normalise_keys(read_state_dict(path))
     gated = _gated_layers(state)
     if gated:

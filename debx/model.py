@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 MASK_FILL = -65504.0  # lowest finite float16: safe in FP32, FP16 and BF16 graphs
+GI_MAX_SCOPES = ("batch", "example")  # giMLP threshold: max over the whole batch (reference code) or per example
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -72,19 +73,72 @@ class DebertaConfig:
     inhibition_level: float = 0.0
     gi_layer_num: int = 0
     gi_layers: tuple[int, ...] | None = None  # explicit 0-based gated layers (read from a checkpoint); None: the last gi_layer_num
-    gi_max_scope: str = "batch"  # "batch": threshold = level * max over the whole tensor, as the reference code does
+    gi_max_scope: str = "batch"  # "batch": threshold = level * max over the whole batch, as the reference code does;
+    # "example": per example (outputs independent of batching). Export/eval flag --gi-max-scope overrides it
 
     def __post_init__(self) -> None:
         if isinstance(self.pos_att_type, str):
             self.pos_att_type = tuple(x.strip() for x in self.pos_att_type.lower().split("|") if x.strip())
         self.pos_att_type = tuple(self.pos_att_type or ())
-        if self.model_type not in ("deberta", "deberta-v2"):
-            raise ValueError(f"unsupported model_type {self.model_type!r}: expected 'deberta' or 'deberta-v2'")
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of {self.num_attention_heads} heads")
+        self.validate()
         self.id2label = {int(k): str(v) for k, v in (self.id2label or {}).items()}
         if self.gi_layers is not None:
             self.gi_layers = tuple(int(i) for i in self.gi_layers)
+
+    def validate(self) -> None:
+        """Every value the model's shapes and switches depend on, checked before anything is allocated: one
+        ConfigError naming the key and what it must be (a config.json typo or an absurd size is a user error)."""
+        from debx.errors import ConfigError
+
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise ConfigError(msg)
+
+        def integer(v) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        need(self.model_type in ("deberta", "deberta-v2"),
+             f"unsupported model_type {self.model_type!r}: expected 'deberta' or 'deberta-v2'")
+        for key, low in (("vocab_size", 1), ("hidden_size", 1), ("num_hidden_layers", 1), ("num_attention_heads", 1),
+                         ("intermediate_size", 1), ("max_position_embeddings", 1), ("type_vocab_size", 0),
+                         ("num_labels", 1), ("conv_kernel_size", 0), ("conv_groups", 1), ("gi_layer_num", 0),
+                         ("max_relative_positions", None), ("position_buckets", None)):
+            v = getattr(self, key)
+            need(integer(v) and (low is None or v >= low),
+                 f"{key} must be an integer{f' >= {low}' if low is not None else ''}, got {v!r}")
+        for key in ("embedding_size", "pooler_hidden_size"):
+            v = getattr(self, key)
+            need(v is None or (integer(v) and v >= 1), f"{key} must be an integer >= 1 (or absent), got {v!r}")
+        need(self.hidden_size % self.num_attention_heads == 0,
+             f"hidden_size {self.hidden_size} is not a multiple of {self.num_attention_heads} heads")
+        need(self.pad_token_id is None or (integer(self.pad_token_id) and 0 <= self.pad_token_id < self.vocab_size),
+             f"pad_token_id must be an integer in [0, vocab_size {self.vocab_size}), got {self.pad_token_id!r}")
+        for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "pooler_dropout", "cls_dropout"):
+            v = getattr(self, key)
+            need(v is None and key == "cls_dropout" or (isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                         and 0.0 <= v <= 1.0),
+                 f"{key} must be a probability in [0, 1], got {v!r}")
+        for key in ("layer_norm_eps", "initializer_range", "inhibition_level"):
+            v = getattr(self, key)
+            need(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0,
+                 f"{key} must be a finite number >= 0, got {v!r}")
+        for key in ("hidden_act", "pooler_hidden_act", "conv_act"):
+            v = getattr(self, key)
+            need(v in ACTIVATIONS, f"{key} {v!r} is not supported: choose one of {', '.join(ACTIVATIONS)}")
+        need(self.gi_max_scope in GI_MAX_SCOPES,
+             f"gi_max_scope {self.gi_max_scope!r} is not one of {', '.join(map(repr, GI_MAX_SCOPES))} "
+             f"(batch: the giMLP threshold is the maximum over the whole batch, as the reference code; example: per "
+             f"example, so a request's output does not depend on the others batched with it)")
+        if self.gi_layers is not None:
+            need(all(integer(i) and 0 <= i < self.num_hidden_layers for i in self.gi_layers),
+                 f"gi_layers {list(self.gi_layers)} must be layer indices in [0, {self.num_hidden_layers})")
+        if self.conv_kernel_size > 0 and not self.is_v1:
+            need(self.hidden_size % self.conv_groups == 0,
+                 f"hidden_size {self.hidden_size} is not a multiple of conv_groups {self.conv_groups}")
+        if self.relative_attention and self.buckets > 0:
+            need(self.max_relative - 1 > self.buckets // 2,
+                 f"max_relative_positions {self.max_relative} must exceed position_buckets/2 + 1 "
+                 f"({self.buckets // 2 + 1}) for log-bucket relative positions")
 
     # -- derived facts -------------------------------------------------------------------------------------------------
     @property
@@ -136,10 +190,28 @@ class DebertaConfig:
         n = max(0, min(self.gi_layer_num, self.num_hidden_layers))
         return tuple(range(self.num_hidden_layers - n, self.num_hidden_layers))
 
+    def set_gi_max_scope(self, scope: str, flag: str = "--gi-max-scope") -> None:
+        """Override the giMLP threshold scope (a choice of the deployment, not a weight): "batch" as the reference
+        code (one request's output depends on the others batched with it) or "example"."""
+        from debx.errors import ConfigError
+
+        if scope not in GI_MAX_SCOPES:
+            raise ConfigError(f"{flag} {scope!r}: choose one of {', '.join(GI_MAX_SCOPES)}")
+        if not self.gated_layers():
+            raise ConfigError(f"{flag} applies to gate-with-inhibition (giMLP) models only; this model has no gated "
+                              "layers")
+        self.gi_max_scope = scope
+
     # -- Hugging Face config.json ---------------------------------------------------------------------------------------
     @classmethod
     def from_hf_dict(cls, d: dict) -> "DebertaConfig":
         known = {f.name for f in fields(cls)}
+        stray = sorted(k for k in d if k.startswith("gi_") and k not in known)
+        if stray:  # a misspelt giMLP key would otherwise be ignored and the model silently behave otherwise
+            from debx.errors import ConfigError
+
+            raise ConfigError(f"unknown giMLP key{'s' if len(stray) > 1 else ''} {', '.join(stray)} (known: "
+                              f"{', '.join(sorted(k for k in known if k.startswith('gi_')))}, inhibition_level)")
         kw = {k: v for k, v in d.items() if k in known}
         if "id2label" in d and "num_labels" not in d:
             kw["num_labels"] = len(d["id2label"])
@@ -296,13 +368,15 @@ def disentangled_attention(
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu, "tanh": torch.tanh, "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+               "gelu_fast": lambda x: F.gelu(x, approximate="tanh"), "gelu_python": F.gelu, "silu": F.silu,
+               "swish": F.silu, "linear": lambda x: x}
+
+
 def activation(name: str):
-    acts = {"gelu": F.gelu, "relu": F.relu, "tanh": torch.tanh, "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
-            "gelu_fast": lambda x: F.gelu(x, approximate="tanh"), "gelu_python": F.gelu, "silu": F.silu,
-            "swish": F.silu, "linear": lambda x: x}
-    if name not in acts:
+    if name not in ACTIVATIONS:
         raise ValueError(f"unsupported activation {name!r}")
-    return acts[name]
+    return ACTIVATIONS[name]
 
 
 class V1LayerNorm(nn.LayerNorm):
@@ -584,6 +658,7 @@ class DebertaForSequenceClassification(nn.Module):
     head = "classification"
 
     def __init__(self, cfg: DebertaConfig):
+        check_fits_in_memory(cfg, self.head)  # before any allocation
         super().__init__()
         self.config = cfg
         self.deberta = DebertaModel(cfg)
@@ -654,6 +729,7 @@ class DebertaForMaskedLM(nn.Module):
     head = "masked-lm"
 
     def __init__(self, cfg: DebertaConfig):
+        check_fits_in_memory(cfg, self.head)  # before any allocation
         super().__init__()
         self.config = cfg
         self.deberta = DebertaModel(cfg)
@@ -675,12 +751,62 @@ class DebertaForEmbeddings(nn.Module):
     head = "embeddings"
 
     def __init__(self, cfg: DebertaConfig):
+        check_fits_in_memory(cfg, self.head)  # before any allocation
         super().__init__()
         self.config = cfg
         self.deberta = DebertaModel(cfg)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
         return self.deberta(input_ids, attention_mask, token_type_ids)
+
+
+def parameter_count(cfg: DebertaConfig, head: str = "classification") -> int:
+    """How many parameters `HEADS[head](cfg)` holds, from the config alone (nothing allocated)."""
+    C, I, L, V = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, cfg.vocab_size
+    E = cfg.embedding_size or C
+    linear = lambda i, o, bias=True: i * o + (o if bias else 0)  # noqa: E731
+    n = V * E + 2 * C  # word embeddings, LayerNorm
+    n += cfg.max_position_embeddings * E if cfg.position_biased_input else 0
+    n += cfg.type_vocab_size * E + (linear(E, C, False) if E != C else 0)
+    if cfg.relative_attention:
+        n += 2 * cfg.span * C
+        n += 2 * C if "layer_norm" in str(cfg.norm_rel_ebd).lower() and not cfg.is_v1 else 0
+    if cfg.conv_kernel_size > 0 and not cfg.is_v1:
+        n += C * (C // cfg.conv_groups) * cfg.conv_kernel_size + C + 2 * C
+    c2p = cfg.relative_attention and "c2p" in cfg.pos_att_type
+    p2c = cfg.relative_attention and "p2c" in cfg.pos_att_type
+    per_layer = linear(C, C) + 2 * C + linear(C, I) + linear(I, C) + 2 * C  # attention output, FFN
+    if cfg.is_v1:
+        per_layer += linear(C, 3 * C, False) + 2 * C + (linear(C, C, False) if c2p else 0) + (linear(C, C) if p2c else 0)
+    else:
+        per_layer += 3 * linear(C, C) + (0 if cfg.share_att_key else (c2p + p2c) * linear(C, C))
+    sides = int(cfg.gi_query_side) + int(cfg.gi_key_side)
+    n += L * per_layer + len(cfg.gated_layers()) * sides * 2 * linear(C, C)
+    if head == "classification":
+        d = cfg.pooler_hidden_size or C
+        n += linear(d, d) + linear(d, cfg.num_labels)
+    elif head == "masked-lm":
+        n += linear(C, E) + 2 * E + V if cfg.legacy else linear(C, C) + 2 * C + V
+    return n
+
+
+def check_fits_in_memory(cfg: DebertaConfig, head: str) -> None:
+    """Refuse, before any tensor is allocated, a model whose float32 parameters alone exceed this machine's memory
+    (an absurd config would otherwise fail deep inside an allocation, or take the machine down)."""
+    import os
+
+    params = parameter_count(cfg, head)
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return
+    if 4 * params > memory:
+        from debx.errors import ConfigError
+
+        raise ConfigError(f"the model is too large for this machine: {params / 1e9:.1f}B parameters, "
+                          f"{4 * params / 2**30:.1f} GiB in float32 (hidden_size {cfg.hidden_size}, "
+                          f"{cfg.num_hidden_layers} layers, intermediate_size {cfg.intermediate_size}, vocab_size "
+                          f"{cfg.vocab_size}), more than its {memory / 2**30:.1f} GiB of memory")
 
 
 HEADS: dict[str, type[nn.Module]] = {

@@ -28,4 +28,5 @@ def preset(name: str, vocab_size: int | None = None, **overrides) -> DebertaConf
     cfg = replace(PRESETS[name], **overrides)
     if vocab_size is not None:
         cfg.vocab_size = vocab_size
+        cfg.validate()
     return cfg

@@ -7,6 +7,7 @@ keeps heavy imports inside it so that `debx --help` stays instant.
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 
 import typer
@@ -44,16 +45,34 @@ for _name, _module in COMMANDS:
     app.command(_name, help=_mod.command.__doc__)(_mod.command)
 
 
+_STOPPED: list[int] = []  # the signal that stopped the command, if one did
+
+
+def _on_signal(signum, frame) -> None:
+    """SIGTERM is raised like Ctrl-C, so that the same cleanup runs (temporary folders removed, nothing
+    half-written)."""
+    _STOPPED.append(signum)
+    if signum == signal.SIGTERM:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough: let the cleanup finish
+    raise KeyboardInterrupt()
+
+
 def main() -> None:
-    """Console entry point: user errors become one line on stderr and a non-zero exit, never a traceback."""
+    """Console entry point: user errors become one line on stderr and a non-zero exit, never a traceback.
+    SIGINT and SIGTERM unwind the command (its cleanup runs) and exit 130 / 143 with one line."""
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
     try:
         app()
     except DebxError as e:
         print(f"debx: error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        print("debx: interrupted", file=sys.stderr)
-        sys.exit(130)
+    except (KeyboardInterrupt, SystemExit) as e:  # Typer turns an interrupt into SystemExit(130) itself
+        if isinstance(e, SystemExit) and not _STOPPED:
+            raise
+        signum = _STOPPED[0] if _STOPPED else signal.SIGINT
+        print(f"debx: {'terminated' if signum == signal.SIGTERM else 'interrupted'}", file=sys.stderr)
+        sys.exit(128 + signum)
 
 
 if __name__ == "__main__":

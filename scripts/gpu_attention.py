@@ -114,7 +114,8 @@ def flash_lower_bound(q, k, v, pk, pq, H, scale):
 
 def cmd_op(args) -> list[dict]:
     rows = []
-    configs = [None, (64, 32, 4, 3), (128, 32, 4, 2), (64, 32, 2, 2), (32, 64, 4, 2), (64, 64, 4, 2)]
+    configs = [None, (64, 32, 4, 3), (128, 32, 4, 2), (64, 64, 4, 2), (128, 64, 4, 2), (128, 64, 8, 2), (128, 128, 8, 2),
+               (64, 64, 4, 3)]
     for B, N in args.shapes:
         (q, k, v, pk, pq), mask = make(B, N, dtype=torch.float16, pad=False)
         a = attrs(12, 64, V3, True, True)
@@ -129,10 +130,16 @@ def cmd_op(args) -> list[dict]:
             except Exception as e:  # noqa: BLE001 - a config that does not fit this shape
                 row[label] = None
                 print(f"  {label} {B}x{N}: {type(e).__name__}: {str(e)[:120]}")
+        a0 = dict(a, c2p=False, p2c=False)
+        row["debx-no-relative"] = bench(lambda: attention_triton.attention(q, k, v, pk, pq, mask, **a0, table=table))
+        lo, hi = attention_triton.table_rows(N, 256, 256, 512)
+        row["band-products"] = bench(lambda: (attention_triton.band_products(q, pk[lo:hi + 1], 12),
+                                              attention_triton.band_products(k, pq[lo:hi + 1], 12)))
         row["eager"] = bench(lambda: disentangled_attention(q, k, v, pk, pq, mask, **a, index=index))
         row["sdpa+bias"] = bench(lambda: sdpa_with_bias(q, k, v, pk, pq, mask, index, 12, a["scale"]))
         row["flash-no-bias"] = bench(lambda: flash_lower_bound(q, k, v, pk, pq, 12, a["scale"]))
-        best = min((val, key) for key, val in row.items() if key.startswith("debx") and isinstance(val, float))
+        best = min((val, key) for key, val in row.items()
+                   if key.startswith("debx") and key != "debx-no-relative" and isinstance(val, float))
         row["best"] = best[1]
         rows.append(row)
         print(" ".join(f"{key}={val:.3f}" if isinstance(val, float) else f"{key}={val}" for key, val in row.items()),
@@ -267,6 +274,7 @@ def cmd_layer(args) -> list[dict]:
             if "disentangled-flash" in ms:
                 try:
                     denc = ms["disentangled-flash"].deberta.encoder
+                    denc.activate_shape(N)
                     dattn = denc.layer[0].attention.self
                     drel = denc.get_rel_embedding() if hasattr(denc, "get_rel_embedding") else None
                     row["df-layer"] = bench(lambda: dattn(x, mask, rel_embeddings=drel))

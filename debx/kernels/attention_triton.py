@@ -9,8 +9,9 @@ source of truth, the PyTorch function, evaluated once per (N, attributes) on the
 
 Two steps, no (N, N) tensor anywhere:
   1. the relative terms' products on tensor cores, against only the position-table rows [lo, hi] that a length-N
-     input reads (R = hi - lo + 1 <= min(2k, 2N - 1) rows): C2P = Q pos_key[lo:hi]^T and P2C = K pos_query[lo:hi]^T,
-     (B, H, N, R) each, one batched cuBLAS product apiece. O(N R), not O(N^2): 2 x 24 MB at 4 x 2048 (v3-base, FP16);
+     input reads (R = hi - lo + 1 <= min(2k, 2N - 1) rows): C2P = pos_key[lo:hi] Q^T and P2C = pos_query[lo:hi] K^T,
+     (B, H, R, N) each, one batched cuBLAS product apiece. O(N R), not O(N^2): 2 x 100 MB at 4 x 2048 (v3-base,
+     FP16). Position-major, so a gather into the score tile reads consecutive sequence positions;
   2. the flash kernel. Per program: one (batch, head) and a tile of BLOCK_Q queries, walking key tiles of BLOCK_K
      (Triton pipelines the K/V loads through shared memory with asynchronous copies, `num_stages` deep):
      S = Q K^T on tensor cores (FP32 accumulation); + C2P[i, T(i - j)] + P2C[j, T(i - j)], gathered from the band
@@ -69,7 +70,7 @@ if triton is not None:
         q = tl.load(Q + b * stride_qb + offs_q[:, None] * stride_qn + h_off + offs_d[None, :],
                     mask=q_in[:, None] & d_in[None, :], other=0.0)  # (BQ, BD)
         q_keep = tl.load(MASK + b * stride_mb + offs_q, mask=q_in, other=0) != 0  # (BQ,)
-        rel_base = bh.to(tl.int64) * N * R  # this (b, h)'s (N, R) slice of the C2P / P2C products
+        rel_base = bh.to(tl.int64) * N * R  # this (b, h)'s (R, N) slice of the C2P / P2C products
         m_i = tl.full((BLOCK_Q,), float("-inf"), tl.float32)
         l_i = tl.zeros((BLOCK_Q,), tl.float32)
         acc = tl.zeros((BLOCK_Q, BLOCK_D), tl.float32)
@@ -91,10 +92,12 @@ if triton is not None:
                 pair = q_in[:, None] & k_in[None, :]
                 rel = tl.minimum(tl.maximum(offs_q[:, None] - offs_k[None, :] + (N - 1), 0), last)
                 g = tl.load(TABLE + rel).to(tl.int32) - lo  # (BQ, BK) column of the band products; L1-resident
-                if USE_C2P:  # c2p[i, j] = (q_i . pos_key[idx(i, j)]) = C2P[b, h, i, g]
-                    s += tl.load(C2P + rel_base + offs_q[:, None] * R + g, mask=pair, other=0.0).to(tl.float32)
-                if USE_P2C:  # p2c[i, j] = (k_j . pos_query[idx(i, j)]) = P2C[b, h, j, g]
-                    s += tl.load(P2C + rel_base + offs_k[None, :] * R + g, mask=pair, other=0.0).to(tl.float32)
+                # rows g of the (R, N) products: a warp's 8 query rows x 4 key columns read few distinct g, and
+                # consecutive positions of each, so a gather touches one or two cache lines, not eight
+                if USE_C2P:  # c2p[i, j] = (q_i . pos_key[idx(i, j)]) = C2P[b, h, g, i]
+                    s += tl.load(C2P + rel_base + g * N + offs_q[:, None], mask=pair, other=0.0).to(tl.float32)
+                if USE_P2C:  # p2c[i, j] = (k_j . pos_query[idx(i, j)]) = P2C[b, h, g, j]
+                    s += tl.load(P2C + rel_base + g * N + offs_k[None, :], mask=pair, other=0.0).to(tl.float32)
             keep = q_keep[:, None] & k_keep[None, :]
             s = tl.where(keep, s * qk_scale, _MASKED_LOGIT)  # base-2 logits
             s = tl.where(k_in[None, :], s, float("-inf"))  # keys past N do not exist
@@ -129,19 +132,22 @@ def relative_table(n: int, span: int, buckets: int, max_relative: int, device) -
 
 
 def band_products(x: torch.Tensor, table: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """(B, H, N, R) = x_h @ table_h^T per head: one batched tensor-core product (cuBLAS) over the R rows in use."""
+    """(B, H, R, N) = table_h @ x_h^T per head: one batched tensor-core product (cuBLAS) over the R rows in use,
+    position-major so that the kernel's gathers read along the sequence."""
     B, N, HD = x.shape
     D = HD // num_heads
-    xh = x.view(B, N, num_heads, D).transpose(1, 2)  # (B, H, N, D)
-    th = table.view(-1, num_heads, D).permute(1, 2, 0)  # (H, D, R)
-    return torch.matmul(xh, th)  # (B, H, N, R), contiguous
+    xh = x.view(B, N, num_heads, D).permute(0, 2, 3, 1)  # (B, H, D, N)
+    th = table.reshape(-1, num_heads, D).transpose(0, 1)  # (H, R, D)
+    return torch.matmul(th, xh)  # (B, H, R, N), contiguous
 
 
 def pick_config(n: int, head_size: int, dtype: torch.dtype) -> dict:
-    """Tile shape, warps and pipeline depth (measured on an H100: see plugins/disentangledAttention/README.md)."""
+    """Tile shape, warps and pipeline depth (measured on an H100: README, "On NVIDIA GPUs")."""
     if dtype == torch.float32:
         return dict(block_q=32, block_k=32, num_warps=4, num_stages=1)
-    return dict(block_q=64, block_k=32, num_warps=4, num_stages=2)
+    # H100, v3-base, FP16: 64 x 32 tiles won or tied at every shape from 1 x 128 to 4 x 2048; a third pipeline stage
+    # pays off once there are many key tiles (4 x 2048: 0.99 vs 1.14 ms)
+    return dict(block_q=64, block_k=32, num_warps=4, num_stages=3 if n >= 1024 else 2)
 
 
 def attention(query, key, value, pos_key, pos_query, mask, *, num_heads: int, scale: float, span: int,
@@ -178,8 +184,8 @@ def attention(query, key, value, pos_key, pos_query, mask, *, num_heads: int, sc
         elif table.shape != (2 * N - 1,):
             raise ValueError(f"relative table must have 2N - 1 = {2 * N - 1} entries, got {tuple(table.shape)}")
         lo, hi = table_rows(N, span, position_buckets, max_relative_positions)
-        c2p_rows = band_products(q, pos_key[lo:hi + 1], num_heads) if c2p else None  # (B, H, N, R)
-        p2c_rows = band_products(k, pos_query[lo:hi + 1], num_heads) if p2c else None  # (B, H, N, R)
+        c2p_rows = band_products(q, pos_key[lo:hi + 1], num_heads) if c2p else None  # (B, H, R, N)
+        p2c_rows = band_products(k, pos_query[lo:hi + 1], num_heads) if p2c else None  # (B, H, R, N)
         R = hi - lo + 1
     else:
         table, lo, R, c2p_rows, p2c_rows = mask, 0, 1, None, None

@@ -103,7 +103,7 @@ def deferred_signals() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-def _commit(pairs: list[tuple[Path, Path]], backup_dir: Path) -> None:
+def commit_files(pairs: list[tuple[Path, Path]], backup_dir: Path) -> None:
     """Rename each staged file onto its target, in order, as one unit: with interrupts deferred, and when a rename
     fails the targets already replaced get their previous content back (hard-linked aside first)."""
     done: list[tuple[Path, Path | None]] = []
@@ -221,7 +221,7 @@ class Staging:
             honour_umask(s)
         backups = self.dir / ".previous"
         backups.mkdir()
-        _commit(pairs, backups)
+        commit_files(pairs, backups)
         written = {t.resolve() for _, t in pairs}
         for p in self._stale:
             if p.resolve() not in written:

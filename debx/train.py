@@ -20,6 +20,7 @@ import json
 import math
 import os
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 
 from debx import device as devices
-from debx.artifacts import atomic_dir
+from debx.artifacts import atomic_dir, commit_files
 from debx.checkpoint import load_model, save_checkpoint
 from debx.errors import ConfigError, DataError
 from debx.metrics import compute_metrics, predictions_from_outputs
@@ -395,9 +396,13 @@ def train(cfg: TrainConfig) -> dict:
 def _swap_best(out: Path) -> None:
     """Move the files of OUT/best.tmp into OUT itself (OUT is the best checkpoint), replacing the previous best."""
     tmp = out / "best.tmp"
-    for f in tmp.iterdir():
-        os.replace(f, out / f.name)
-    tmp.rmdir()
+    backups = tmp / ".previous"
+    shutil.rmtree(backups, ignore_errors=True)  # left by an interrupted swap
+    backups.mkdir()
+    # as one unit (debx.artifacts.commit_files): never the old config.json with the new weights; weights last
+    files = sorted((f for f in tmp.iterdir() if f != backups), key=lambda f: f.name == "model.safetensors")
+    commit_files([(f, out / f.name) for f in files], backups)
+    shutil.rmtree(tmp)
 
 
 # Resume state: tensors in safetensors, everything else in JSON. Neither format can carry code, so loading a

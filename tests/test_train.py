@@ -113,6 +113,37 @@ def test_output_modes_follow_the_umask(tmp_path):
         assert (run / d).stat().st_mode & 0o777 == 0o755, d
 
 
+def test_swapping_in_a_new_best_checkpoint_is_all_or_nothing(tmp_path, monkeypatch):
+    from debx.train import _swap_best
+
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "train_log.jsonl"):
+        (out / name).write_text(f"old {name}")
+    (out / "best.tmp").mkdir()
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        (out / "best.tmp" / name).write_text(f"new {name}")
+    real, calls = os.replace, []
+
+    def replace(a, b):
+        calls.append(b)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(a, b)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        _swap_best(out)
+    monkeypatch.setattr(os, "replace", real)
+    assert {p.name: p.read_text() for p in out.iterdir() if p.is_file()} == {
+        n: f"old {n}" for n in ("config.json", "model.safetensors", "tokenizer.json", "train_log.jsonl")}
+    _swap_best(out)
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json",
+                                                     "train_log.jsonl"]
+    assert (out / "config.json").read_text() == "new config.json" and (out / "train_log.jsonl").read_text() == \
+        "old train_log.jsonl"
+
+
 def test_fine_tune_a_checkpoint_with_a_new_head(tmp_path, tiny_checkpoints):
     out = tmp_path / "ft"
     cfg = dict(SMALL, preset=None, task="rte", max_train_samples=32, max_eval_samples=16, batch_size=8)

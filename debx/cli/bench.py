@@ -28,10 +28,23 @@ def command(
                                          "cpu, cuda or auto (default: cuda when PyTorch sees a GPU, else cpu)."),
     provider: Optional[str] = typer.Option(None, "--provider", help="ONNX Runtime entries (.onnx, --compare optimum): "
                                            "cpu (default), cuda or tensorrt (need onnxruntime-gpu)."),
+    op: Optional[str] = typer.Option(None, "--op", help="Time one op instead of models: 'attention' = the fused CUDA "
+                                     "attention vs PyTorch eager, SDPA with a materialized bias, flash SDPA without "
+                                     "the relative terms, and (layer level) DisentangledFlash / FlashDeBERTa when "
+                                     "installed. Needs a GPU; v3-base shapes (12 heads of 64)."),
+    dtype: str = typer.Option("fp16", "--dtype", help="With --op: fp16, bf16 or fp32."),
 ) -> None:
-    """Time engines side by side (same process, same inputs, round-robin): p50/p90/p99, throughput, memory."""
+    """Time engines side by side (same process, same inputs, round-robin): p50/p90/p99, throughput, memory.
+
+    Examples:  debx bench -m runs/sst2 -e runs/sst2.onnx -e runs/sst2.int8.onnx --compare optimum --batch 1,8
+               debx bench --op attention --device cuda --batch 1,4 --seq 128,2048
+    """
     from rich.console import Console
     from rich.table import Table
+
+    if op is not None:
+        _op_bench(op, dtype, batch, seq, device, compare, warmup, iters, seed, json_out, model, engine)
+        return
 
     from debx.artifacts import refuse_overwriting_inputs
     from debx.bench import TABLE_COLUMNS, BenchConfig, device_note, kernel_notes, parse_int_list, run_bench, table_rows
@@ -61,3 +74,37 @@ def command(
     if res.plot_path:
         out.print(f"plot: {res.plot_path}")
 
+
+
+def _op_bench(op, dtype, batch, seq, device, compare, warmup, iters, seed, json_out, model, engine) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from debx.artifacts import refuse_overwriting_inputs
+    from debx.bench import parse_int_list
+    from debx.errors import ConfigError
+    from debx.opbench import LAYER_ENTRIES, OP_ENTRIES, OpBenchConfig, op_table_rows, run_op_bench
+
+    if model or engine:
+        raise ConfigError("--op times an op on its own: leave out --model/--engine")
+    refuse_overwriting_inputs({"--json": json_out}, [])
+    entries = tuple(c.strip() for c in compare.split(",") if c.strip()) or OP_ENTRIES + LAYER_ENTRIES
+    cfg = OpBenchConfig(op=op, batches=parse_int_list(batch, "--batch"), seqs=parse_int_list(seq, "--seq"),
+                        device=device or "cuda", dtype=dtype, compare=entries, warmup=max(1, warmup),
+                        iters=iters or 50, seed=seed)
+    con = Console(stderr=True)
+    report = run_op_bench(cfg, progress=lambda msg: con.print(f"[dim]{msg}[/dim]"))
+    header, rows = op_table_rows(report)
+    t = Table(title=f"debx bench --op {op} · {report['device']} · {report['dtype']} · "
+                    f"H={report['heads']} D={report['head_size']} · median ms")
+    for i, c in enumerate(header):
+        t.add_column(c, justify="left" if i == 0 else "right")
+    for row in rows:
+        t.add_row(*row)
+    out = Console() if Console().is_terminal else Console(width=170)
+    out.print(t)
+    if json_out:
+        from debx.artifacts import write_json_atomic
+
+        write_json_atomic(json_out, report)
+        out.print(f"json: {json_out}")

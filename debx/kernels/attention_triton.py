@@ -10,8 +10,8 @@ source of truth, the PyTorch function, evaluated once per (N, attributes) on the
 Two steps, no (N, N) tensor anywhere:
   1. the relative terms' products on tensor cores, against only the position-table rows [lo, hi] that a length-N
      input reads (R = hi - lo + 1 <= min(2k, 2N - 1) rows): C2P = pos_key[lo:hi] Q^T and P2C = pos_query[lo:hi] K^T,
-     (B, H, R, N) each, one batched cuBLAS product apiece. O(N R), not O(N^2): 2 x 100 MB at 4 x 2048 (v3-base,
-     FP16). Position-major, so a gather into the score tile reads consecutive sequence positions;
+     (H, R, B*N) each, one strided batched cuBLAS product apiece on views (no copies). O(N R), not O(N^2): 2 x 100 MB
+     at 4 x 2048 (v3-base, FP16). Position-major, so a gather into the score tile reads consecutive positions;
   2. the flash kernel. Per program: one (batch, head) and a tile of BLOCK_Q queries, walking key tiles of BLOCK_K
      (Triton pipelines the K/V loads through shared memory with asynchronous copies, `num_stages` deep):
      S = Q K^T on tensor cores (FP32 accumulation); + C2P[i, T(i - j)] + P2C[j, T(i - j)], gathered from the band
@@ -53,7 +53,7 @@ if triton is not None:
     def _debx_attention_fwd(
         Q, K, V, C2P, P2C, MASK, TABLE, OUT,
         N, H, R, lo, qk_scale,
-        stride_qb, stride_qn, stride_kb, stride_kn, stride_vb, stride_vn, stride_ob, stride_on, stride_mb,
+        stride_qb, stride_qn, stride_kb, stride_kn, stride_vb, stride_vn, stride_ob, stride_on, stride_mb, stride_g,
         D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr,
         USE_C2P: tl.constexpr, USE_P2C: tl.constexpr, IEEE: tl.constexpr,
     ):
@@ -70,7 +70,7 @@ if triton is not None:
         q = tl.load(Q + b * stride_qb + offs_q[:, None] * stride_qn + h_off + offs_d[None, :],
                     mask=q_in[:, None] & d_in[None, :], other=0.0)  # (BQ, BD)
         q_keep = tl.load(MASK + b * stride_mb + offs_q, mask=q_in, other=0) != 0  # (BQ,)
-        rel_base = bh.to(tl.int64) * N * R  # this (b, h)'s (R, N) slice of the C2P / P2C products
+        rel_base = (h.to(tl.int64) * R) * stride_g + b * N  # (b, h)'s slice of the (H, R, B*N) products
         m_i = tl.full((BLOCK_Q,), float("-inf"), tl.float32)
         l_i = tl.zeros((BLOCK_Q,), tl.float32)
         acc = tl.zeros((BLOCK_Q, BLOCK_D), tl.float32)
@@ -94,10 +94,10 @@ if triton is not None:
                 g = tl.load(TABLE + rel).to(tl.int32) - lo  # (BQ, BK) column of the band products; L1-resident
                 # rows g of the (R, N) products: a warp's 8 query rows x 4 key columns read few distinct g, and
                 # consecutive positions of each, so a gather touches one or two cache lines, not eight
-                if USE_C2P:  # c2p[i, j] = (q_i . pos_key[idx(i, j)]) = C2P[b, h, g, i]
-                    s += tl.load(C2P + rel_base + g * N + offs_q[:, None], mask=pair, other=0.0).to(tl.float32)
-                if USE_P2C:  # p2c[i, j] = (k_j . pos_query[idx(i, j)]) = P2C[b, h, g, j]
-                    s += tl.load(P2C + rel_base + g * N + offs_k[None, :], mask=pair, other=0.0).to(tl.float32)
+                if USE_C2P:  # c2p[i, j] = (q_i . pos_key[idx(i, j)]) = C2P[h, g, b*N + i]
+                    s += tl.load(C2P + rel_base + g * stride_g + offs_q[:, None], mask=pair, other=0.0).to(tl.float32)
+                if USE_P2C:  # p2c[i, j] = (k_j . pos_query[idx(i, j)]) = P2C[h, g, b*N + j]
+                    s += tl.load(P2C + rel_base + g * stride_g + offs_k[None, :], mask=pair, other=0.0).to(tl.float32)
             keep = q_keep[:, None] & k_keep[None, :]
             s = tl.where(keep, s * qk_scale, _MASKED_LOGIT)  # base-2 logits
             s = tl.where(k_in[None, :], s, float("-inf"))  # keys past N do not exist
@@ -132,13 +132,14 @@ def relative_table(n: int, span: int, buckets: int, max_relative: int, device) -
 
 
 def band_products(x: torch.Tensor, table: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """(B, H, R, N) = table_h @ x_h^T per head: one batched tensor-core product (cuBLAS) over the R rows in use,
-    position-major so that the kernel's gathers read along the sequence."""
+    """(H, R, B*N) = table_h @ x_h^T per head: one strided batched tensor-core product (cuBLAS), no copies (both
+    operands are views with a unit stride), over only the R table rows in use; position-major, so the kernel's gathers
+    read along the sequence. Element [h, r, b*N + i] is row r of the table against position i of batch b."""
     B, N, HD = x.shape
     D = HD // num_heads
-    xh = x.view(B, N, num_heads, D).permute(0, 2, 3, 1)  # (B, H, D, N)
-    th = table.reshape(-1, num_heads, D).transpose(0, 1)  # (H, R, D)
-    return torch.matmul(th, xh)  # (B, H, R, N), contiguous
+    xt = x.reshape(B * N, num_heads, D).permute(1, 2, 0)  # (H, D, B*N), strides (D, 1, HD)
+    th = table.reshape(-1, num_heads, D).transpose(0, 1)  # (H, R, D), strides (D, HD, 1)
+    return torch.bmm(th, xt)  # (H, R, B*N), contiguous
 
 
 def pick_config(n: int, head_size: int, dtype: torch.dtype) -> dict:
@@ -184,8 +185,8 @@ def attention(query, key, value, pos_key, pos_query, mask, *, num_heads: int, sc
         elif table.shape != (2 * N - 1,):
             raise ValueError(f"relative table must have 2N - 1 = {2 * N - 1} entries, got {tuple(table.shape)}")
         lo, hi = table_rows(N, span, position_buckets, max_relative_positions)
-        c2p_rows = band_products(q, pos_key[lo:hi + 1], num_heads) if c2p else None  # (B, H, R, N)
-        p2c_rows = band_products(k, pos_query[lo:hi + 1], num_heads) if p2c else None  # (B, H, R, N)
+        c2p_rows = band_products(q, pos_key[lo:hi + 1], num_heads) if c2p else None  # (H, R, B*N)
+        p2c_rows = band_products(k, pos_query[lo:hi + 1], num_heads) if p2c else None  # (H, R, B*N)
         R = hi - lo + 1
     else:
         table, lo, R, c2p_rows, p2c_rows = mask, 0, 1, None, None
@@ -198,7 +199,7 @@ def attention(query, key, value, pos_key, pos_query, mask, *, num_heads: int, sc
         q, k, v, c2p_rows, p2c_rows, m, table, out,
         N, num_heads, R, lo, float(scale) * LOG2E,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
-        m.stride(0),
+        m.stride(0), B * N,
         D=D, BLOCK_D=block_d, BLOCK_Q=bq, BLOCK_K=bk, USE_C2P=bool(c2p), USE_P2C=bool(p2c),
         IEEE=query.dtype == torch.float32,
         num_warps=num_warps or cfg["num_warps"], num_stages=num_stages or cfg["num_stages"],

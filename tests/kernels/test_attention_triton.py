@@ -114,7 +114,7 @@ cap = int(sys.argv[1])
 sig = {name: "*fp16" for name in ("Q", "K", "V", "C2P", "P2C", "OUT")}
 sig.update(MASK="*i64", TABLE="*i64", N="i32", H="i32", R="i32", lo="i32", qk_scale="fp32")
 for name in ("stride_qb", "stride_qn", "stride_kb", "stride_kn", "stride_vb", "stride_vn", "stride_ob", "stride_on",
-             "stride_mb"):
+             "stride_mb", "stride_g"):
     sig[name] = "i32"
 const = dict(D=64, BLOCK_D=64, BLOCK_Q=64, BLOCK_K=32, USE_C2P=True, USE_P2C=True, IEEE=False)
 sig.update({c: "constexpr" for c in const})

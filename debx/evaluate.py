@@ -38,6 +38,8 @@ class EvalConfig:
     plugins: list[Path] = field(default_factory=list)  # TensorRT plugin libraries
     limit: int | None = None
     progress: bool = True
+    gi_max_scope: str | None = None  # giMLP: "batch" | "example" for a checkpoint (None: its config.json); an exported
+    # artifact has the scope in its graph, so it must match what it was exported with
 
 
 @dataclass
@@ -113,6 +115,16 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
     max_len = cfg.max_seq_len or (model_cfg.max_position_embeddings if model_cfg else 512)
     if model_cfg is not None:  # only absolute position embeddings limit the length; relative positions take any
         model_cfg.check_length(max_len, "--max-seq-len")
+    gi_scope = cfg.gi_max_scope
+    if gi_scope is not None and engine.is_dir() and model_cfg is not None:
+        model_cfg.set_gi_max_scope(gi_scope)  # checked now (value, giMLP model), applied by the PyTorch runner
+    elif gi_scope is not None:
+        exported = sidecar.get("gi_max_scope")
+        if exported != gi_scope:
+            raise ConfigError(f"--gi-max-scope {gi_scope}: {engine.name} was exported with gi_max_scope "
+                              f"{exported or 'unset (not a giMLP export)'}, which its graph fixes; re-export it with "
+                              f"debx export --gi-max-scope {gi_scope}, or evaluate the checkpoint (--model)")
+        gi_scope = None  # the graph already does it
 
     examples = load_split(task, cfg.data_dir, cfg.split, limit=cfg.limit)
     excluded = excluded_rows(sidecar, task, cfg.split)
@@ -128,7 +140,7 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
     labels = np.asarray([e.label for e in examples])
 
     runner = runner_for(engine, threads=cfg.threads, provider=cfg.provider, plugins=cfg.plugins,
-                        device=device)
+                        device=device, gi_max_scope=gi_scope)
     order = np.argsort([len(x) for x in enc.input_ids], kind="stable")  # length-sorted batches: little padding
     logits = None
     t0 = time.perf_counter()
@@ -217,6 +229,7 @@ def reference_report(cfg: EvalConfig, reference: Path) -> dict:
         return load_reference_report(reference)
     # the candidate's --device is for PyTorch and --provider for ONNX Runtime: keep the one that fits the reference
     keep = {"provider": None} if reference.is_dir() else {"device": None}
+    keep["gi_max_scope"] = None  # the reference is the model as its checkpoint defines it (giMLP: its own scope)
     if not reference.is_dir() and reference.suffix.lower() != ".onnx":
         keep["provider"] = None
     return evaluate(replace(cfg, engine=reference, **keep)).report

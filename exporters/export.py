@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -55,6 +55,7 @@ class ExportConfig:
     data_dir: Path | None = None  # GLUE folder for validation sentences (default: $GLUE_DIR / ../shared/glue)
     keep_fp32: tuple[str, ...] | None = None  # --fp16: op types kept in FP32 (None: exporters.fp16.KEEP_FP32)
     external_data_threshold: int = EXTERNAL_DATA_THRESHOLD  # bytes of weights above which weights go to <output>.data
+    gi_max_scope: str | None = None  # giMLP threshold: "batch" | "example" (None: the checkpoint's config.json)
 
     def __post_init__(self) -> None:
         self.checkpoint = Path(self.checkpoint)
@@ -74,6 +75,7 @@ class ExportResult:
     metadata: dict
     external_data: Path | None = None
     report: object | None = None  # exporters.validate.ValidationReport when validated
+    warnings: list[str] = field(default_factory=list)  # for the user, one line each (the CLI prints them)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -244,6 +246,9 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
     _check_request(cfg)
     model, ckpt, head = load_for_head(cfg.checkpoint, cfg.head)
     mcfg = ckpt.config
+    if cfg.gi_max_scope is not None:
+        mcfg.set_gi_max_scope(cfg.gi_max_scope)  # the model's layers read it from this config
+    gi_scope = mcfg.gi_max_scope if mcfg.gated_layers() else None
     oc = onnx_config_for(mcfg)
     check_supported(cfg.attention, mcfg)
     opset = oc.check_opset(cfg.opset if cfg.opset is not None else oc.default_opset)
@@ -257,6 +262,8 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
     shapes = {"batch": cfg.batch or "dynamic", "sequence": cfg.seq or "dynamic", "max_seq_len": max_len}
     meta = {"attention": cfg.attention, "precision": cfg.precision, "head": head, "variant": variant,
             "source_fingerprint": ckpt.fingerprint, "opset": opset, "max_seq_len": max_len}
+    if gi_scope is not None:
+        meta["gi_max_scope"] = gi_scope
 
     out = cfg.output.resolve()
     with staged_files(out) as st:  # committed as one unit at the end of the block; nothing is left on failure
@@ -304,6 +311,7 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
             "precision": cfg.precision,
             "keep_fp32": list(KEEP_FP32 if cfg.keep_fp32 is None else cfg.keep_fp32) if cfg.fp16 else [],
             "shapes": shapes,
+            "gi_max_scope": gi_scope,
             "versions": package_versions(),
             "parity": report.to_dict() if report else None,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -314,5 +322,11 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
         side = out.with_name(out.name + ".json")
         write_json_atomic(st.add(side), sidecar)
         st.stale(*previous_onnx_data(out))
+    warnings = []
+    if gi_scope == "batch":
+        warnings.append("this giMLP graph thresholds its gates with the maximum over the whole batch (gi_max_scope "
+                        "batch, as the reference code): a request's output depends on the others batched with it; "
+                        "for serving, export with --gi-max-scope example (measure its cost with debx eval "
+                        "--gi-max-scope example --reference CKPT)")
     return ExportResult(output=out, sidecar=side, metadata=sidecar,
-                        external_data=out.with_name(data.name) if data else None, report=report)
+                        external_data=out.with_name(data.name) if data else None, report=report, warnings=warnings)

@@ -276,6 +276,8 @@ def validate_onnx(onnx_path: str | Path, checkpoint: str | Path | None = None, *
         if checkpoint is None:
             raise ConfigError("validation needs the source checkpoint (--model CKPT_DIR)")
         model, ckpt, head = load_for_head(checkpoint, head)
+        if side.get("gi_max_scope") and ckpt.config.gated_layers():  # the giMLP scope the file was exported with
+            ckpt.config.set_gi_max_scope(side["gi_max_scope"], "the sidecar's gi_max_scope")
     else:
         head = resolve_head(ckpt.config, ckpt.head, head)
     cfg = ckpt.config

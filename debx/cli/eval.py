@@ -24,6 +24,9 @@ def command(
                                          "PyTorch sees a GPU, else cpu)."),
     plugins: List[Path] = typer.Option([], "--plugins", help="TensorRT plugin library (libdebx_plugins.so)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Score only the first N rows."),
+    gi_max_scope: Optional[str] = typer.Option(None, "--gi-max-scope", help="giMLP --model: gate threshold over the "
+                                               "whole batch (batch) or per example (example) instead of the "
+                                               "checkpoint's own; with --reference CKPT the gate measures the cost."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write the JSON report here (with --reference also "
                                           "REPORT.md and REPORT.png)."),
     reference: Optional[Path] = typer.Option(None, "--reference", help="Gate against this reference: a checkpoint "
@@ -63,7 +66,7 @@ def command(
                                    task if Path(task).is_file() else None])
     cfg = EvalConfig(task=task, engine=model or engine, data_dir=data_dir, split=split, tokenizer=tokenizer,
                      batch_size=batch_size, max_seq_len=max_seq_len, overflow=overflow, threads=threads,
-                     provider=provider, device=device, plugins=list(plugins), limit=limit)
+                     provider=provider, device=device, plugins=list(plugins), limit=limit, gi_max_scope=gi_max_scope)
     res = evaluate(cfg)
     con = Console()
     r = res.report

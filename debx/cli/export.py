@@ -33,6 +33,10 @@ def command(
                                        "(default: the checkpoint's own)."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="GLUE folder for the validation sentences. "
                                             "Default: $GLUE_DIR, then ../shared/glue, else built-in sentences."),
+    gi_max_scope: Optional[str] = typer.Option(None, "--gi-max-scope", help="giMLP models: threshold the gates with "
+                                               "the maximum over the whole batch (batch, as the reference code) or "
+                                               "per example (example: outputs independent of batching). Default: "
+                                               "the checkpoint's gi_max_scope (batch)."),
 ) -> None:
     """Export a checkpoint to ONNX and validate it against PyTorch (exit 1 and no file when validation fails)."""
     from rich.console import Console
@@ -42,11 +46,14 @@ def command(
 
     out = output or default_output(checkpoint, attention, fp16)
     cfg = ExportConfig(checkpoint=checkpoint, output=out, attention=attention, fp16=fp16, opset=opset,
-                       max_seq_len=max_seq_len, batch=batch, seq=seq, head=head, data_dir=data_dir)
+                       max_seq_len=max_seq_len, batch=batch, seq=seq, head=head, data_dir=data_dir,
+                       gi_max_scope=gi_max_scope)
     con = Console()
     with con.status(f"exporting {checkpoint} ({attention} attention, {cfg.precision})"):
         res = export_onnx(cfg)
     meta, rep = res.metadata, res.report
     summary = print_report(con, f"{res.output.name} · {meta['variant']} · {meta['head']} · opset {meta['opset']}", rep)
     con.print(f"[green]validated[/green] {meta['precision']} vs PyTorch: {summary}")
+    for w in res.warnings:
+        con.print(f"[yellow]warning:[/yellow] {w}", highlight=False, soft_wrap=True)
     con.print(f"wrote {res.output} and {res.sidecar.name}" + (f" (+ {res.external_data.name})" if res.external_data else ""))

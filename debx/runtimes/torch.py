@@ -38,9 +38,10 @@ class TorchRunner(Runner):
     name = "torch"
 
     def __init__(self, path: str | Path, head: str | None = None, threads: int | None = None, model=None,
-                 checkpoint=None, device: str | None = None) -> None:
+                 checkpoint=None, device: str | None = None, gi_max_scope: str | None = None) -> None:
         """path: checkpoint folder. model/checkpoint: an already loaded (model, Checkpoint) to reuse.
-        device: cpu (default), cuda, cuda:N or auto (cuda when PyTorch sees a GPU, else cpu)."""
+        device: cpu (default), cuda, cuda:N or auto (cuda when PyTorch sees a GPU, else cpu).
+        gi_max_scope: giMLP models, "batch" | "example" in place of the checkpoint's own (debx.model)."""
         super().__init__()
         from debx.device import check_device_name
 
@@ -50,6 +51,7 @@ class TorchRunner(Runner):
         self.model, self.checkpoint = model, checkpoint
         self.device_name = check_device_name(device or "cpu")
         self.device = None  # the torch.device, once activated
+        self.gi_max_scope = gi_max_scope
 
     def activate_impl(self) -> None:
         import torch
@@ -63,6 +65,8 @@ class TorchRunner(Runner):
             self.model, self.checkpoint, self.head = load_for_head(self.path, self.head)
         else:
             self.head = resolve_head(self.checkpoint.config, self.checkpoint.head, self.head)
+        if self.gi_max_scope is not None:
+            self.checkpoint.config.set_gi_max_scope(self.gi_max_scope)
         self.model = self.model.to(self.device).eval()
 
     @property
@@ -96,4 +100,5 @@ class TorchRunner(Runner):
 
         return {"runner": self.name, "backend": f"torch {torch.__version__}", "precision": "fp32",
                 "device": describe_device(self.device) if self.device is not None else self.device_name,
-                "checkpoint": str(self.path), "head": self.head}
+                "checkpoint": str(self.path), "head": self.head,
+                **({"gi_max_scope": self.config.gi_max_scope} if self.checkpoint and self.config.gated_layers() else {})}

@@ -249,7 +249,7 @@ def _eval_command(**kw):
 
     args = dict(task="sst2", model=None, engine=None, data_dir=None, split="dev", tokenizer=None, batch_size=32,
                 max_seq_len=None, overflow="truncate", threads=1, provider=None, device=None, plugins=[], limit=None,
-                report=None, reference=None, gate=None, tolerance=None)
+                report=None, reference=None, gate=None, tolerance=None, gi_max_scope=None)
     args.update(kw)
     return command(**args)
 

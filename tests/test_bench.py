@@ -101,8 +101,11 @@ def test_report_fields_and_ratio_with_fake_engines(tmp_path):
             assert row["max_abs_diff"] == 0.0
     assert res.report == report
     assert kernel_notes(report) == []
-    report["engines"][1]["info"] = {"native_int8_ops": {"DebxMatMulInt8": 72, "DebxLayerNormQuantize": 23}}
-    assert kernel_notes(report) == ["e1: debx native INT8 CPU ops DebxMatMulInt8 ×72, DebxLayerNormQuantize ×23"]
+    report["engines"][1]["info"] = {"native_int8_ops": {"DebxMatMulInt8": 72, "DebxLayerNormQuantize": 23},
+                                    "int8_kernels": "avx512-vnni"}
+    report["engines"][0]["info"] = {"native_int8_ops": None, "int8_kernels": "ort"}  # an INT8 file left to ORT
+    assert kernel_notes(report) == ["e0: INT8 matmul kernels ort", "e1: INT8 matmul kernels avx512-vnni; debx native "
+                                    "INT8 CPU ops DebxMatMulInt8 ×72, DebxLayerNormQuantize ×23"]
     with pytest.raises(ConfigError, match="--ratio-to"):
         run_bench(BenchConfig(models=[tmp_path], ratio_to="nope", iters=1), engines=_fakes(2, []))
 

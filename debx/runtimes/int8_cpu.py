@@ -5,18 +5,24 @@ LayerNormalization -> QuantizeLinear between layers). When the native library (d
 the runner rewrites a copy of the graph before opening the session:
 
 - LayerNormalization -> QuantizeLinear [-> DequantizeLinear]               -> debx::DebxLayerNormQuantize (one pass)
-- and on CPUs with AMX-INT8 tiles (Intel Sapphire Rapids and later):
+- and where a native INT8 matmul kernel family runs (AMX-INT8 tiles on Intel Sapphire Rapids and later, else AVX-512
+  VNNI on Ice Lake / Cascade Lake Xeons and AMD Zen 4 and later):
   MatMulIntegerToFloat (constant symmetric per-column int8 weights)         -> debx::DebxMatMulInt8
   that, when its only consumer is a two-input Sum (the residual add)        -> debx::DebxMatMulInt8Add
   that, followed by Gelu and QuantizeLinear (the FFN's first half)          -> debx::DebxMatMulInt8GeluQuantize
+  each with the attribute family = the kernel family chosen here (kernel_family(): amx > avx512-vnni > ort, by CPUID;
+  on CPUs with neither, AVX2-only ones included, the matmuls stay on ONNX Runtime's own INT8 kernels: "ort");
 - and on CPUs with AMX-BF16: debx::DebxDisentangledAttention gets bf16 = 1, its mixed-precision mode (the c2p / p2c
   products and P . V on bfloat16 operands with float32 accumulation; scores and softmax stay float32). Only INT8
   graphs get it: their activations are already 8-bit, and the gate of `debx eval` measures this recipe as a whole.
 
-The integer sums are exact, so the matmuls agree with the graph as written to float rounding; the fused quantizations
-agree up to one step where a value lands on a rounding boundary; the bf16 attention to about 1e-2 of its output scale
-(tests/runtimes/test_int8_cpu.py). The file on disk keeps the standard ops and runs anywhere. `DEBX_AMX=0` keeps the
-matmuls and the attention as written; `DEBX_NATIVE_OPS=0` turns every native op off.
+The integer sums are exact, so the matmuls agree with the graph as written to float rounding (every family); the fused
+quantizations agree up to one step where a value lands on a rounding boundary; the bf16 attention to about 1e-2 of its
+output scale (tests/runtimes/test_int8_cpu.py). The file on disk keeps the standard ops and runs anywhere.
+
+Switches: `DEBX_CPU_KERNELS=ort|avx512-vnni|amx` forces a matmul family (for tests and measurements; a family this CPU
+cannot run is an error, and only amx keeps the attention's bf16 mode); `DEBX_AMX=0` turns the AMX family off (matmuls
+and the bf16 attention: the best other family runs); `DEBX_NATIVE_OPS=0` turns every native op off.
 """
 
 from __future__ import annotations
@@ -38,27 +44,76 @@ def native() -> bool:
     return native_ops.available()
 
 
-def _amx(question: str) -> bool:
-    if os.environ.get("DEBX_AMX", "1") == "0" or not native():
+FAMILIES = ("ort", "avx512-vnni", "amx")  # the index is the op's `family` attribute (matMulInt8Cpu.h Family)
+FAMILY_ENV = "DEBX_CPU_KERNELS"
+
+
+def family_available(name: str) -> bool:
+    """True when this machine runs the matmul kernel family `name` (the native library says so); "ort" always."""
+    if name == "ort":
+        return True
+    if not native():
         return False
     from debx.runtimes import native_ops
 
-    return getattr(native_ops, question)()
+    return native_ops.int8_family_available(FAMILIES.index(name))
+
+
+def _forced() -> str | None:
+    from debx.errors import ConfigError
+
+    name = os.environ.get(FAMILY_ENV, "").strip()
+    if not name:
+        return None
+    if name not in FAMILIES:
+        raise ConfigError(f"{FAMILY_ENV}={name}: unknown kernel family (choose from {', '.join(FAMILIES)})")
+    if not family_available(name):
+        from debx.runtimes import native_ops
+
+        why = ("the native ops are unavailable: " + native_ops.unavailable_reason() if not native()
+               else "this CPU (or OS) lacks its instructions" + (" (AMX-INT8 tiles)" if name == "amx" else
+                                                                 " (AVX-512 F/BW/VL/DQ + VNNI)"))
+        raise ConfigError(f"{FAMILY_ENV}={name}: cannot run here, {why}")
+    return name
+
+
+def kernel_family() -> str:
+    """The INT8 matmul kernel family the rewrite uses here: $DEBX_CPU_KERNELS when set, else the best this CPU runs
+    (amx unless $DEBX_AMX=0, then avx512-vnni), else "ort" (ONNX Runtime's own kernels)."""
+    forced = _forced()
+    if forced is not None:
+        return forced
+    for name in ("amx", "avx512-vnni"):
+        if name == "amx" and os.environ.get("DEBX_AMX", "1") == "0":
+            continue
+        if family_available(name):
+            return name
+    return "ort"
 
 
 def amx() -> bool:
-    """True when the AMX matmul ops can run here: native library built, AMX-INT8 granted, $DEBX_AMX not 0."""
-    return _amx("amx_available")
+    """True when the AMX matmul ops run here: native library built, AMX-INT8 granted, not switched off."""
+    return kernel_family() == "amx"
 
 
 def amx_bf16() -> bool:
-    """True when the attention's bf16 mode runs on AMX-BF16 tiles here (and $DEBX_AMX is not 0)."""
-    return _amx("amx_bf16_available")
+    """True when the attention's bf16 mode runs on AMX-BF16 tiles here (not switched off by $DEBX_AMX=0 or by
+    $DEBX_CPU_KERNELS naming another family)."""
+    if os.environ.get("DEBX_AMX", "1") == "0" or _forced() not in (None, "amx") or not native():
+        return False
+    from debx.runtimes import native_ops
+
+    return native_ops.amx_bf16_available()
+
+
+def is_int8(graph) -> bool:
+    """Whether `graph` (an onnx.ModelProto) is an INT8 graph of `debx calibrate --target ort` (MatMulIntegerToFloat)."""
+    return any((n.domain, n.op_type) == MATMUL for n in graph.graph.node)
 
 
 def wants(graph) -> bool:
     """Whether open_session should rewrite this graph: it is an INT8 graph and the native library is there."""
-    return any((n.domain, n.op_type) == MATMUL for n in graph.graph.node) and native()
+    return is_int8(graph) and native()
 
 
 def _standard(node, op_type: str) -> bool:
@@ -120,8 +175,8 @@ class _Graph:
         graph.node.extend(kept)
 
 
-def _matmuls(g: _Graph, counts: dict[str, int]) -> None:
-    from onnx import TensorProto, numpy_helper
+def _matmuls(g: _Graph, counts: dict[str, int], family: str) -> None:
+    from onnx import TensorProto, helper, numpy_helper
 
     def convertible(node) -> bool:
         if (node.domain, node.op_type) != MATMUL or len(node.input) != 7 or not node.input[6]:
@@ -157,6 +212,7 @@ def _matmuls(g: _Graph, counts: dict[str, int]) -> None:
             g.dropped.add(id(node))
             g.replace_at[id(user)] = node  # where the residual is sure to exist already
         node.domain, node.op_type = "debx", op
+        node.attribute.append(helper.make_attribute("family", FAMILIES.index(family)))
         counts[op] += 1
 
 
@@ -201,15 +257,18 @@ def _bf16_attention(g: _Graph, counts: dict[str, int]) -> None:
             counts[BF16_ATTENTION] += 1
 
 
-def rewrite(model, amx_ops: bool | None = None, bf16_attention: bool | None = None) -> dict[str, int]:
+def rewrite(model, family: str | None = None, bf16_attention: bool | None = None) -> dict[str, int]:
     """Rewrite `model` (an onnx.ModelProto with its weights loaded) in place; returns how many of each op it made.
 
-    amx_ops: also move the matmuls onto the AMX ops (default: when this machine can run them).
+    family: the matmul kernel family, one of FAMILIES ("ort" leaves the matmuls as written; default: kernel_family()).
     bf16_attention: switch debx attention nodes to their bf16 mode (default: when AMX-BF16 runs it here)."""
     g = _Graph(model)
     counts = dict.fromkeys((*OPS, BF16_ATTENTION), 0)
-    if amx() if amx_ops is None else amx_ops:
-        _matmuls(g, counts)
+    family = kernel_family() if family is None else family
+    if family not in FAMILIES:
+        raise ValueError(f"unknown kernel family {family!r}")
+    if family != "ort":
+        _matmuls(g, counts, family)
     _norms(g, counts)
     if amx_bf16() if bf16_attention is None else bf16_attention:
         _bf16_attention(g, counts)

@@ -30,10 +30,12 @@ from pathlib import Path
 from debx.errors import MissingDependencyError
 
 PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
-SOURCES = ("ortOps/debxOrtOps.cpp", "ortOps/matMulInt8Op.cpp", "ortOps/matMulInt8Cpu.cpp",
+SOURCES = ("ortOps/debxOrtOps.cpp", "ortOps/matMulInt8Op.cpp", "ortOps/matMulInt8Cpu.cpp", "ortOps/matMulInt8Amx.cpp",
+           "ortOps/matMulInt8Vnni.cpp",
            "ortOps/layerNormQuantizeOp.cpp", "ortOps/layerNormQuantizeCpu.cpp",
            "disentangledAttention/disentangledAttentionCpu.cpp", "disentangledAttention/disentangledAttentionAmx.cpp")
 HEADERS = ("ortOps/ortAbi.h", "ortOps/ortHelpers.h", "ortOps/matMulInt8Op.h", "ortOps/matMulInt8Cpu.h",
+           "ortOps/matMulInt8Kernels.h", "ortOps/matMulInt8Epilogue.h",
            "ortOps/layerNormQuantizeOp.h", "ortOps/layerNormQuantizeCpu.h", "common/cpuVecMath.h",
            "common/amxTiles.h", "disentangledAttention/disentangledAttentionAmx.h",
            "disentangledAttention/disentangledAttentionCpu.h", "disentangledAttention/disentangledAttentionMath.h")
@@ -196,6 +198,18 @@ def amx_available() -> bool:
     """True when the native library's AMX INT8 matmul ops can run on this machine (the CPU has AMX-INT8 tiles and the
     OS grants them to this process); False when the library is unavailable."""
     return _library_says("debx_ort_ops_amx_available")
+
+
+@lru_cache(maxsize=None)
+def int8_family_available(family: int) -> bool:
+    """True when the library's INT8 matmul kernel family `family` (1 = avx512-vnni, 2 = amx) runs on this machine."""
+    if not available():
+        return False
+    import ctypes
+
+    fn = ctypes.CDLL(str(library_path())).debx_ort_ops_int8_family_available
+    fn.argtypes = [ctypes.c_int]
+    return bool(fn(family))
 
 
 def amx_bf16_available() -> bool:

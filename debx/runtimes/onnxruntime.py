@@ -157,7 +157,8 @@ def open_session(path: str | Path, provider: str = "cpu", threads: int | None = 
     """An InferenceSession for a .onnx file (plain when it has only standard ops).
 
     info: when given, receives "int8_cpu" = the counts of debx.runtimes.int8_cpu.rewrite when the INT8 graph was
-    moved onto debx's native CPU ops (absent otherwise)."""
+    moved onto debx's native CPU ops (absent otherwise), and for INT8 graphs on the CPU "int8_kernels" = the matmul
+    kernel family that runs them (amx, avx512-vnni, or ort: ONNX Runtime's own)."""
     import onnx
 
     from debx.runtimes.reference_ops import custom_nodes, runs_natively_as_is
@@ -173,11 +174,15 @@ def open_session(path: str | Path, provider: str = "cpu", threads: int | None = 
     if provider == "cpu" and int8_cpu.wants(graph) and _fits_in_memory(path, graph):
         # INT8 graphs onto debx's native CPU ops, rewritten in memory (the file keeps the standard ops). The weights
         # are inside the file (_fits_in_memory), so `graph` holds them; a rewrite that finds nothing changes nothing.
-        counts = int8_cpu.rewrite(graph)
+        family = int8_cpu.kernel_family()
+        counts = int8_cpu.rewrite(graph, family=family)
         if any(counts.values()):
             if info is not None:
                 info["int8_cpu"] = counts
+                info["int8_kernels"] = family if any(counts[op] for op in int8_cpu.MATMUL_OPS) else "ort"
             return session_for_model(graph, provider, threads)
+    if info is not None and provider == "cpu" and int8_cpu.is_int8(graph):
+        info["int8_kernels"] = "ort"
     if not custom_nodes(graph):
         return ort.InferenceSession(str(path), session_options(threads), providers=providers_for(provider))
     if native_ops_enabled() and all(runs_natively_as_is(graph, n) for n in custom_nodes(graph)):
@@ -234,4 +239,5 @@ class OnnxRuntimeRunner(Runner):
         return {"runner": self.name, "backend": f"onnxruntime {ort.__version__}", "file": str(self.path),
                 "provider": provider, "device": "cpu" if provider == "CPUExecutionProvider" else "cuda",
                 "precision": meta.get("precision"), "attention": meta.get("attention"),
-                "native_int8_ops": {k: v for k, v in self.kernels.get("int8_cpu", {}).items() if v} or None}
+                "native_int8_ops": {k: v for k, v in self.kernels.get("int8_cpu", {}).items() if v} or None,
+                "int8_kernels": self.kernels.get("int8_kernels")}

@@ -391,6 +391,17 @@ DEBX_ORT_EXPORT int debx_ort_ops_amx_available()
     return debx::int8::amxAvailable() ? 1 : 0;
 }
 
+//! 1 when this CPU can run the INT8 matmul kernel family `family` (1 = avx512-vnni, 2 = amx; 0 = ort, always 1),
+//! else 0. For the Python runner, which picks the family and writes it into the rewritten nodes.
+DEBX_ORT_EXPORT int debx_ort_ops_int8_family_available(int family)
+{
+    if (family < 0 || family > static_cast<int>(debx::int8::Family::kAmx))
+    {
+        return 0;
+    }
+    return debx::int8::familyAvailable(static_cast<debx::int8::Family>(family)) ? 1 : 0;
+}
+
 //! 1 when DebxDisentangledAttention's bf16 = 1 mode runs on AMX-BF16 tiles here, else 0 (it then runs float32).
 DEBX_ORT_EXPORT int debx_ort_ops_amx_bf16_available()
 {

@@ -10,6 +10,11 @@
  *
  * No ONNX Runtime types: plugins/ortOps/matMulInt8Op.cpp wraps it as the debx::DebxMatMulInt8* ops.
  *
+ * The same packed panels serve AVX-512 VNNI: a B tile row is exactly one VPDPBUSD operand (16 columns x 4 values of
+ * k), so matMulInt8Vnni.cpp walks the panel 4 values of k at a time, 8 rows x 32 columns of int32 accumulators in
+ * 16 ZMM registers (A's 4 bytes broadcast), with the same next-panel prefetch and the same epilogues
+ * (matMulInt8Epilogue.h) applied straight from the registers.
+ *
  * Layout. B (K, N) is packed once into panels of 32 columns: for each panel and each 64-wide step of K, two AMX B
  * tiles (columns 0-15 and 16-31), each 16 rows of 64 bytes, row r holding B[4r .. 4r+3, n] for its 16 columns (zero
  * padded past K and N). A is read in place (rows at stride lda) when M is a multiple of 32 and K of 64; otherwise
@@ -33,8 +38,29 @@ namespace debx
 namespace int8
 {
 
+//! The instruction families the matmul runs on, best last. Each lives in its own translation unit compiled for its
+//! ISA (matMulInt8Amx.cpp, matMulInt8Vnni.cpp); the rest of the library is baseline x86-64, and the family is chosen
+//! at run time by CPUID, so one build runs on any x86-64 CPU.
+enum class Family
+{
+    kNone = 0,       //!< no native matmul here: ONNX Runtime's MatMulIntegerToFloat runs the graph as written
+    kAvx512Vnni = 1, //!< AVX-512 VNNI (VPDPBUSD): Ice Lake / Cascade Lake Xeons, AMD Zen 4 and later
+    kAmx = 2,        //!< AMX-INT8 tiles (TDPBUSD): Sapphire Rapids and later
+};
+
+//! "ort", "avx512-vnni", "amx": the names debx's rewrite and reports use.
+char const* familyName(Family family);
+//! The family named `name`; false when the name is unknown.
+bool familyByName(char const* name, Family* out);
+//! True when this CPU (and OS) can run `family`; kNone always can.
+bool familyAvailable(Family family);
+//! The best family this CPU can run (amx > avx512-vnni > none).
+Family bestFamily();
+
 //! True when this CPU has AMX-INT8 and the OS granted this process the tile data state (asked once).
 bool amxAvailable();
+//! True when this CPU has AVX-512 F/BW/VL/DQ with VNNI and the OS saves the ZMM state.
+bool avx512VnniAvailable();
 
 struct PackedWeights
 {
@@ -50,8 +76,9 @@ struct PackedWeights
 //! Pack B (K, N), row-major int8.
 void packWeights(int8_t const* B, int64_t K, int64_t N, PackedWeights* out);
 
-//! True when A (M, K) must be copied into a padded buffer (M not a multiple of 32 or K not of 64).
-bool needsPadding(int64_t M, PackedWeights const& W);
+//! True when A (M, K) must be copied into a padded buffer for `family`: AMX tiles read 32 rows x 64 bytes at a
+//! time (M a multiple of 32 and K of 64); VPDPBUSD reads 4 bytes of a row at a time (K a multiple of 4).
+bool needsPadding(int64_t M, PackedWeights const& W, Family family);
 //! Bytes of the padded copy: ceil(M / 32) * 32 rows of kBlocks * 64 bytes.
 size_t paddedSize(int64_t M, PackedWeights const& W);
 //! Copy A (M, K) into `out` (paddedSize bytes), rows at stride kBlocks * 64, zeros in the padding.
@@ -66,6 +93,7 @@ enum class Epilogue
 
 struct MatMulArgs
 {
+    Family family;     //!< kAmx or kAvx512Vnni, available here (the caller checks)
     uint8_t const* A;  //!< (M, K) at row stride lda, readable for ceil(M / 32) * 32 rows of kBlocks * 64 bytes
     int64_t lda;
     int64_t M;
@@ -82,6 +110,8 @@ struct MatMulArgs
 
 //! Tasks are (row group, 32-column panel), group-major; run every task in [0, taskCount) (any order, any thread).
 int64_t taskCount(MatMulArgs const& args);
+//! The 32-row blocks of A one task walks: about 1 MB of rows, so they stay in L2.
+int64_t groupBlocks(MatMulArgs const& args);
 void runTask(MatMulArgs const& args, int64_t task);
 
 } // namespace int8

@@ -1,5 +1,5 @@
 /*
- * debx: ONNX Runtime glue of the AMX INT8 matmul ops (see matMulInt8Op.h for the contract).
+ * debx: ONNX Runtime glue of the INT8 matmul ops (see matMulInt8Op.h for the contract).
  */
 #include "matMulInt8Op.h"
 
@@ -31,6 +31,7 @@ struct MatMulKernel
 {
     Api api;
     Variant variant;
+    int8::Family family;
     int8::PackedWeights weights;
     std::vector<float> bScale;
 };
@@ -67,10 +68,23 @@ template <Variant V>
 Status* create(CustomOp const*, void const* apiTable, KernelInfo const* info, void** out)
 {
     Api const api(static_cast<void const* const*>(apiTable));
-    if (!int8::amxAvailable())
+    int64_t family = static_cast<int64_t>(int8::bestFamily());
+    if (Status* status = api.kernelInfoGetAttributeInt64(info, "family", &family)) // optional: the best one here
     {
-        return fail(api, V, "this CPU (or OS) offers no AMX-INT8 tiles; run the graph with com.microsoft "
-                            "MatMulIntegerToFloat instead (debx does this unless the tiles are present)");
+        api.releaseStatus(status);
+        family = static_cast<int64_t>(int8::bestFamily());
+    }
+    if (family != static_cast<int64_t>(int8::Family::kAmx) && family != static_cast<int64_t>(int8::Family::kAvx512Vnni)
+        && family != static_cast<int64_t>(int8::Family::kNone))
+    {
+        return fail(api, V, "unknown kernel family " + std::to_string(family) + " (1 = avx512-vnni, 2 = amx)");
+    }
+    auto const chosen = static_cast<int8::Family>(family);
+    if (chosen == int8::Family::kNone || !int8::familyAvailable(chosen))
+    {
+        return fail(api, V, std::string("this CPU (or OS) cannot run the ") + int8::familyName(chosen)
+                + " kernels (it needs AMX-INT8 tiles or AVX-512 VNNI); run the graph with com.microsoft "
+                  "MatMulIntegerToFloat instead (debx does this where neither is present)");
     }
     std::vector<int64_t> bDims, sDims, zDims;
     void const* b = nullptr;
@@ -94,7 +108,7 @@ Status* create(CustomOp const*, void const* apiTable, KernelInfo const* info, vo
     {
         return fail(api, V, "b_zero_point must be all 0 (symmetric weights)");
     }
-    auto* kernel = new MatMulKernel{api, V, {}, {}};
+    auto* kernel = new MatMulKernel{api, V, chosen, {}, {}};
     int8::packWeights(static_cast<int8_t const*>(b), K, N, &kernel->weights);
     auto const* scales = static_cast<float const*>(bScale);
     kernel->bScale.assign(scales, scales + N);
@@ -188,14 +202,14 @@ Status* compute(void* opKernel, KernelContext* ctx)
     auto const* a = static_cast<uint8_t const*>(data[0]);
     int64_t lda = K;
     thread_local std::vector<uint8_t> padded;
-    if (int8::needsPadding(M, kernel->weights))
+    if (int8::needsPadding(M, kernel->weights, kernel->family))
     {
         padded.resize(int8::paddedSize(M, kernel->weights));
         int8::padActivations(a, M, kernel->weights, padded.data());
         a = padded.data();
         lda = kernel->weights.kBlocks * 64;
     }
-    int8::MatMulArgs args{a, lda, M, &kernel->weights, scale.data(),
+    int8::MatMulArgs args{kernel->family, a, lda, M, &kernel->weights, scale.data(),
         static_cast<int32_t>(*static_cast<uint8_t const*>(data[4])), static_cast<float const*>(data[6]),
         int8::Epilogue::kFloat, nullptr, 0.0F, 0, y};
     if (V == kAdd)

@@ -1,5 +1,5 @@
 /*
- * debx: the ONNX Runtime custom ops around the AMX INT8 matmul of matMulInt8Cpu.h (domain "debx", version 1).
+ * debx: the ONNX Runtime custom ops around the INT8 matmul of matMulInt8Cpu.h (domain "debx", version 1).
  *
  *   DebxMatMulInt8              inputs of com.microsoft MatMulIntegerToFloat: A uint8 (..., K), B int8 (K, N)
  *                               constant, a_scale float scalar, b_scale float (N) constant, a_zero_point uint8
@@ -8,8 +8,10 @@
  *   DebxMatMulInt8GeluQuantize  the same + y_scale float scalar, y_zero_point uint8 scalar -> uint8 (..., N)
  *                               (MatMul, Gelu, QuantizeLinear)
  *
- * debx's ONNX Runtime runner rewrites INT8 graphs to these ops in memory on CPUs with AMX-INT8 (the file keeps the
- * standard ops); kernel creation fails with a clear message elsewhere.
+ * Optional int64 attribute `family`: the kernel family (1 = avx512-vnni, 2 = amx; matMulInt8Cpu.h Family); absent:
+ * the best this CPU has. debx's ONNX Runtime runner rewrites INT8 graphs to these ops in memory on CPUs with AMX-INT8
+ * or AVX-512 VNNI and writes the family it chose (the file keeps the standard ops); kernel creation fails with a
+ * clear message where the family cannot run.
  */
 #pragma once
 

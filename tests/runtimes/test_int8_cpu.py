@@ -1,6 +1,7 @@
 """debx's native INT8 CPU ops (plugins/ortOps/matMulInt8*, layerNormQuantize*) and the in-memory rewrite that puts
-INT8 graphs on them (debx.runtimes.int8_cpu). The rewrite is checked everywhere; the AMX matmul ops run only where the
-CPU has AMX-INT8 tiles (Intel Sapphire Rapids and later) and are skipped elsewhere with the reason."""
+INT8 graphs on them (debx.runtimes.int8_cpu). The rewrite is checked everywhere; the matmul ops run in every kernel
+family this CPU has (amx: AMX-INT8 tiles, Intel Sapphire Rapids and later; avx512-vnni: AVX-512 VNNI) and the
+others are skipped with the reason."""
 
 from __future__ import annotations
 
@@ -18,7 +19,18 @@ def amx_here() -> bool:
     return native_ops.available() and native_ops.amx_available()
 
 
-needs_amx = pytest.mark.skipif(not amx_here(), reason="this CPU has no AMX-INT8 tiles (or no C++ compiler)")
+NATIVE_FAMILIES = ("avx512-vnni", "amx")
+WHY_NOT = {"amx": "this CPU has no AMX-INT8 tiles (or no C++ compiler)",
+           "avx512-vnni": "this CPU has no AVX-512 VNNI (or no C++ compiler)"}
+# every native matmul family, skipped with the reason where this CPU cannot run it
+FAMILIES_HERE = [pytest.param(f, marks=pytest.mark.skipif(not int8_cpu.family_available(f), reason=WHY_NOT[f]))
+                 for f in NATIVE_FAMILIES]
+
+
+def best_here() -> str:
+    return next((f for f in ("amx", "avx512-vnni") if int8_cpu.family_available(f)), "ort")
+
+
 needs_native = pytest.mark.skipif(not native_ops.available(), reason="no C++ compiler for the native ops")
 NO_NORM = {"DebxLayerNormQuantize": 0, "DebxDisentangledAttention(bf16)": 0}
 
@@ -68,7 +80,7 @@ def ops(model) -> list[str]:
 @pytest.mark.parametrize("gelu", ["com.microsoft", "onnx"])
 def test_rewrite_fuses_the_three_patterns_in_topological_order(gelu):
     model = ffn_model(gelu=gelu)
-    counts = int8_cpu.rewrite(model, amx_ops=True)
+    counts = int8_cpu.rewrite(model, family="amx")
     assert counts == {"DebxMatMulInt8": 1, "DebxMatMulInt8Add": 1, "DebxMatMulInt8GeluQuantize": 1, **NO_NORM}
     assert ops(model) == ["QuantizeLinear", "DebxMatMulInt8", "DebxMatMulInt8GeluQuantize", "DebxMatMulInt8Add"]
     fused = {n.op_type: n for n in model.graph.node}
@@ -82,7 +94,7 @@ def test_rewrite_fuses_the_three_patterns_in_topological_order(gelu):
 def test_rewrite_leaves_what_it_cannot_run_alone():
     model = ffn_model(b_zero=3)  # asymmetric weights: the ops require zero points of 0
     model.graph.output.append(helper.make_tensor_value_info("h", TensorProto.FLOAT, None))  # a fused-away value wanted
-    counts = int8_cpu.rewrite(model, amx_ops=True)
+    counts = int8_cpu.rewrite(model, family="amx")
     assert counts["DebxMatMulInt8GeluQuantize"] == 0 and counts["DebxMatMulInt8Add"] == 1
     assert ops(model).count("MatMulIntegerToFloat") == 1 and "Gelu" in ops(model)
 
@@ -94,20 +106,42 @@ def test_rewrite_does_not_fuse_one_sum_twice():
         if n.op_type == "Sum":
             n.input[1] = "side"
     del model.graph.output[1]
-    counts = int8_cpu.rewrite(model, amx_ops=True)
+    counts = int8_cpu.rewrite(model, family="amx")
     assert counts["DebxMatMulInt8Add"] == 1 and counts["DebxMatMulInt8"] == 1
     onnx.checker.check_model(model)
 
 
 def test_switches(monkeypatch):
+    from debx.errors import ConfigError
+
+    monkeypatch.delenv("DEBX_CPU_KERNELS", raising=False)
     monkeypatch.setenv("DEBX_AMX", "0")
-    assert not int8_cpu.amx()
-    assert sum(int8_cpu.rewrite(ffn_model()).values()) == 0  # matmuls kept; no LayerNormalization here
+    assert not int8_cpu.amx() and not int8_cpu.amx_bf16()
+    assert int8_cpu.kernel_family() == ("avx512-vnni" if int8_cpu.family_available("avx512-vnni") else "ort")
     monkeypatch.delenv("DEBX_AMX")
     assert int8_cpu.amx() == amx_here()
+    assert int8_cpu.kernel_family() == best_here()
+    monkeypatch.setenv("DEBX_CPU_KERNELS", "ort")
+    assert sum(int8_cpu.rewrite(ffn_model()).values()) == 0  # matmuls kept; no LayerNormalization here
+    assert not int8_cpu.amx_bf16()
+    for family in NATIVE_FAMILIES:
+        monkeypatch.setenv("DEBX_CPU_KERNELS", family)
+        if int8_cpu.family_available(family):
+            assert int8_cpu.kernel_family() == family
+            model = ffn_model()
+            assert sum(int8_cpu.rewrite(model).values()) == 3
+            assert {a.name: a.i for n in model.graph.node if n.domain == "debx" for a in n.attribute} == {
+                "family": int8_cpu.FAMILIES.index(family)}
+        else:
+            with pytest.raises(ConfigError, match=f"DEBX_CPU_KERNELS={family}: cannot run here"):
+                int8_cpu.kernel_family()
+    monkeypatch.setenv("DEBX_CPU_KERNELS", "avx2")
+    with pytest.raises(ConfigError, match="DEBX_CPU_KERNELS=avx2: unknown kernel family"):
+        int8_cpu.kernel_family()
+    monkeypatch.delenv("DEBX_CPU_KERNELS")
     assert int8_cpu.wants(ffn_model()) == native_ops.available()
     monkeypatch.setenv("DEBX_NATIVE_OPS", "0")
-    assert not int8_cpu.wants(ffn_model()) and not int8_cpu.amx()
+    assert not int8_cpu.wants(ffn_model()) and not int8_cpu.amx() and int8_cpu.kernel_family() == "ort"
 
 
 def _session(model):
@@ -117,9 +151,10 @@ def _session(model):
     return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
-@needs_amx
-@pytest.mark.parametrize("shape,K,N", [((2, 64), 192, 96), ((1, 37), 100, 50), ((3, 1), 64, 32), ((1, 130), 768, 3072)])
-def test_ops_match_onnx_runtime(shape, K, N):
+@pytest.mark.parametrize("family", FAMILIES_HERE)
+@pytest.mark.parametrize("shape,K,N", [((2, 64), 192, 96), ((1, 37), 100, 50), ((3, 1), 64, 32), ((1, 130), 768, 3072),
+                                       ((1, 9), 30, 17), ((2, 5), 66, 48)])
+def test_ops_match_onnx_runtime(family, shape, K, N):
     """The integer sums are exact: DebxMatMulInt8 and DebxMatMulInt8Add equal MatMulIntegerToFloat (+ Sum) to float
     rounding; the fused GELU + QuantizeLinear may differ by one step where GELU lands on a rounding boundary."""
     x = np.random.default_rng(1).normal(0, 2, (*shape, K)).astype(np.float32)
@@ -128,7 +163,7 @@ def test_ops_match_onnx_runtime(shape, K, N):
         model.graph.output.append(helper.make_tensor_value_info("gq", TensorProto.UINT8, None))
         fused = onnx.ModelProto()
         fused.CopyFrom(model)
-        assert sum(int8_cpu.rewrite(fused, amx_ops=True).values()) == 3
+        assert sum(int8_cpu.rewrite(fused, family=family).values()) == 3
         ref = dict(zip(names, _session(model).run(names, {"x": x})))
         got = dict(zip(names, _session(fused).run(names, {"x": x})))
         for name in names:
@@ -139,10 +174,10 @@ def test_ops_match_onnx_runtime(shape, K, N):
                 np.testing.assert_allclose(got[name], ref[name], rtol=1e-6, atol=1e-6, err_msg=name)
 
 
-@needs_amx
-def test_op_errors_are_clear():
+@pytest.mark.parametrize("family", FAMILIES_HERE)
+def test_op_errors_are_clear(family):
     model = ffn_model()
-    int8_cpu.rewrite(model, amx_ops=True)
+    int8_cpu.rewrite(model, family=family)
     for t in model.graph.initializer:
         if t.name == "w3_z":
             t.CopyFrom(numpy_helper.from_array(np.full(96, 1, np.int8), "w3_z"))
@@ -150,8 +185,19 @@ def test_op_errors_are_clear():
         _session(model)
 
 
-@needs_amx
-def test_open_session_rewrites_int8_files_and_keeps_the_file(tmp_path, monkeypatch):
+@needs_native
+@pytest.mark.parametrize("family", NATIVE_FAMILIES)
+def test_kernels_refuse_a_family_this_cpu_lacks(family):
+    if int8_cpu.family_available(family):
+        pytest.skip(f"this CPU runs {family}: nothing to refuse")
+    model = ffn_model()
+    int8_cpu.rewrite(model, family=family)
+    with pytest.raises(Exception, match=f"DebxMatMulInt8: this CPU \\(or OS\\) cannot run the {family} kernels"):
+        _session(model)
+
+
+@pytest.mark.parametrize("family", FAMILIES_HERE)
+def test_open_session_rewrites_int8_files_and_keeps_the_file(tmp_path, monkeypatch, family):
     from debx.runtimes.onnxruntime import open_session
 
     path = tmp_path / "ffn.onnx"
@@ -160,11 +206,19 @@ def test_open_session_rewrites_int8_files_and_keeps_the_file(tmp_path, monkeypat
     real = int8_cpu.rewrite
     monkeypatch.setattr(int8_cpu, "rewrite", lambda model, **kw: made.append(real(model, **kw)) or made[-1])
     x = np.random.default_rng(2).normal(0, 2, (2, 16, 192)).astype(np.float32)
-    fast = open_session(path, threads=2).run(["out"], {"x": x})[0]
+    monkeypatch.setenv("DEBX_CPU_KERNELS", family)
+    info: dict = {}
+    fast = open_session(path, threads=2, info=info).run(["out"], {"x": x})[0]
+    assert info["int8_kernels"] == family
     assert made == [{"DebxMatMulInt8": 2, "DebxMatMulInt8Add": 1, "DebxMatMulInt8GeluQuantize": 0, **NO_NORM}]
+    monkeypatch.setenv("DEBX_CPU_KERNELS", "ort")
+    info = {}
+    plain = open_session(path, threads=2, info=info).run(["out"], {"x": x})[0]
+    assert info == {"int8_kernels": "ort"}  # nothing to rewrite here but the matmuls: the file as written
     monkeypatch.setenv("DEBX_NATIVE_OPS", "0")
-    plain = open_session(path, threads=2).run(["out"], {"x": x})[0]
-    assert len(made) == 1  # switched off: the file as written
+    monkeypatch.delenv("DEBX_CPU_KERNELS")
+    np.testing.assert_allclose(open_session(path, threads=2).run(["out"], {"x": x})[0], plain, rtol=0, atol=0)
+    assert len(made) == 2  # switched off: the file as written
     np.testing.assert_allclose(fast, plain, rtol=1e-6, atol=1e-6)
     assert "MatMulIntegerToFloat" in ops(onnx.load(str(path)))  # the file keeps the standard ops
 
@@ -191,7 +245,7 @@ def norm_model(C=96, float_user="sum", seed=0):
 @pytest.mark.parametrize("float_user", ["sum", "dq"])
 def test_rewrite_fuses_layernorm_quantize(float_user):
     model = norm_model(float_user=float_user)
-    assert int8_cpu.rewrite(model, amx_ops=False)["DebxLayerNormQuantize"] == 1
+    assert int8_cpu.rewrite(model, family="ort")["DebxLayerNormQuantize"] == 1
     fused = model.graph.node[0]
     assert fused.op_type == "DebxLayerNormQuantize" and list(fused.output) == ["q", "y" if float_user == "sum" else "dq"]
     attrs = {a.name: helper.get_attribute_value(a) for a in fused.attribute}
@@ -203,10 +257,10 @@ def test_rewrite_fuses_layernorm_quantize(float_user):
 def test_rewrite_leaves_other_layernorms():
     model = norm_model()
     model.graph.node[0].attribute.append(helper.make_attribute("stash_type", 0))  # not float32 statistics
-    assert int8_cpu.rewrite(model, amx_ops=False)["DebxLayerNormQuantize"] == 0
+    assert int8_cpu.rewrite(model, family="ort")["DebxLayerNormQuantize"] == 0
     model = norm_model()
     model.graph.node[0].attribute[0].i = 1  # axis 1 of (b, n, C): not the last axis
-    assert int8_cpu.rewrite(model, amx_ops=False)["DebxLayerNormQuantize"] == 0
+    assert int8_cpu.rewrite(model, family="ort")["DebxLayerNormQuantize"] == 0
 
 
 @needs_native
@@ -216,7 +270,7 @@ def test_layernorm_quantize_matches_onnx_runtime(float_user, C):
     model = norm_model(C=C, float_user=float_user)
     fused = onnx.ModelProto()
     fused.CopyFrom(model)
-    int8_cpu.rewrite(fused, amx_ops=False)
+    int8_cpu.rewrite(fused, family="ort")
     x = np.random.default_rng(3).normal(0.5, 3, (3, 41, C)).astype(np.float32)
     ref = _session(model).run(["q", "f"], {"x": x})
     got = _session(fused).run(["q", "f"], {"x": x})
@@ -232,11 +286,11 @@ def test_rewrite_switches_debx_attention_to_bf16_only_when_asked():
     model = ffn_model()
     model.graph.node.append(helper.make_node(DEBX_OP, ["out", "out", "out", "pk", "pq", "mask"], ["att"],
                                              domain=DEBX_DOMAIN, num_heads=2))
-    assert int8_cpu.rewrite(model, amx_ops=False, bf16_attention=False)["DebxDisentangledAttention(bf16)"] == 0
+    assert int8_cpu.rewrite(model, family="ort", bf16_attention=False)["DebxDisentangledAttention(bf16)"] == 0
     assert not any(a.name == "bf16" for a in model.graph.node[-1].attribute)
-    assert int8_cpu.rewrite(model, amx_ops=False, bf16_attention=True)["DebxDisentangledAttention(bf16)"] == 1
+    assert int8_cpu.rewrite(model, family="ort", bf16_attention=True)["DebxDisentangledAttention(bf16)"] == 1
     assert {a.name: a.i for a in model.graph.node[-1].attribute}["bf16"] == 1
-    assert int8_cpu.rewrite(model, amx_ops=False, bf16_attention=True)["DebxDisentangledAttention(bf16)"] == 0  # once
+    assert int8_cpu.rewrite(model, family="ort", bf16_attention=True)["DebxDisentangledAttention(bf16)"] == 0  # once
 
 
 @needs_native
@@ -260,10 +314,10 @@ def test_nothing_to_rewrite_means_the_file_as_it_is(tmp_path, monkeypatch):
 
     path = tmp_path / "ffn.onnx"
     onnx.save(ffn_model(), str(path))  # no LayerNormalization; with DEBX_AMX=0 nothing matches
-    monkeypatch.setenv("DEBX_AMX", "0")
+    monkeypatch.setenv("DEBX_CPU_KERNELS", "ort")
     info: dict = {}
     out = open_session(path, threads=1, info=info).run(["out"], {"x": np.ones((1, 3, 192), np.float32)})[0]
-    assert info == {} and out.shape == (1, 3, 192)
-    monkeypatch.setenv("DEBX_AMX", "1")
+    assert info == {"int8_kernels": "ort"} and out.shape == (1, 3, 192)
+    monkeypatch.delenv("DEBX_CPU_KERNELS")
     open_session(path, threads=1, info=info)
-    assert ("int8_cpu" in info) == amx_here()
+    assert ("int8_cpu" in info) == (best_here() != "ort") and info["int8_kernels"] == best_here()

@@ -74,6 +74,7 @@ def test_calibrated_fp16_file_validates(trained_exports, trained_like_checkpoint
     assert report.ok and report.precision == "fp16" and report.max_abs_diff <= 2e-2
 
 
+@pytest.mark.slow  # ~25 s: two CLI processes; test_calibrated_fp16_file_validates checks the same in-process
 def test_cli_validate_accepts_calibrated_fp16(trained_exports, trained_like_checkpoints, glue_dir, tmp_path):
     out = tmp_path / "v3.fp16.onnx"
     r = run_cli("calibrate", trained_exports["onnx"], "--task", "sst2", "--data-dir", glue_dir, "-o", out,

@@ -22,6 +22,7 @@ import secrets
 import shutil
 import signal
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -340,3 +341,131 @@ def refuse_overwriting_inputs(outputs: dict[str, str | Path | None], inputs: lis
         for other_flag, other in given[n + 1:]:
             if _same(out, other):
                 raise ConfigError(f"{flag} {out} and {other_flag} {other} are the same file")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Provenance: which checkpoint made an artifact (the one reader of the sidecar's "source" entry)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Source:
+    """The checkpoint an artifact was made from, as its sidecar recorded it when the artifact was written."""
+
+    checkpoint: Path | None  # the folder (as it was named then; it may have moved or changed since)
+    fingerprint: str | None  # debx.checkpoint.fingerprint of that folder then; None when not recorded
+
+    def to_dict(self) -> dict:
+        return {"checkpoint": None if self.checkpoint is None else str(self.checkpoint),
+                "fingerprint": self.fingerprint}
+
+
+def artifact_source(path: str | Path, sidecar: dict | None = None) -> Source:
+    """Source of an artifact (`model.onnx`, `model.plan`): the sidecar's "source" entry. Export sidecars (and the
+    calibrate/build sidecars that carry them over) name the folder "checkpoint"; older calibrate sidecars "path";
+    a plain string is the folder. `sidecar`: the already-read sidecar of `path`, when the caller has it."""
+    side = read_sidecar(path) if sidecar is None else sidecar
+    src = side.get("source") if isinstance(side, dict) else None
+    if isinstance(src, str):
+        return Source(Path(src) if src else None, None)
+    if not isinstance(src, dict):
+        return Source(None, None)
+    folder = src.get("checkpoint") or src.get("path")
+    fp = src.get("fingerprint")
+    return Source(Path(folder) if isinstance(folder, str) and folder else None, fp if isinstance(fp, str) else None)
+
+
+def stale_reason(artifact: str | Path, checkpoint: str | Path | None = None, fingerprint: str | None = None,
+                 sidecar: dict | None = None) -> str | None:
+    """None when `artifact` was made from `checkpoint` as it is now; else one line saying how they differ.
+
+    checkpoint: the folder the caller compares with (default: the one the sidecar names). fingerprint: its current
+    fingerprint when the caller has it. Nothing recorded, or no such folder: None (nothing to compare)."""
+    from debx.checkpoint import fingerprint as fingerprint_of
+
+    src = artifact_source(artifact, sidecar)
+    folder = Path(checkpoint) if checkpoint is not None else src.checkpoint
+    if src.fingerprint is None or folder is None or not (folder / "config.json").is_file():
+        return None
+    try:
+        now = fingerprint or fingerprint_of(folder)
+    except Exception:  # missing weights etc.: the command that loads the checkpoint reports that itself
+        return None
+    if now == src.fingerprint:
+        return None
+    name = Path(artifact).name
+    same = src.checkpoint is not None and _same(folder, src.checkpoint)
+    if same or checkpoint is None:
+        return (f"{name} is stale: {folder} has changed since {name} was made from it (fingerprint "
+                f"{src.fingerprint} then, {now} now); re-export it from the current checkpoint")
+    return (f"{name} is stale for {folder}: it was made from {src.checkpoint or 'another checkpoint'} (fingerprint "
+            f"{src.fingerprint}), and {folder} has fingerprint {now}; re-export it, or compare it with the "
+            "checkpoint it came from")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Reading ONNX files and checking output locations: one clear line instead of a parser traceback
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def external_data_problem(path: str | Path, model) -> str | None:
+    """Why the external-data files an ONNX graph (loaded without them) refers to cannot be read, or None."""
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    path = Path(path)
+    sizes: dict[Path, int] = {}
+    for t in model.graph.initializer:
+        if not uses_external_data(t):
+            continue
+        info = ExternalDataInfo(t)
+        data = path.parent / info.location
+        if data not in sizes:
+            if not data.is_file():
+                return f"{path}: its weights file {info.location} is missing (expected at {data})"
+            sizes[data] = data.stat().st_size
+        end = (info.offset or 0) + (info.length or 0)
+        if end > sizes[data]:
+            return (f"{path}: its weights file {info.location} is truncated ({sizes[data]} bytes, tensor "
+                    f"{t.name} needs {end})")
+    return None
+
+
+def read_onnx(path: str | Path, load_external_data: bool = False):
+    """An onnx.ModelProto from a file, or ConfigError in one line: no such file, not a readable ONNX model
+    (truncated, foreign), or external-data weights missing/truncated. Weights in external files are only checked
+    (not loaded) unless `load_external_data`."""
+    import onnx
+
+    from debx.errors import ConfigError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such ONNX file")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # protobuf/onnx raise many kinds for a corrupt file
+        raise ConfigError(f"{path}: not a readable ONNX model, truncated or corrupt? "
+                          f"({str(e).splitlines()[0][:120]})") from None
+    problem = external_data_problem(path, model)
+    if problem:
+        raise ConfigError(problem)
+    if load_external_data:
+        from onnx.external_data_helper import load_external_data_for_model
+
+        load_external_data_for_model(model, str(path.parent))
+    return model
+
+
+def check_writable(path: str | Path, what: str = "output") -> None:
+    """ConfigError unless a file or folder can be created at `path`: its nearest existing parent must be a folder
+    this process may write (checked before any work, so a read-only destination fails in one line, not at the end)."""
+    from debx.errors import ConfigError
+
+    path = Path(path).expanduser()
+    parent = path.parent if not path.is_dir() else path
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{what} {path}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {path}: cannot write in {parent} (read-only or permission denied)")

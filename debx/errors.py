@@ -27,3 +27,11 @@ class GateFailed(DebxError):
     """An accuracy or parity gate failed. Exit code 1 (the check ran, the candidate lost)."""
 
     exit_code = 1
+
+
+def check_at_least(flag: str, value, minimum: int = 1) -> None:
+    """ConfigError unless `value` is None or an integer >= minimum (sizes, counts, threads): `flag` names it."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{flag} must be an integer >= {minimum}, got {value!r}")

@@ -31,7 +31,7 @@ from calib.qdq import QDQPolicy
 from calib.ranges import METHODS, RangeConfig
 from calib.sensitivity import AutoConfig
 from calib.trt_cache import DEFAULT_TRT_VERSION
-from debx.artifacts import file_digest, package_versions, previous_onnx_data, staged_files
+from debx.artifacts import check_writable, file_digest, package_versions, previous_onnx_data, staged_files
 from debx.errors import ConfigError, GateFailed
 from debx.gate import GateConfig
 
@@ -73,6 +73,7 @@ class CalibrateConfig:
 
     def __post_init__(self) -> None:
         self.model, self.output = Path(self.model), Path(self.output)
+        check_writable(self.output, "-o")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"--precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
         if self.target not in TARGETS:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from debx.errors import ConfigError, DataError
+from debx.errors import ConfigError, DataError, check_at_least
 
 SPLITS = ("train", "dev")
 FEED_NAMES = ("input_ids", "attention_mask", "token_type_ids")
@@ -36,6 +36,7 @@ class CalibDataConfig:
             raise ConfigError(f"--num-samples must be >= 1, got {self.num_samples}")
         if self.batch_size < 1:
             raise ConfigError(f"calibration batch size must be >= 1, got {self.batch_size}")
+        check_at_least("--max-seq-len", self.max_seq_len)
 
 
 @dataclass
@@ -83,6 +84,9 @@ def calibration_data(cfg: CalibDataConfig, tokenizer, input_names: list[str] | t
     rows = sample_indices(len(examples), cfg.num_samples, cfg.seed)
     chosen = [examples[i] for i in rows]
     pairs = chosen[0].text_b is not None
+    if cfg.max_seq_len is not None and cfg.max_seq_len > max_len:
+        raise ConfigError(f"--max-seq-len {cfg.max_seq_len} exceeds {max_len} tokens, the longest sequence the "
+                          "ONNX file was validated for (export it again with --max-seq-len N to calibrate longer rows)")
     limit = cfg.max_seq_len or max_len
     enc = encode(tokenizer, [e.text_a for e in chosen], [e.text_b for e in chosen] if pairs else None, limit)
     pad = tokenizer.pad_token_id or 0

@@ -41,7 +41,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from debx.artifacts import package_versions, read_sidecar
+from debx.artifacts import artifact_source, check_writable, package_versions, read_sidecar, stale_reason
 from debx.errors import ConfigError, DebxError, MissingDependencyError
 
 COMPARE = ("pytorch", "hf", "optimum", "optimum-fp32", "optimum-int8")
@@ -117,6 +117,9 @@ class BenchConfig:
         for p in self.engines:
             if not p.is_file():
                 raise ConfigError(f"--engine {p}: no such file")
+        for flag, p in (("--json", self.json_path), ("--plot", self.plot_path)):
+            if p is not None:
+                check_writable(p, flag)
 
 
 def parse_int_list(text: str, flag: str) -> tuple[int, ...]:
@@ -276,20 +279,48 @@ def hf_engine(path: Path, threads: int | None, device: str | None = None) -> Eng
 
 def file_engine(path: Path, threads: int | None, name: str | None = None, kind: str | None = None,
                 provider: str | None = None) -> Engine:
-    """provider: the ONNX Runtime execution provider for a .onnx file (cpu | cuda | tensorrt; None: cpu)."""
-    from debx.runtimes import backend_for, runner_class
+    """An .onnx file or TensorRT plan, through the one runner constructor (debx.runtimes.runner_for). threads and
+    provider (the ONNX Runtime execution provider: cpu | cuda | tensorrt; None: cpu) apply to the runtimes that
+    take them (a TensorRT plan has neither)."""
+    from debx.runtimes import backend_for, runner_for
 
     backend = backend_for(path)
     try:
-        cls = runner_class(backend)
+        runner = runner_for(path, where_taken=("threads", "provider"), threads=threads, provider=provider)
     except ImportError as e:
         raise MissingDependencyError(f"--engine {path}: the {backend} runtime is not available ({e})") from None
     side = read_sidecar(path)
     precision = side.get("precision") or ("int8" if "int8" in path.name else "fp32")
     limit = (side.get("shapes") or {}).get("max_seq_len") if isinstance(side.get("shapes"), dict) else None
-    opts = {"provider": provider} if provider is not None and backend == "onnxruntime" else {}
-    return Engine(name or path.name, kind or backend, cls(path, threads=threads, **opts), str(path), precision,
+    return Engine(name or path.name, kind or backend, runner, str(path), precision,
                   limit if isinstance(limit, int) else None)
+
+
+def provenance_notes(cfg: BenchConfig) -> list[str]:
+    """A warning per --engine that was not made from the checkpoint it is timed beside (a --model, else the folder
+    its sidecar names, as that folder is now): its max_abs_diff would compare two different models."""
+    from debx.checkpoint import fingerprint
+
+    models = {}
+    for m in cfg.models:
+        try:
+            models[m] = fingerprint(m)
+        except DebxError:  # not a checkpoint: loading it says so
+            pass
+    notes = []
+    for e in cfg.engines:
+        src = artifact_source(e)
+        if src.fingerprint is None or src.fingerprint in models.values():
+            continue
+        if models:  # compare with the --model at the recorded path, else with the first
+            model = next((m for m in models if src.checkpoint and m.resolve() == src.checkpoint.resolve()),
+                         next(iter(models)))
+            why = stale_reason(e, model, models[model])
+        else:
+            why = stale_reason(e)
+        if why:
+            notes.append(f"warning: {why}")
+    return notes
 
 
 def source_checkpoint(cfg: BenchConfig) -> Path | None:
@@ -297,9 +328,9 @@ def source_checkpoint(cfg: BenchConfig) -> Path | None:
     if cfg.models:
         return cfg.models[0]
     for e in cfg.engines:
-        src = (read_sidecar(e).get("source") or {}).get("checkpoint")
-        if src and Path(src).is_dir():
-            return Path(src)
+        src = artifact_source(e).checkpoint
+        if src is not None and src.is_dir():
+            return src
     return None
 
 
@@ -595,6 +626,9 @@ def run_bench(cfg: BenchConfig, engines: Sequence[Engine] | None = None,
         for name, limit in limits:
             if s > limit:
                 raise ConfigError(f"--seq {s} exceeds the {limit}-token limit of {name}")
+    notes = provenance_notes(cfg)
+    for note in notes:
+        say(note)
     _preimport(engines)
     for e in engines:
         say(f"loading {e.name} ({e.kind})")
@@ -633,6 +667,7 @@ def run_bench(cfg: BenchConfig, engines: Sequence[Engine] | None = None,
         "engines": [{"name": e.name, "kind": e.kind, "path": e.path, "precision": e.precision,
                      "device": engine_device(e), "load_mb": round(e.load_mb, 1), "info": e.info} for e in engines],
         "results": rows,
+        "provenance": notes,
         "method": f"round-robin turns of 1 untimed + {cfg.block} timed calls; wall-clock perf_counter; ratio = p50 / reference p50; "
                   "memory = RSS deltas (load_mb: while loading; run_mb: growth during warm-up at the shape)",
     }

@@ -20,9 +20,9 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from debx.artifacts import file_digest, read_sidecar
+from debx.artifacts import check_writable, file_digest, read_onnx, read_sidecar, stale_reason
 from debx.errors import ConfigError, DebxError, MissingDependencyError
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
@@ -92,6 +92,7 @@ def validate_config(config: BuildConfig) -> None:
             raise ConfigError(f"--plugins {lib}: no such plugin library (build it with plugins/ci_compile.sh)")
     if config.plan_path.resolve() == onnx.resolve():
         raise ConfigError(f"--output {config.plan_path}: would overwrite the ONNX model")
+    check_writable(config.plan_path, "--output")
 
 
 def make_profiles(config: BuildConfig, input_names: Sequence[str]) -> list[tuple[str, Shape, Shape, Shape]]:
@@ -244,10 +245,7 @@ def onnx_facts(path: str | Path) -> OnnxFacts:
         import onnx
     except ImportError:
         raise MissingDependencyError("the onnx package is needed to read the model: pip install 'debx[onnx]'") from None
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as e:  # protobuf raises assorted errors for a file that is not a model
-        raise ConfigError(f"{path}: not a readable ONNX model ({str(e).splitlines()[0][:120]})") from None
+    model = read_onnx(path)  # one line for a truncated file or missing external data
     g = model.graph
     initializers = {t.name for t in g.initializer}
     inputs = tuple(i.name for i in g.input if i.name not in initializers)
@@ -392,8 +390,8 @@ class BuildResult:
     tensorrt_version: str
 
 
-def build_engine(config: BuildConfig) -> BuildResult:
-    """ONNX -> serialized TensorRT engine (+ JSON sidecar), written atomically."""
+def build_engine(config: BuildConfig, log: Callable[[str], None] = lambda s: None) -> BuildResult:
+    """ONNX -> serialized TensorRT engine (+ JSON sidecar), written atomically. `log` gets warnings (a stale ONNX)."""
     import debx
 
     validate_config(config)
@@ -405,6 +403,9 @@ def build_engine(config: BuildConfig) -> BuildResult:
     check_plugins(facts, plugins)
     check_calibration_target(config.onnx, read_sidecar(config.onnx))
     profiles = make_profiles(config, facts.input_names)
+    stale = stale_reason(config.onnx)  # against the checkpoint the sidecar names, as it is now
+    if stale:
+        log(f"warning: {stale}")
 
     trt = import_tensorrt()
     selection = select_builder_flags(config, trt_major(trt), facts)

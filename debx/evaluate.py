@@ -7,19 +7,21 @@ are taken, and the rows used for calibration, which are excluded from the evalua
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 
 from debx import artifacts
 from debx.artifacts import file_digest, package_versions, write_json_atomic
-from debx.errors import ConfigError, DataError
+from debx.errors import ConfigError, DataError, check_at_least
 from debx.metrics import compute_metrics, predictions_from_outputs
-from debx.tasks import TaskSpec, get_task, load_split, split_path
-from debx.tokenizer import encode, load_tokenizer
+from debx.tasks import Example, TaskSpec, check_model_labels, get_task, iter_split, split_path
+from debx.tokenizer import OVERFLOW, encode, load_tokenizer
 
 
 @dataclass
@@ -40,6 +42,17 @@ class EvalConfig:
     progress: bool = True
     gi_max_scope: str | None = None  # giMLP: "batch" | "example" for a checkpoint (None: its config.json); an exported
     # artifact has the scope in its graph, so it must match what it was exported with
+    chunk_rows: int = 4096  # rows read and tokenized at a time (batches are length-sorted within a chunk)
+
+    def __post_init__(self) -> None:
+        self.engine = Path(self.engine)
+        check_at_least("--batch-size", self.batch_size)
+        check_at_least("--max-seq-len", self.max_seq_len)
+        check_at_least("--threads", self.threads)
+        check_at_least("--limit", self.limit, 0)
+        check_at_least("chunk_rows", self.chunk_rows)
+        if self.overflow not in OVERFLOW:
+            raise ConfigError(f"--overflow {self.overflow!r}: choose one of {', '.join(OVERFLOW)}")
 
 
 @dataclass
@@ -58,11 +71,10 @@ def read_sidecar(engine: Path) -> dict:
 
 
 def source_checkpoint(engine: Path, sidecar: dict) -> Path | None:
+    """The checkpoint folder itself, or the one an artifact's sidecar names (debx.artifacts.artifact_source)."""
     if engine.is_dir():
         return engine
-    src = sidecar.get("source") or {}
-    p = (src.get("path") or src.get("checkpoint")) if isinstance(src, dict) else src  # export sidecars: "checkpoint"
-    return Path(p) if p else None
+    return artifacts.artifact_source(engine, sidecar).checkpoint
 
 
 def label_permutation(task: TaskSpec, id2label: dict[int, str]) -> np.ndarray | None:
@@ -96,7 +108,60 @@ def torch_device(engine: Path, device: str | None) -> str | None:
     return None
 
 
+class BatchStream:
+    """Tokenized, length-sorted batches of an example stream, made `chunk_rows` examples at a time as the examples
+    are read: at most one chunk of examples and its token ids are held at once, whatever the split's size.
+
+    Iterating yields (examples, positions, feeds): the batch's examples, their positions in the stream (file order)
+    and the padded feeds. `rows` and `truncated` count what has been read so far."""
+
+    def __init__(self, examples: Iterable[Example], tokenizer, max_len: int, batch_size: int,
+                 overflow: str = "truncate", chunk_rows: int = 4096) -> None:
+        self.examples, self.tokenizer, self.max_len = examples, tokenizer, max_len
+        self.batch_size, self.overflow, self.chunk_rows = batch_size, overflow, max(chunk_rows, batch_size)
+        self.rows = self.truncated = 0
+
+    def __iter__(self) -> Iterator[tuple[list[Example], np.ndarray, dict[str, np.ndarray]]]:
+        pad = self.tokenizer.pad_token_id or 0
+        it = iter(self.examples)
+        while True:
+            chunk = list(itertools.islice(it, self.chunk_rows))
+            if not chunk:
+                return
+            pairs = any(e.text_b is not None for e in chunk)
+            enc = encode(self.tokenizer, [e.text_a for e in chunk], [e.text_b for e in chunk] if pairs else None,
+                         self.max_len, self.overflow)
+            start, self.rows, self.truncated = self.rows, self.rows + len(chunk), self.truncated + enc.truncated
+            order = np.argsort([len(x) for x in enc.input_ids], kind="stable")  # little padding per batch
+            for s in range(0, len(order), self.batch_size):
+                rows = order[s:s + self.batch_size]
+                yield [chunk[i] for i in rows], start + rows, enc.batch(rows, pad_id=pad)
+
+
+def _labeled(examples: Iterable[Example], excluded: set[str], task: TaskSpec, split: str) -> Iterator[Example]:
+    for e in examples:
+        if e.guid in excluded:
+            continue
+        if e.label is None:
+            raise DataError(f"{task.name} {split}: the split has no labels; evaluation needs a labeled split")
+        yield e
+
+
+def _scores(engine: Path, task: TaskSpec, out: dict[str, np.ndarray]) -> np.ndarray:
+    """The (B, labels) logits of a runner's outputs, checked against the task's label count."""
+    y = out["logits"] if "logits" in out else next(iter(out.values()))
+    if y.ndim == 1 and task.is_regression:
+        y = y[:, None]
+    if y.ndim != 2:
+        raise ConfigError(f"{engine} outputs shape {tuple(y.shape)} per batch, not one row of scores per example: "
+                          "evaluate a sequence classification or regression model")
+    check_model_labels(task, y.shape[1], engine)
+    return y
+
+
 def evaluate(cfg: EvalConfig) -> EvalResult:
+    """Score `cfg.engine` on a task split, streaming it: the split is read, tokenized and scored one chunk at a
+    time (BatchStream), so memory stays flat whatever the split's size."""
     from debx.checkpoint import fingerprint, read_config
     from debx.runtimes import runner_for
 
@@ -110,6 +175,12 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
     tok_src = cfg.tokenizer or src
     if tok_src is None:
         raise ConfigError(f"{engine}: no sidecar names its source checkpoint; pass --tokenizer CKPT_DIR")
+    if engine.is_dir():
+        recorded = artifacts.Source(engine, fingerprint(engine))
+        stale = None
+    else:
+        recorded = artifacts.artifact_source(engine, sidecar)
+        stale = artifacts.stale_reason(engine, sidecar=sidecar)
     tokenizer = load_tokenizer(tok_src)
     model_cfg = read_config(src)[0] if src is not None and (src / "config.json").is_file() else None
     max_len = cfg.max_seq_len or (model_cfg.max_position_embeddings if model_cfg else 512)
@@ -126,75 +197,70 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
                               f"debx export --gi-max-scope {gi_scope}, or evaluate the checkpoint (--model)")
         gi_scope = None  # the graph already does it
 
-    examples = load_split(task, cfg.data_dir, cfg.split, limit=cfg.limit)
+    data_file = split_path(task, cfg.data_dir, cfg.split)
     excluded = excluded_rows(sidecar, task, cfg.split)
-    if excluded:
-        examples = [e for e in examples if e.guid not in excluded]
-    if not examples:
+    stream = BatchStream(_labeled(iter_split(task, cfg.data_dir, cfg.split, limit=cfg.limit), excluded, task,
+                                  cfg.split), tokenizer, max_len, cfg.batch_size, cfg.overflow, cfg.chunk_rows)
+    batches = iter(stream)
+    first = next(batches, None)  # bad or unlabeled data fails here, before the model is loaded
+    if first is None:
         raise DataError(f"{task.name} {cfg.split}: no examples to evaluate")
-    if any(e.label is None for e in examples):
-        raise DataError(f"{task.name} {cfg.split}: the split has no labels; evaluation needs a labeled split")
-    pairs = examples[0].text_b is not None
-    enc = encode(tokenizer, [e.text_a for e in examples], [e.text_b for e in examples] if pairs else None, max_len,
-                 cfg.overflow)
-    labels = np.asarray([e.label for e in examples])
 
     runner = runner_for(engine, threads=cfg.threads, provider=cfg.provider, plugins=cfg.plugins,
                         device=device, gi_max_scope=gi_scope)
-    order = np.argsort([len(x) for x in enc.input_ids], kind="stable")  # length-sorted batches: little padding
-    logits = None
+    perm = label_permutation(task, model_cfg.id2label if model_cfg else {})
+    parts: list[tuple[np.ndarray, np.ndarray, list]] = []  # (positions, predictions, examples) per batch
     t0 = time.perf_counter()
     progress = None
     if cfg.progress:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         progress = Progress(TextColumn(f"[bold]eval[/] {task.name}"), BarColumn(), MofNCompleteColumn(),
-                            TimeRemainingColumn(), transient=True)
+                            TimeElapsedColumn(), transient=True)
         progress.start()
-        bar = progress.add_task("eval", total=len(order))
+        bar = progress.add_task("eval", total=cfg.limit)
     try:
         with runner:
-            for s in range(0, len(order), cfg.batch_size):
-                rows = order[s:s + cfg.batch_size]
-                batch = enc.batch(rows, pad_id=tokenizer.pad_token_id or 0)
-                out = runner.infer(batch)
-                y = out["logits"] if "logits" in out else next(iter(out.values()))
-                if logits is None:
-                    logits = np.zeros((len(order),) + y.shape[1:], dtype=np.float32)
-                logits[rows] = y
+            for examples, positions, feeds in itertools.chain([first], batches):
+                y = _scores(engine, task, runner.infer(feeds))
+                if perm is not None:
+                    y = y[:, np.argsort(perm)]
+                parts.append((positions, predictions_from_outputs(task, y), [(e.guid, e.label) for e in examples]))
                 if progress is not None:
-                    progress.update(bar, advance=len(rows))
+                    progress.update(bar, advance=len(examples))
             described = runner.describe()
     finally:
         if progress is not None:
             progress.stop()
     seconds = time.perf_counter() - t0
-    perm = label_permutation(task, model_cfg.id2label if model_cfg else {})
-    if perm is not None:
-        logits = logits[:, np.argsort(perm)]
-    preds = predictions_from_outputs(task, logits)
+    order = np.argsort(np.concatenate([p for p, _, _ in parts]), kind="stable")  # back to file order
+    preds = np.concatenate([y for _, y, _ in parts])[order]
+    rows = [r for _, _, rs in parts for r in rs]
+    guids = [rows[i][0] for i in order]
+    labels = np.asarray([rows[i][1] for i in order])
     metrics = compute_metrics(task, preds, labels)
     report = {
         "task": task.name,
         "split": cfg.split,
-        "data": str(split_path(task, cfg.data_dir, cfg.split)),
-        "n_examples": len(examples),
+        "data": str(data_file),
+        "n_examples": len(guids),
         "excluded_calibration_rows": len(excluded),
-        "truncated": enc.truncated,
+        "truncated": stream.truncated,
         "metrics": metrics,
         "primary_metric": task.primary_metric,
         "engine": {"path": str(engine), "kind": "checkpoint" if engine.is_dir() else engine.suffix.lstrip("."),
-                   "fingerprint": fingerprint(engine) if engine.is_dir() else file_digest(engine),
-                   "source_fingerprint": fingerprint(src) if src is not None and (src / "config.json").is_file() else None,
+                   "fingerprint": recorded.fingerprint if engine.is_dir() else file_digest(engine),
+                   # the checkpoint the artifact was made from, as recorded when it was made (not as it is now)
+                   "source": recorded.to_dict(), "source_fingerprint": recorded.fingerprint, "stale": stale,
                    "precision": sidecar.get("precision", "fp32")},
         "runner": described,
         "device": described.get("device") or ("cuda" if engine.suffix.lower() in (".plan", ".engine") else None),
         "seconds": round(seconds, 3),
         "versions": package_versions(),
         "predictions": preds.tolist(),
-        "guids": [e.guid for e in examples],
+        "guids": guids,
     }
-    return EvalResult(task, metrics, preds, labels, [e.guid for e in examples], report)
+    return EvalResult(task, metrics, preds, labels, guids, report)
 
 
 def write_report(report: dict, path: Path) -> None:
@@ -243,8 +309,23 @@ def gate_against(cfg: EvalConfig, result: EvalResult, reference: Path, gate_cfg)
     return gate_reports(result.task, ref, result.report, result.labels, gate_cfg), ref
 
 
-def gate_notes(report: dict) -> list[str]:
-    notes = []
+def provenance_notes(report: dict, reference: dict | None = None) -> list[str]:
+    """Warnings about where the scored model came from: a stale artifact (its source checkpoint changed since it was
+    made), and a candidate that was not made from the reference checkpoint it is gated against."""
+    eng = report.get("engine") or {}
+    notes = [f"warning: {eng['stale']}"] if eng.get("stale") else []
+    ref = (reference or {}).get("engine") or {}
+    made_from = (eng.get("source") or {}).get("fingerprint")
+    if eng.get("kind") != "checkpoint" and ref.get("kind") == "checkpoint" and made_from and ref.get("fingerprint") \
+            and made_from != ref["fingerprint"]:
+        notes.append(f"warning: {Path(eng['path']).name} was not made from the reference {ref['path']} (made from "
+                     f"fingerprint {made_from}, the reference has {ref['fingerprint']}): the gate compares two "
+                     "different models")
+    return notes
+
+
+def gate_notes(report: dict, reference: dict | None = None) -> list[str]:
+    notes = provenance_notes(report, reference)
     if report.get("excluded_calibration_rows"):
         notes.append(f"{report['excluded_calibration_rows']} {report.get('split', 'dev')} rows were used to calibrate "
                      "the candidate and are excluded from this evaluation (and from the comparison).")
@@ -268,6 +349,6 @@ def write_gate_outputs(report_path: Path, report: dict, result, reference: dict)
     report["reference"] = {k: reference.get(k) for k in ("engine", "metrics", "n_examples", "split", "data")}
     md, png = gate_output_paths(report_path)
     write_report(report, report_path)
-    write_markdown(md, [result], gate_notes(report))
+    write_markdown(md, [result], gate_notes(report, reference))
     plot(png, [result], title=f"{result.task}: {result.candidate_name} vs {result.reference_name}")
     return md, png

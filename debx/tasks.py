@@ -373,6 +373,18 @@ def get_task(name_or_spec: str | Path | TaskSpec) -> TaskSpec:
     raise DataError(f"unknown task {text!r}; valid: {', '.join(TASKS)}, or a .yaml/.yml/.json task spec file")
 
 
+def check_model_labels(task: TaskSpec, num_outputs: int, model: str | Path) -> None:
+    """ConfigError unless a model with `num_outputs` logits per example fits `task`: one per class label, or one
+    score for a regression task. `model` names the model in the message."""
+    if num_outputs == task.num_labels:
+        return
+    wants = ("a regression task (one score per example)" if task.is_regression
+             else f"{task.num_labels} labels ({', '.join(task.labels or ())})")
+    has = "1 output (a regression head)" if num_outputs == 1 else f"{num_outputs} labels"
+    raise ConfigError(f"task {task.name} has {wants}, but {model} predicts {has}; evaluate it on a task with "
+                      "the labels it was trained for")
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Finding and loading data
 # ---------------------------------------------------------------------------------------------------------------
@@ -433,18 +445,26 @@ def load_split(
     task: TaskSpec | str, data_dir: str | Path | None, split: str, limit: int | None = None
 ) -> list[Example]:
     """Examples of one split (at most `limit`, read lazily when the reader allows). DataError on bad data."""
+    return list(iter_split(task, data_dir, split, limit))
+
+
+def iter_split(
+    task: TaskSpec | str, data_dir: str | Path | None, split: str, limit: int | None = None
+) -> Iterator[Example]:
+    """The examples of one split one at a time, as the file is read (readers with `iter_examples`; others are read
+    whole): memory does not grow with the split. DataError on bad data, when the bad row is reached."""
     task = get_task(task)
     path = split_path(task, data_dir, split)
     if limit is not None and limit < 0:
         raise ConfigError(f"limit must be >= 0, got {limit}")
-    if limit is None:
-        examples = task.reader(path, task)
-    else:
-        lazy = getattr(task.reader, "iter_examples", None)
-        examples = list(itertools.islice(lazy(path, task), limit)) if lazy else task.reader(path, task)[:limit]
-    if not examples and limit != 0:
+    lazy = getattr(task.reader, "iter_examples", None)
+    examples = lazy(path, task) if lazy else iter(task.reader(path, task))
+    n = 0
+    for example in examples if limit is None else itertools.islice(examples, limit):
+        n += 1
+        yield example
+    if n == 0 and limit != 0:
         raise DataError(f"{path} is empty: no data rows")
-    return examples
 
 
 # ---------------------------------------------------------------------------------------------------------------

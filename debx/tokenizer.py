@@ -18,6 +18,8 @@ import numpy as np
 
 from debx.errors import CheckpointError, ConfigError, DataError
 
+MIN_VOCAB = 8  # a trained tokenizer's smallest vocabulary: the special pieces and a few characters
+OVERFLOW = ("truncate", "refuse")  # what encode() does with a sequence over the length limit
 SPECIAL = {"pad": "[PAD]", "cls": "[CLS]", "sep": "[SEP]", "unk": "[UNK]", "mask": "[MASK]"}
 
 
@@ -95,12 +97,22 @@ def train_spm(texts: Sequence[str], out_file: str | Path, vocab_size: int = 8000
         corpus = Path(td) / "corpus.txt"
         corpus.write_text("\n".join(t.replace("\n", " ") for t in texts) + "\n")
         prefix = Path(td) / "spm"
-        spm.SentencePieceTrainer.train(
-            input=str(corpus), model_prefix=str(prefix), vocab_size=vocab_size, model_type="unigram",
-            character_coverage=1.0, pad_id=0, pad_piece="[PAD]", bos_id=1, bos_piece="[CLS]", eos_id=2,
-            eos_piece="[SEP]", unk_id=3, unk_piece="[UNK]", hard_vocab_limit=False,
-            num_threads=2, minloglevel=2, shuffle_input_sentence=True, input_sentence_size=200_000,
-        )
+        try:
+            spm.SentencePieceTrainer.train(
+                input=str(corpus), model_prefix=str(prefix), vocab_size=vocab_size, model_type="unigram",
+                character_coverage=1.0, pad_id=0, pad_piece="[PAD]", bos_id=1, bos_piece="[CLS]", eos_id=2,
+                eos_piece="[SEP]", unk_id=3, unk_piece="[UNK]", hard_vocab_limit=False,
+                num_threads=2, minloglevel=2, shuffle_input_sentence=True, input_sentence_size=200_000,
+            )
+        except RuntimeError as e:  # SentencePiece reports settings the text cannot support as RuntimeError
+            import re
+
+            m = re.search(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)", str(e))
+            if m:
+                raise ConfigError(f"--vocab-size {vocab_size} is too small for this text: its {int(m.group(2)) - 4} "
+                                  f"distinct characters and the 4 special pieces need at least {m.group(2)}") from None
+            raise ConfigError(f"cannot train a {vocab_size}-piece SentencePiece tokenizer on this text: "
+                              f"{str(e).splitlines()[0][-200:]}") from None
         out_file.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(prefix.with_suffix(".model"), out_file)
     return out_file
@@ -135,7 +147,7 @@ class Encoded:
 def encode(tokenizer, text_a: Sequence[str], text_b: Sequence[str | None] | None, max_len: int,
            overflow: str = "truncate") -> Encoded:
     """Tokenize pairs like transformers does. overflow: "truncate" (longest-first, counted) or "refuse" (DataError)."""
-    if overflow not in ("truncate", "refuse"):
+    if overflow not in OVERFLOW:
         raise ConfigError(f"overflow must be 'truncate' or 'refuse', not {overflow!r}")
     pairs = text_b is not None and any(b is not None for b in text_b)
     with warnings.catch_warnings():

@@ -29,14 +29,14 @@ import numpy as np
 import torch
 
 from debx import device as devices
-from debx.artifacts import atomic_dir, commit_files
+from debx.artifacts import atomic_dir, check_writable, commit_files
 from debx.checkpoint import load_model, save_checkpoint
-from debx.errors import ConfigError, DataError
+from debx.errors import ConfigError, DataError, check_at_least
 from debx.metrics import compute_metrics, predictions_from_outputs
 from debx.model import DebertaForSequenceClassification, init_weights
 from debx.presets import preset as make_preset
 from debx.tasks import get_task, load_split
-from debx.tokenizer import Encoded, encode, load_tokenizer, save_tokenizer, spm_tokenizer, train_spm
+from debx.tokenizer import MIN_VOCAB, OVERFLOW, Encoded, encode, load_tokenizer, save_tokenizer, spm_tokenizer, train_spm
 
 
 @dataclass
@@ -76,11 +76,24 @@ class TrainConfig:
         self.precision = devices.check_precision_name(self.precision)
         if (self.model is None) == (self.preset is None):
             raise ConfigError("give exactly one of --model CKPT_DIR (fine-tune) or --preset NAME (from scratch)")
-        for name in ("batch_size", "grad_accum", "max_seq_len"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
-        if self.epochs <= 0:
-            raise ConfigError("--epochs must be > 0")
+        for name in ("batch_size", "grad_accum", "max_seq_len", "max_train_samples", "max_eval_samples", "threads",
+                     "stop_after", "log_every"):
+            check_at_least(f"--{name.replace('_', '-')}", getattr(self, name))
+        check_at_least("--eval-every", self.eval_every, 0)
+        check_at_least("--vocab-size", self.vocab_size, MIN_VOCAB)
+        for name in ("epochs", "lr"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"--{name} must be a finite number > 0, got {value}")
+        for name in ("warmup", "weight_decay", "max_grad_norm"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value}")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.overflow not in OVERFLOW:
+            raise ConfigError(f"--overflow {self.overflow!r}: choose one of {', '.join(OVERFLOW)}")
+        check_writable(self.output_dir, "--output")
         if self.lr is None:
             self.lr = 2e-5 if self.model is not None else 1e-3
 

@@ -28,7 +28,8 @@ from typing import Iterator
 import torch
 
 import debx.model as dm
-from debx.artifacts import package_versions, previous_onnx_data, save_onnx_model, staged_files, write_json_atomic
+from debx.artifacts import (check_writable, package_versions, previous_onnx_data, save_onnx_model, staged_files,
+                            write_json_atomic)
 from debx.errors import ConfigError
 from debx.runtimes.reference_ops import DEBX_DOMAIN, DEBX_OP_VERSION
 from exporters import fastpath
@@ -60,6 +61,7 @@ class ExportConfig:
     def __post_init__(self) -> None:
         self.checkpoint = Path(self.checkpoint)
         self.output = Path(self.output)
+        check_writable(self.output, "--output")
         if self.data_dir is not None:
             self.data_dir = Path(self.data_dir)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from debx.artifacts import read_sidecar
+from debx.artifacts import read_onnx, read_sidecar, stale_reason
 from debx.errors import ConfigError, DebxError, GateFailed
 from debx.runtimes import HEAD_OUTPUTS
 from debx.runtimes.compare import Case, Comparator, OutputDiff
@@ -48,6 +48,7 @@ class ValidationReport:
     failures: list[str] = field(default_factory=list)
     text_source: str = ""
     reference: str = "debx PyTorch model (FP32, CPU)"
+    stale: str | None = None  # the file was not made from this checkpoint as it is now (debx.artifacts.stale_reason)
 
     @property
     def ok(self) -> bool:
@@ -234,7 +235,7 @@ def graph_facts(onnx_path: Path) -> dict:
 
     from debx.runtimes.reference_ops import DEBX_OP, TRT_OP
 
-    g = onnx.load(str(onnx_path), load_external_data=False).graph
+    g = read_onnx(onnx_path).graph  # one line for a truncated file or missing external data
     ops = {n.op_type for n in g.node}
     fp16 = any(t.data_type == onnx.TensorProto.FLOAT16 for t in g.initializer)
     outputs = {o.name: len(o.type.tensor_type.shape.dim) for o in g.output}
@@ -284,6 +285,7 @@ def validate_onnx(onnx_path: str | Path, checkpoint: str | Path | None = None, *
     max_len = max_seq_len or shapes.get("max_seq_len") or cfg.max_position_embeddings
     tol = tolerance_for(precision)
     report = ValidationReport(precision, attention, asdict(tol))
+    report.stale = stale_reason(onnx_path, ckpt.path, ckpt.fingerprint, side)
     out_name, token_level = HEAD_OUTPUTS[head]
     in_names = ["input_ids", "attention_mask"] + (["token_type_ids"] if cfg.type_vocab_size > 0 else [])
 
@@ -293,7 +295,7 @@ def validate_onnx(onnx_path: str | Path, checkpoint: str | Path | None = None, *
     if list(facts["outputs"]) != [out_name]:
         report.failures.append(f"outputs are {list(facts['outputs'])}, expected ['{out_name}'] for head {head}")
     # 2. axes (and the rest of the structural checks)
-    graph = onnx.load(str(onnx_path), load_external_data=False)
+    graph = onnx.load(str(onnx_path), load_external_data=False)  # readable: graph_facts read it
     report.failures += checks.graph_problems(graph, mode=attention, num_layers=cfg.num_hidden_layers,
                                              expected_axes=expected_axes(in_names, out_name, token_level, batch, seq))
     if report.failures and any("outputs are" in f or "inputs are" in f for f in report.failures):
@@ -347,5 +349,6 @@ def print_report(console, title: str, report: ValidationReport) -> str:
 def _finish(report: ValidationReport, raise_on_failure: bool) -> ValidationReport:
     if report.failures and raise_on_failure:
         n = len(report.failures)
-        raise ValidationFailed(f"validation failed ({n} problem{'s' if n > 1 else ''}): " + "; ".join(report.failures))
+        why = f"{report.stale}; " if report.stale else ""  # differences between two models, said plainly first
+        raise ValidationFailed(f"{why}validation failed ({n} problem{'s' if n > 1 else ''}): " + "; ".join(report.failures))
     return report

@@ -98,3 +98,62 @@ def test_eval_bad_input_is_one_line(trained_rte, args, needle):
     p = _debx("eval", "--task", "rte", "--data-dir", str(GLUE), *args)
     assert p.returncode == 2, p.stderr
     assert p.stderr.startswith("debx: error:") and needle in p.stderr and p.stderr.count("\n") == 1
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Streaming: the split is read, tokenized and scored one chunk at a time (memory flat whatever the split's size)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _large_sst2(root: Path, rows: int) -> Path:
+    """A GLUE-layout SST-2 folder whose dev split has `rows` rows (synthetic sentences of varied length)."""
+    words = "the film is a quiet , funny and moving story about grief but too long".split()
+    folder = root / "SST-2"
+    folder.mkdir(parents=True)
+    with open(folder / "dev.tsv", "w") as f:
+        f.write("sentence\tlabel\n")
+        for i in range(rows):
+            f.write(" ".join(words[(i * 7 + k) % len(words)] for k in range(3 + i % 11)) + f"\t{i % 2}\n")
+    (folder / "train.tsv").write_text("sentence\tlabel\nok\t1\n")
+    return root
+
+
+def test_eval_streams_the_split_in_chunks(tiny_checkpoints, tmp_path, monkeypatch):
+    """30 chunks of 400 rows: no more than one chunk is ever read ahead and tokenized, the first batch exists before
+    the file is read further, and the result equals scoring the split in one piece."""
+    import debx.evaluate as ev
+    from debx import tasks
+
+    data = _large_sst2(tmp_path, 12_000)
+    sizes = []
+    real_encode = ev.encode
+    monkeypatch.setattr(ev, "encode", lambda tok, a, *rest: sizes.append(len(a)) or real_encode(tok, a, *rest))
+    cfg = EvalConfig(task="sst2", engine=tiny_checkpoints["v3"], data_dir=data, batch_size=200, chunk_rows=400,
+                     progress=False, threads=1)
+    res = evaluate(cfg)
+    assert res.report["n_examples"] == 12_000 and res.report["guids"][:2] == ["dev.tsv:2", "dev.tsv:3"]
+    assert max(sizes) == 400 and len(sizes) == 30  # never more than one chunk tokenized at a time
+
+    read = []
+    real_iter = tasks.iter_split
+
+    def counting(*a, **k):
+        for e in real_iter(*a, **k):
+            read.append(e.guid)
+            yield e
+
+    from debx.tokenizer import load_tokenizer
+
+    stream = ev.BatchStream(ev._labeled(counting(get_task("sst2"), data, "dev"), set(), get_task("sst2"), "dev"),
+                            load_tokenizer(tiny_checkpoints["v3"]), 128, batch_size=200, chunk_rows=400)
+    batches = iter(stream)
+    examples, positions, feeds = next(batches)
+    assert len(read) == 400 and len(examples) == 200 and feeds["input_ids"].shape[0] == 200  # lazily: one chunk
+    assert max(positions) < 400
+
+    sizes.clear()
+    whole = evaluate(EvalConfig(task="sst2", engine=tiny_checkpoints["v3"], data_dir=data, batch_size=200,
+                                chunk_rows=20_000, progress=False, threads=1))
+    assert sizes == [12_000]
+    assert whole.report["guids"] == res.report["guids"]
+    assert (whole.predictions == res.predictions).all() and whole.metrics == res.metrics

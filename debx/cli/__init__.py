@@ -6,6 +6,7 @@ keeps heavy imports inside it so that `debx --help` stays instant.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import signal
 import sys
@@ -23,6 +24,9 @@ COMMANDS: list[tuple[str, str]] = [
     ("eval", "debx.cli.eval"),
     ("bench", "debx.cli.bench"),
 ]
+
+# OSErrors that say something about the user's files or disk, never about debx: one line, exit 2
+USER_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
 
 app = typer.Typer(
     name="debx",
@@ -73,6 +77,12 @@ def main() -> None:
         signum = _STOPPED[0] if _STOPPED else signal.SIGINT
         print(f"debx: {'terminated' if signum == signal.SIGTERM else 'interrupted'}", file=sys.stderr)
         sys.exit(128 + signum)
+    except OSError as e:  # a read-only folder, a full disk, a file we may not read: the user's to fix
+        if e.errno not in USER_ERRNOS:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"debx: error: {where}{e.strerror or e}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

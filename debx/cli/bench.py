@@ -67,8 +67,8 @@ def command(
     out = Console() if Console().is_terminal else Console(width=170)  # files/pipes: do not squeeze the table
     out.print(t)
     out.print(device_note(r))
-    for note in kernel_notes(r):
-        out.print(note)
+    for note in kernel_notes(r) + r["provenance"]:
+        out.print(note, soft_wrap=True)
     if res.json_path:
         out.print(f"json: {res.json_path}")
     if res.plot_path:

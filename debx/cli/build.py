@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -37,7 +38,7 @@ def command(
                       strongly_typed=strongly_typed, plugins=list(plugins),
                       min_shape=parse_shape(min_shape, "--min"), opt_shape=parse_shape(opt_shape, "--opt"),
                       max_shape=parse_shape(max_shape, "--max"), workspace_mib=workspace)
-    result = build_engine(cfg)
+    result = build_engine(cfg, log=lambda msg: print(msg, file=sys.stderr))
     flags = ", ".join(result.selection.builder_flags) or "none"
     typing = "strongly typed" if result.selection.strongly_typed else "weakly typed"
     print(f"built {result.plan} (TensorRT {result.tensorrt_version}, {typing}, builder flags: {flags})")

@@ -57,7 +57,9 @@ def command(
         if not reference.exists():
             raise ConfigError(f"--reference {reference}: no such file or directory")
     if report is not None:
-        from debx.artifacts import refuse_overwriting_inputs
+        from debx.artifacts import check_writable, refuse_overwriting_inputs
+
+        check_writable(report, "--report")
         from debx.evaluate import gate_output_paths
 
         md, png = gate_output_paths(report) if reference is not None else (None, None)
@@ -83,6 +85,10 @@ def command(
     if r["truncated"]:
         con.print(f"warning: {r['truncated']} examples truncated to the length limit")
     if gate_cfg is None:
+        from debx.evaluate import provenance_notes
+
+        for note in provenance_notes(r):
+            con.print(note, soft_wrap=True)
         if report is not None:
             write_report(r, report)
             con.print(f"report: {report}")
@@ -98,7 +104,7 @@ def _gate(cfg, res, reference, gate_cfg, report, con) -> None:
     result, ref = gate_against(cfg, res, reference, gate_cfg)
     print(f"accuracy gate ({result.mode}):")
     print(markdown_table([result]))  # plain text: readable in any terminal width and in CI logs
-    for note in gate_notes(res.report):
+    for note in gate_notes(res.report, ref):
         print(note)
     if report is not None:
         md, png = write_gate_outputs(report, res.report, result, ref)

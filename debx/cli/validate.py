@@ -23,17 +23,18 @@ def command(
     from rich.console import Console
 
     from debx.errors import ConfigError
-    from debx.artifacts import read_sidecar
+    from debx.artifacts import artifact_source
     from exporters.validate import print_report, validate_onnx
 
     if model is None:
-        src = (read_sidecar(onnx_file).get("source") or {}).get("checkpoint")
-        if not src:
+        model = artifact_source(onnx_file).checkpoint
+        if model is None:
             raise ConfigError(f"{onnx_file}: no sidecar names the source checkpoint; pass --model CKPT_DIR")
-        model = Path(src)
     precision = None if fp16 is None else ("fp16" if fp16 else "fp32")
     con = Console()
     with con.status(f"validating {onnx_file} against {model}"):
         rep = validate_onnx(onnx_file, model, head=head, precision=precision, data_dir=data_dir, threads=threads)
     summary = print_report(con, f"{onnx_file.name} vs {model} ({rep.precision}, {rep.attention} attention)", rep)
     con.print(f"[green]PASS[/green]: {summary}")
+    if rep.stale:
+        con.print(f"note: {rep.stale} (it still matches within tolerance)")

@@ -50,11 +50,13 @@ def backend_for(path: str | Path) -> str:
                       f".plan/.engine file)")
 
 
-def runner_for(path_or_ckpt, **opts):
+def runner_for(path_or_ckpt, *, where_taken: tuple[str, ...] = (), **opts):
     """A (not yet activated) runner for a checkpoint folder, a .onnx file or a TensorRT plan.
 
     opts go to the runner; unset ones (None, empty) are dropped, and a set option the backend does not take (e.g.
-    provider="cuda" for a checkpoint folder) is a ConfigError.
+    provider="cuda" for a checkpoint folder) is a ConfigError, except the options named in `where_taken`, which
+    apply where the backend takes them (e.g. `debx bench --threads` for every engine that has CPU threads: a
+    TensorRT plan runs on the GPU and has none).
     """
     import inspect
 
@@ -66,6 +68,7 @@ def runner_for(path_or_ckpt, **opts):
     opts = {k: v for k, v in opts.items() if v is not None and not (isinstance(v, (list, tuple)) and not v)}
     params = inspect.signature(cls.__init__).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        opts = {k: v for k, v in opts.items() if k in params or k not in where_taken}
         unknown = sorted(k for k in opts if k not in params)
         if unknown:
             raise ConfigError(f"option(s) {', '.join(unknown)} do not apply to the {backend} runtime ({target})")

@@ -27,7 +27,7 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
-from debx.errors import MissingDependencyError
+from debx.errors import ConfigError, MissingDependencyError
 
 PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
 SOURCES = ("ortOps/debxOrtOps.cpp", "ortOps/matMulInt8Op.cpp", "ortOps/matMulInt8Cpu.cpp", "ortOps/matMulInt8Amx.cpp",
@@ -82,7 +82,10 @@ def private_dir(path: Path) -> Path:
     world write/read access is removed. MissingDependencyError when another user owns it."""
     import stat
 
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as e:  # a read-only or foreign $DEBX_CACHE: the user's to fix, in one line
+        raise cache_error(path, e) from None
     st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode):
         raise MissingDependencyError(f"{path}: the native op cache must be a folder, not a link; remove it or set "
@@ -93,6 +96,11 @@ def private_dir(path: Path) -> Path:
     if stat.S_IMODE(st.st_mode) & 0o077:
         os.chmod(path, 0o700)
     return path
+
+
+def cache_error(path: Path, e: OSError) -> ConfigError:
+    return ConfigError(f"cannot write the native op cache {path} ({e.strerror or e}): set $DEBX_CACHE to a "
+                       "writable folder of your own")
 
 
 def _digest_file(library: Path) -> Path:
@@ -137,10 +145,13 @@ def build(out_dir: Path | None = None) -> Path:
     target = target_dir / LIBRARY
     if verified(target):
         return target
-    fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=str(target_dir))
-    os.close(fd)
-    fd, tmp_digest = tempfile.mkstemp(prefix=".build-", suffix=DIGEST_SUFFIX, dir=str(target_dir))
-    os.close(fd)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=str(target_dir))
+        os.close(fd)
+        fd, tmp_digest = tempfile.mkstemp(prefix=".build-", suffix=DIGEST_SUFFIX, dir=str(target_dir))
+        os.close(fd)
+    except OSError as e:
+        raise cache_error(target_dir, e) from None
     try:
         _compile(cxx, tmp)
         Path(tmp_digest).write_text(file_digest(tmp, None) + "\n")

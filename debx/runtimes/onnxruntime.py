@@ -12,8 +12,8 @@ from typing import Mapping
 
 import numpy as np
 
-from debx.errors import ConfigError, MissingDependencyError
-from debx.artifacts import read_sidecar
+from debx.errors import ConfigError, MissingDependencyError, check_at_least
+from debx.artifacts import read_onnx, read_sidecar
 from debx.runtimes import int8_cpu
 from debx.runtimes.base import Runner
 
@@ -34,6 +34,7 @@ def _ort():
 
 def session_options(threads: int | None = None, custom_ops: bool = False):
     """threads: intra-op threads (default: $OMP_NUM_THREADS when set, else ONNX Runtime's choice)."""
+    check_at_least("--threads", threads)
     ort = _ort()
     so = ort.SessionOptions()
     if threads is None and os.environ.get("OMP_NUM_THREADS", "").isdigit():
@@ -159,18 +160,11 @@ def open_session(path: str | Path, provider: str = "cpu", threads: int | None = 
     info: when given, receives "int8_cpu" = the counts of debx.runtimes.int8_cpu.rewrite when the INT8 graph was
     moved onto debx's native CPU ops (absent otherwise), and for INT8 graphs on the CPU "int8_kernels" = the matmul
     kernel family that runs them (amx, avx512-vnni, or ort: ONNX Runtime's own)."""
-    import onnx
-
     from debx.runtimes.reference_ops import custom_nodes, runs_natively_as_is
 
     ort = _ort()
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such ONNX file")
-    try:
-        graph = onnx.load(str(path), load_external_data=False)
-    except Exception as e:
-        raise ConfigError(f"{path}: not a readable ONNX model ({str(e).splitlines()[0][:120]})") from None
+    graph = read_onnx(path)  # one line for a missing, truncated or foreign file, or missing external data
     if provider == "cpu" and int8_cpu.wants(graph) and _fits_in_memory(path, graph):
         # INT8 graphs onto debx's native CPU ops, rewritten in memory (the file keeps the standard ops). The weights
         # are inside the file (_fits_in_memory), so `graph` holds them; a rewrite that finds nothing changes nothing.
@@ -198,6 +192,7 @@ class OnnxRuntimeRunner(Runner):
     def __init__(self, path: str | Path, provider: str | None = None, threads: int | None = None) -> None:
         """provider: cpu (default), cuda or tensorrt (the last two need onnxruntime-gpu)."""
         super().__init__()
+        check_at_least("--threads", threads)
         self.path = Path(path)
         self.provider = check_provider_name(provider)
         self.threads = threads

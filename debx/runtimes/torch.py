@@ -7,7 +7,7 @@ from typing import Mapping
 
 import numpy as np
 
-from debx.errors import ConfigError
+from debx.errors import ConfigError, check_at_least
 from debx.runtimes import HEAD_OUTPUTS
 from debx.runtimes.base import Runner
 
@@ -45,6 +45,7 @@ class TorchRunner(Runner):
         super().__init__()
         from debx.device import check_device_name
 
+        check_at_least("--threads", threads)
         self.path = Path(path)
         self.head = head
         self.threads = threads

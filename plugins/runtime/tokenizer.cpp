@@ -91,12 +91,16 @@ std::string normalizeSegment(std::string const& segment)
         appendUtf8(replaced, cps[i]);
         ++i;
     }
-    utf8proc_uint8_t* nfc = utf8proc_NFC(reinterpret_cast<utf8proc_uint8_t const*>(replaced.c_str()));
-    if (nfc == nullptr)
+    // NFC with an explicit length (utf8proc_NFC stops at the first NUL byte: U+0000 is text here, as in transformers)
+    utf8proc_uint8_t* nfc = nullptr;
+    utf8proc_ssize_t const nfcBytes = utf8proc_map(reinterpret_cast<utf8proc_uint8_t const*>(replaced.data()),
+        static_cast<utf8proc_ssize_t>(replaced.size()), &nfc,
+        static_cast<utf8proc_option_t>(UTF8PROC_STABLE | UTF8PROC_COMPOSE));
+    if (nfcBytes < 0)
     {
         throw std::runtime_error("text is not valid UTF-8");
     }
-    std::string normalized(reinterpret_cast<char const*>(nfc));
+    std::string normalized(reinterpret_cast<char const*>(nfc), static_cast<size_t>(nfcBytes));
     std::free(nfc);
     std::vector<int32_t> out = decode(normalized);
     while (!out.empty() && isWhitespace(out.back()))

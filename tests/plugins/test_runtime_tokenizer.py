@@ -87,6 +87,7 @@ EDGE_TEXTS = [
     "ｆｕｌｌｗｉｄｔｈ", "µGuru microcontroller", "Iraqâ\x80\x99s interim government", "emoji 😀 ok", "a\u00a0b",
     "a\u00a0\u00a0b", "a\u3000\u3000b", "a\u2028\u2028b", "a \x85b", "a\u3000", "x<0x41>y", "a [SEP] b", "a[SEP]b",
     "[CLS]", "a [MASK] b", "a[UNK]b", "µµ ab", "Déjà vu, ça va?", "日本語のテキスト", "Ελληνικά κείμενα",
+    "a\x00b", "\x00", "x \x00 y", "a\x00\x00b c", "e\u0301\x00te\u0301",  # U+0000 is text, not the end
 ]
 
 

@@ -1,10 +1,12 @@
 """The native ONNX Runtime custom-op library (plugins/ortOps): the fused CPU kernel of `debx::DebxDisentangledAttention`.
 
-`library_path()` compiles it on first use with the machine's C++ compiler (`$CXX`, else g++ or c++; one translation
-unit pair, a few seconds) into a cache keyed by the sources, the flags, the compiler and the CPU
+`library_path()` compiles it on first use with the machine's C++ compiler (`$CXX`, else g++ or c++; a dozen
+translation units, some seconds) into a cache keyed by the sources, the flags and the compiler
 (`$DEBX_CACHE`, default ~/.cache/debx/ort_ops/<key>/libdebx_ort_ops.so), writing to a temporary file and renaming, so
-concurrent builds and failed builds never leave a broken library behind. `-march=native` is deliberate: the library
-is built on the machine that runs it. Sessions register it with `SessionOptions.register_custom_ops_library`.
+concurrent builds and failed builds never leave a broken library behind. No `-march=native`: the library is baseline
+x86-64 with per-ISA translation units (AVX-512, AVX-512 VNNI, AMX; ISA_FLAGS) chosen at run time by CPUID, so one build
+runs on any x86-64 CPU (a wheel, a Docker image, a shared cache). Sessions register it with
+`SessionOptions.register_custom_ops_library`.
 
 The cache is not trusted blindly: a successful build records the library's sha256 beside it
 (libdebx_ort_ops.so.sha256), and a cached library is loaded only when its digest matches; a truncated, replaced or
@@ -30,17 +32,26 @@ from pathlib import Path
 from debx.errors import ConfigError, MissingDependencyError
 
 PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
-SOURCES = ("ortOps/debxOrtOps.cpp", "ortOps/matMulInt8Op.cpp", "ortOps/matMulInt8Cpu.cpp", "ortOps/matMulInt8Amx.cpp",
-           "ortOps/matMulInt8Vnni.cpp",
+# baseline x86-64 first (the link keeps the first copy of an inline function two objects both emit), then the
+# translation units compiled for newer instructions (ISA_FLAGS), which run only where CPUID says so
+SOURCES = ("ortOps/debxOrtOps.cpp", "ortOps/matMulInt8Op.cpp", "ortOps/matMulInt8Cpu.cpp", "ortOps/isaTwins.cpp",
            "ortOps/layerNormQuantizeOp.cpp", "ortOps/layerNormQuantizeCpu.cpp",
-           "disentangledAttention/disentangledAttentionCpu.cpp", "disentangledAttention/disentangledAttentionAmx.cpp")
+           "disentangledAttention/disentangledAttentionCpu.cpp", "disentangledAttention/disentangledAttentionAmx.cpp",
+           "ortOps/matMulInt8Vnni.cpp", "ortOps/matMulInt8Amx.cpp", "ortOps/isaAvx512.cpp", "ortOps/isaAmx.cpp")
 HEADERS = ("ortOps/ortAbi.h", "ortOps/ortHelpers.h", "ortOps/matMulInt8Op.h", "ortOps/matMulInt8Cpu.h",
-           "ortOps/matMulInt8Kernels.h", "ortOps/matMulInt8Epilogue.h",
+           "ortOps/matMulInt8Kernels.h", "ortOps/matMulInt8Epilogue.h", "ortOps/isaTwins.h",
            "ortOps/layerNormQuantizeOp.h", "ortOps/layerNormQuantizeCpu.h", "common/cpuVecMath.h",
            "common/amxTiles.h", "disentangledAttention/disentangledAttentionAmx.h",
            "disentangledAttention/disentangledAttentionCpu.h", "disentangledAttention/disentangledAttentionMath.h")
-FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-fvisibility=hidden", "-Wall",
-         "-Wno-maybe-uninitialized")
+# No -march=native: the library runs on any x86-64 CPU and picks its best code there (plugins/ortOps/isaTwins.h).
+FLAGS = ("-O3", "-std=c++17", "-fPIC", "-fvisibility=hidden", "-Wall", "-Wno-maybe-uninitialized")
+AVX512 = ("-mavx2", "-mfma", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq")
+ISA_FLAGS = {
+    "ortOps/matMulInt8Vnni.cpp": (*AVX512, "-mavx512vnni"),
+    "ortOps/matMulInt8Amx.cpp": (*AVX512, "-mamx-tile", "-mamx-int8"),
+    "ortOps/isaAvx512.cpp": AVX512,
+    "ortOps/isaAmx.cpp": (*AVX512, "-mamx-tile", "-mamx-bf16", "-mavx512bf16"),
+}
 LIBRARY = "libdebx_ort_ops.so"
 DIGEST_SUFFIX = ".sha256"
 
@@ -50,16 +61,6 @@ def _compiler() -> str | None:
         if name and shutil.which(name):
             return shutil.which(name)
     return None
-
-
-def _cpu_signature() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return line
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def cache_root() -> Path:
@@ -72,7 +73,7 @@ def _key(cxx: str) -> str:
         h.update(rel.encode())
         h.update((PLUGINS / rel).read_bytes())
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=False).stdout
-    for part in (" ".join(FLAGS), version, _cpu_signature(), platform.machine()):
+    for part in (" ".join(FLAGS), repr(sorted(ISA_FLAGS.items())), version, platform.machine()):
         h.update(part.encode())
     return h.hexdigest()[:16]
 
@@ -118,12 +119,33 @@ def verified(library: Path) -> bool:
         return False
 
 
-def _compile(cxx: str, output: str) -> None:
-    cmd = [cxx, *FLAGS, f"-I{PLUGINS / 'disentangledAttention'}", *(str(PLUGINS / s) for s in SOURCES), "-o", output]
+def _run(cmd: list[str]) -> str | None:
+    """Run a compiler command; None when it succeeded, else the first error line."""
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        first = next((ln for ln in proc.stderr.splitlines() if "error" in ln), proc.stderr.strip()[:200])
-        raise MissingDependencyError(f"building {LIBRARY} failed: {first}")
+    if proc.returncode == 0:
+        return None
+    return next((ln for ln in proc.stderr.splitlines() if "error" in ln), proc.stderr.strip()[:200])
+
+
+def _compile(cxx: str, output: str) -> None:
+    """Each translation unit with its own flags (baseline, or ISA_FLAGS), then one link. A compiler that does not know
+    an ISA's flags builds that unit without them: its code is then left out (the unit's guards) and the library
+    reports the family unavailable instead of failing to build."""
+    include = f"-I{PLUGINS / 'disentangledAttention'}"
+    with tempfile.TemporaryDirectory(prefix=".objs-", dir=str(Path(output).parent)) as objs:
+        objects = []
+        for i, rel in enumerate(SOURCES):
+            obj = str(Path(objs) / f"{i}.o")
+            base = [cxx, *FLAGS, include, "-c", str(PLUGINS / rel), "-o", obj]
+            error = _run([*base[:-4], *ISA_FLAGS.get(rel, ()), *base[-4:]])
+            if error is not None and rel in ISA_FLAGS:
+                error = _run(base)
+            if error is not None:
+                raise MissingDependencyError(f"building {LIBRARY} failed: {error}")
+            objects.append(obj)
+        error = _run([cxx, "-shared", *objects, "-o", output])
+        if error is not None:
+            raise MissingDependencyError(f"building {LIBRARY} failed: {error}")
 
 
 def build(out_dir: Path | None = None) -> Path:
@@ -221,6 +243,18 @@ def int8_family_available(family: int) -> bool:
     fn = ctypes.CDLL(str(library_path())).debx_ort_ops_int8_family_available
     fn.argtypes = [ctypes.c_int]
     return bool(fn(family))
+
+
+def isa() -> str | None:
+    """The instructions the library's float kernels run on here: "avx512" or "baseline" (x86-64; also when
+    $DEBX_CPU_ISA=baseline, which turns every native matmul family off too); None when it is unavailable."""
+    if not available():
+        return None
+    import ctypes
+
+    fn = ctypes.CDLL(str(library_path())).debx_ort_ops_isa
+    fn.restype = ctypes.c_char_p
+    return fn().decode()
 
 
 def amx_bf16_available() -> bool:

@@ -1,6 +1,8 @@
 /*
  * debx: AVX-512 float math shared by the CPU kernels (attention softmax, INT8 matmul epilogues). Header only, no
- * TensorRT or ONNX Runtime types; compiled only where __AVX512F__ is defined.
+ * TensorRT or ONNX Runtime types; compiled only where __AVX512F__ is defined. Internal linkage (static): every
+ * translation unit compiled for its own instruction set (plugins/ortOps/isa*.cpp, matMulInt8{Amx,Vnni}.cpp) keeps its
+ * own copy, so the linker never swaps in one compiled for other instructions.
  */
 #pragma once
 
@@ -14,7 +16,7 @@ namespace vec
 
 //! exp(x) for 16 floats; exactly 0 below -87 (where float32 exp underflows anyway). Cody-Waite reduction and a
 //! degree-7 polynomial, ~1 ulp.
-inline __m512 exp(__m512 x)
+static inline __m512 exp(__m512 x)
 {
     __mmask16 const live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0F), _CMP_GE_OQ);
     x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0F)), _mm512_set1_ps(88.0F));
@@ -34,14 +36,14 @@ inline __m512 exp(__m512 x)
 }
 
 //! 1 / d for 16 floats d >= 1: the 14-bit hardware estimate and one Newton step (~1 ulp), no division.
-inline __m512 reciprocal(__m512 d)
+static inline __m512 reciprocal(__m512 d)
 {
     __m512 const r = _mm512_rcp14_ps(d);
     return _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0F))); // r (2 - d r)
 }
 
 //! erf(x) for 16 floats: Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7), odd symmetry.
-inline __m512 erf(__m512 x)
+static inline __m512 erf(__m512 x)
 {
     __m512 const ax = _mm512_abs_ps(x);
     __m512 const t = reciprocal(_mm512_fmadd_ps(ax, _mm512_set1_ps(0.3275911F), _mm512_set1_ps(1.0F)));
@@ -59,7 +61,7 @@ inline __m512 erf(__m512 x)
 }
 
 //! GELU, the exact (erf) form: 0.5 x (1 + erf(x / sqrt 2)), as ONNX Gelu and com.microsoft Gelu define it.
-inline __m512 gelu(__m512 x)
+static inline __m512 gelu(__m512 x)
 {
     __m512 const e = erf(_mm512_mul_ps(x, _mm512_set1_ps(0.70710678118654752F)));
     return _mm512_mul_ps(_mm512_mul_ps(x, _mm512_set1_ps(0.5F)), _mm512_add_ps(e, _mm512_set1_ps(1.0F)));

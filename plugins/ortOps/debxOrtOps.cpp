@@ -19,8 +19,9 @@
 
 #include "../disentangledAttention/disentangledAttentionAmx.h"
 #include "../disentangledAttention/disentangledAttentionCpu.h"
-#include "matMulInt8Cpu.h"
+#include "isaTwins.h"
 #include "layerNormQuantizeOp.h"
+#include "matMulInt8Cpu.h"
 #include "matMulInt8Op.h"
 #include "ortAbi.h"
 #include "ortHelpers.h"
@@ -74,7 +75,14 @@ struct CallData
 void runTask(void* data, size_t task)
 {
     auto const* call = static_cast<CallData const*>(data);
-    attention::cpuRunTask(*call->plan, *call->tensors, static_cast<int64_t>(task));
+    if (isa::avx512()) // the AVX-512 twin (isaTwins.h); baseline x86-64 otherwise
+    {
+        isa::attentionRunTaskAvx512(call->plan, call->tensors, static_cast<int64_t>(task));
+    }
+    else
+    {
+        attention::cpuRunTask(*call->plan, *call->tensors, static_cast<int64_t>(task));
+    }
 }
 
 Status* compute(void* opKernel, ort::KernelContext* ctx)
@@ -240,7 +248,7 @@ void prepareTables(Api const& api, ort::KernelInfo const* info, Kernel* kernel)
     kernel->tableRows = rows;
     kernel->tableWidth = width;
     int32_t const headSize = static_cast<int32_t>(width / p.numHeads);
-    bool const bf16 = kernel->bf16 && attention::amx::available(); // then the float32 layout would go unread
+    bool const bf16 = kernel->bf16 && isa::attentionBf16(); // then the float32 layout would go unread
     for (int i = 0; i < 2; ++i)
     {
         if (bf16)
@@ -388,7 +396,7 @@ DEBX_ORT_EXPORT Status* RegisterCustomOps(ort::SessionOptions* options, ort::Api
 //! Python runner (ctypes), which only rewrites graphs to them then.
 DEBX_ORT_EXPORT int debx_ort_ops_amx_available()
 {
-    return debx::int8::amxAvailable() ? 1 : 0;
+    return debx::int8::familyAvailable(debx::int8::Family::kAmx) ? 1 : 0;
 }
 
 //! 1 when this CPU can run the INT8 matmul kernel family `family` (1 = avx512-vnni, 2 = amx; 0 = ort, always 1),
@@ -402,8 +410,15 @@ DEBX_ORT_EXPORT int debx_ort_ops_int8_family_available(int family)
     return debx::int8::familyAvailable(static_cast<debx::int8::Family>(family)) ? 1 : 0;
 }
 
+//! The instructions the float kernels (attention, LayerNormalization + QuantizeLinear) run on here: "avx512" (the
+//! AVX-512 twins, isaTwins.h) or "baseline" (x86-64; also when $DEBX_CPU_ISA=baseline).
+DEBX_ORT_EXPORT char const* debx_ort_ops_isa()
+{
+    return debx::isa::avx512() ? "avx512" : "baseline";
+}
+
 //! 1 when DebxDisentangledAttention's bf16 = 1 mode runs on AMX-BF16 tiles here, else 0 (it then runs float32).
 DEBX_ORT_EXPORT int debx_ort_ops_amx_bf16_available()
 {
-    return debx::attention::amx::available() ? 1 : 0;
+    return debx::isa::attentionBf16() ? 1 : 0;
 }

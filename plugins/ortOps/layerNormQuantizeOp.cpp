@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "isaTwins.h"
 #include "layerNormQuantizeCpu.h"
 #include "ortHelpers.h"
 
@@ -70,7 +71,14 @@ void runTask(void* data, size_t task)
 {
     auto const& args = *static_cast<norm::LayerNormQuantizeArgs const*>(data);
     int64_t const r0 = static_cast<int64_t>(task) * kRowsPerTask;
-    norm::runRows(args, r0, r0 + kRowsPerTask);
+    if (isa::avx512()) // the AVX-512 twin (isaTwins.h); baseline x86-64 otherwise
+    {
+        isa::layerNormRowsAvx512(&args, r0, r0 + kRowsPerTask);
+    }
+    else
+    {
+        norm::runRows(args, r0, r0 + kRowsPerTask);
+    }
 }
 
 Status* compute(void* opKernel, KernelContext* ctx)

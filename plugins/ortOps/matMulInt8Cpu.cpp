@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "isaTwins.h"
 #include "matMulInt8Kernels.h"
 
 namespace debx
@@ -71,6 +72,10 @@ bool avx512VnniAvailable()
 
 bool familyAvailable(Family family)
 {
+    if (family != Family::kNone && isa::baselineOnly())
+    {
+        return false;
+    }
     switch (family)
     {
     case Family::kAmx: return amxAvailable();
@@ -82,6 +87,10 @@ bool familyAvailable(Family family)
 
 Family bestFamily()
 {
+    if (isa::baselineOnly())
+    {
+        return Family::kNone;
+    }
     return amxAvailable() ? Family::kAmx : avx512VnniAvailable() ? Family::kAvx512Vnni : Family::kNone;
 }
 

@@ -1,0 +1,66 @@
+"""The native library travels (issue 14): built without -march=native, baseline x86-64 everywhere except the per-ISA
+translation units, which run only where CPUID says so; and its baseline path (what an AVX2-only CPU runs) computes
+the same as the AVX-512 one ($DEBX_CPU_ISA=baseline forces it here)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from debx.runtimes import native_ops
+
+needs_native = pytest.mark.skipif(not native_ops.available(), reason="no C++ compiler for the native ops")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_no_flag_ties_the_library_to_the_build_machine():
+    flags = [*native_ops.FLAGS, *(f for fs in native_ops.ISA_FLAGS.values() for f in fs)]
+    assert not [f for f in flags if f.startswith(("-march", "-mtune=native", "-mcpu"))]
+    assert set(native_ops.ISA_FLAGS) <= set(native_ops.SOURCES)
+    # the baseline units first: the link keeps the baseline copy of an inline function both kinds emit
+    isa_at = [native_ops.SOURCES.index(s) for s in native_ops.ISA_FLAGS]
+    assert min(isa_at) == len(native_ops.SOURCES) - len(isa_at)
+    cmake = [ln.split("#")[0] for ln in (ROOT / "plugins" / "CMakeLists.txt").read_text().splitlines()]
+    assert not [ln for ln in cmake if "-march" in ln]
+
+
+@needs_native
+@pytest.mark.skipif(shutil.which("objdump") is None, reason="no objdump to read the library's code")
+def test_only_the_isa_units_hold_vector_instructions():
+    """Every function with a VEX/EVEX instruction (AVX and later) or an AMX tile instruction belongs to an ISA unit:
+    the debx_avx512 twins or the INT8 matmul kernels (matMulInt8Amx.cpp / matMulInt8Vnni.cpp)."""
+    out = subprocess.run(["objdump", "-d", "-C", "--no-show-raw-insn", str(native_ops.library_path())],
+                         capture_output=True, text=True, check=True).stdout
+    fn, wide = None, set()
+    for line in out.splitlines():
+        m = re.match(r"^[0-9a-f]+ <(.*)>:$", line)
+        if m:
+            fn = m.group(1)
+        elif fn and re.search(r"\t(v[a-z0-9]+|t[a-z]*tile[a-z0-9]*|tdp[a-z0-9]+)\s", line):
+            wide.add(fn)
+    allowed = re.compile(r"debx_avx512::|debx::int8::\(anonymous namespace\)::(runTaskAs|epilogueSlice)")
+    assert wide, "no vector code at all: the ISA units were not compiled for their instructions"
+    assert not [f for f in wide if not allowed.search(f)]
+
+
+@needs_native
+def test_the_baseline_path_matches_the_reference():
+    """The attention, LayerNormalization + QuantizeLinear and the INT8 rewrite as a CPU without AVX-512 runs them."""
+    env = {**os.environ, "DEBX_CPU_ISA": "baseline", "PYTHONPATH": str(ROOT)}
+    probe = subprocess.run([sys.executable, "-c", "from debx.runtimes import native_ops, int8_cpu; "
+                            "print(native_ops.isa(), int8_cpu.kernel_family())"],
+                           env=env, capture_output=True, text=True, check=True)
+    assert probe.stdout.split() == ["baseline", "ort"]
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "tests/runtimes/test_native_ops.py::test_native_matches_the_reference",
+                           "tests/runtimes/test_int8_cpu.py::test_layernorm_quantize_matches_onnx_runtime",
+                           "tests/runtimes/test_int8_cpu.py::test_nothing_to_rewrite_means_the_file_as_it_is"],
+                          cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert " passed" in proc.stdout

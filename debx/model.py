@@ -462,6 +462,10 @@ class DisentangledSelfAttention(nn.Module):
         self.pos_dropout = nn.Dropout(cfg.hidden_dropout_prob)
         self.dropout = nn.Dropout(cfg.attention_probs_dropout_prob)
         self.fused_cuda = True  # inference on CUDA tensors runs torch.ops.debx.disentangled_attention (debx.kernels)
+        if self.c2p or self.p2c:  # the fused op's index: the saturated table, any length through a clamp (tiny)
+            reach = relative_index_reach(cfg.span, cfg.buckets, cfg.max_relative)
+            table = relative_index_table(reach, cfg.span, cfg.buckets, cfg.max_relative)
+            self.register_buffer("rel_index_table", table, persistent=False)  # (2L - 1,)
 
     def gate(self, side: str, x):  # giMLP gate for "q" or "k", or None
         inhibition = getattr(self, f"inhibition_{side}", None)
@@ -517,10 +521,8 @@ def attention_core(attn: DisentangledSelfAttention, q, k, v, pk, pq, mask, index
         from debx.kernels import torch_op  # lazy: Triton is only needed on CUDA machines
 
         if torch_op.usable(q):  # the tensor-core kernel (inference: no gradient, no dropout)
-            if index is None:
-                index = relative_index(relative_index_table(q.shape[1], cfg.span, cfg.buckets, cfg.max_relative)
-                                       .to(q.device), q.shape[1])
-            table = torch_op.table_from_index(index) if (attn.c2p or attn.p2c) else mask
+            # it reads the saturated 1-D table itself (clamped distances, as relative_index): no (N, N) index
+            table = attn.rel_index_table if (attn.c2p or attn.p2c) else mask
             return torch.ops.debx.disentangled_attention(q, k, v, pk, pq, mask, table, attn.num_heads, scale,
                                                          cfg.span, cfg.buckets, cfg.max_relative, attn.c2p, attn.p2c)
     return disentangled_attention(

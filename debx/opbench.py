@@ -7,8 +7,10 @@ Op level (the attention core alone, same inputs for every entry):
     flash-floor   flash SDPA without the relative terms + the two position products: a floor no exact op reaches
 Layer level (Q/K/V projections + position tables + attention of one v3-base-shaped layer, same weights):
     debx-layer, disentangled-flash-layer, flashdeberta-layer (the peers when they are installed)
-Every number is the median of CUDA-event timings in one process on one GPU; each shape also records the fused op's
-max abs difference from the float32 math on the same inputs.
+Every number is the median over single calls, each timed with CUDA events and synchronized before the next one, so
+it is the latency one request sees, host overhead included (triton.testing.do_bench in scripts/gpu_attention.py
+overlaps calls and reports device time). All entries run in one process on one GPU; each shape also records the
+fused op's max abs difference from the float32 math on the same inputs.
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ if triton is not None:
     @triton.jit
     def _debx_attention_fwd(
         Q, K, V, C2P, P2C, MASK, TABLE, OUT,
-        N, H, R, lo, qk_scale,
+        N, H, R, lo, half, qk_scale,
         stride_qb, stride_qn, stride_kb, stride_kn, stride_vb, stride_vn, stride_ob, stride_on, stride_mb, stride_g,
         D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr,
         USE_C2P: tl.constexpr, USE_P2C: tl.constexpr, IEEE: tl.constexpr,
@@ -74,7 +74,8 @@ if triton is not None:
         m_i = tl.full((BLOCK_Q,), float("-inf"), tl.float32)
         l_i = tl.zeros((BLOCK_Q,), tl.float32)
         acc = tl.zeros((BLOCK_Q, BLOCK_D), tl.float32)
-        last = 2 * N - 2  # T has 2N - 1 entries: T[r + N - 1] for r = i - j in [-(N - 1), N - 1]
+        # T has 2 * half + 1 entries, T[r + half] for r in [-half, half], and saturates at its ends: distances past
+        # half are clamped to it (exact for any N, see debx.model.relative_index_reach)
         for j0 in range(0, N, BLOCK_K):
             offs_k = j0 + tl.arange(0, BLOCK_K)
             k_in = offs_k < N
@@ -90,7 +91,7 @@ if triton is not None:
                 s = tl.dot(q, tl.trans(k))
             if USE_C2P or USE_P2C:
                 pair = q_in[:, None] & k_in[None, :]
-                rel = tl.minimum(tl.maximum(offs_q[:, None] - offs_k[None, :] + (N - 1), 0), last)
+                rel = tl.minimum(tl.maximum(offs_q[:, None] - offs_k[None, :], -half), half) + half
                 g = tl.load(TABLE + rel).to(tl.int32) - lo  # (BQ, BK) column of the band products; L1-resident
                 # rows g of the (R, N) products: a warp's 8 query rows x 4 key columns read few distinct g, and
                 # consecutive positions of each, so a gather touches one or two cache lines, not eight
@@ -125,7 +126,7 @@ def table_rows(n: int, span: int, buckets: int, max_relative: int) -> tuple[int,
 
 
 def relative_table(n: int, span: int, buckets: int, max_relative: int, device) -> torch.Tensor:
-    """T for length n on `device`: T[r + n - 1] = idx of relative distance r (what the model's buffer slices give)."""
+    """T for length n on `device`: T[r + n - 1] = idx of relative distance r (exact for inputs up to n tokens)."""
     from debx.model import relative_index_table
 
     return relative_index_table(n, span, buckets, max_relative).to(device=device, dtype=torch.int32)
@@ -157,8 +158,10 @@ def attention(query, key, value, pos_key, pos_query, mask, *, num_heads: int, sc
               num_stages: int | None = None, table: torch.Tensor | None = None) -> torch.Tensor:
     """(B, N, HD) context; same arguments and result as debx.model.disentangled_attention (inference: no dropout).
 
-    table: (2N - 1,) integer relative index T (T[i - j + N - 1] = idx(i, j)) on the inputs' device, e.g. a slice of
-    the model's buffer; computed here when None. Passing it keeps the call free of host-to-device copies (CUDA graphs).
+    table: (2L - 1,) integer relative index T on the inputs' device, T[r + L - 1] = idx of distance r, saturated at its
+    ends (any L >= debx.model.relative_index_reach(...) or >= N): the model's own buffer. Distances past L - 1 are
+    clamped to it, as debx.model.relative_index does. Built for L = N when None. Passing it keeps the call free of
+    host-to-device copies (CUDA graphs) and of any (N, N) index.
     """
     if triton is None:
         raise RuntimeError("the fused CUDA attention needs Triton (pip install triton)")
@@ -182,14 +185,15 @@ def attention(query, key, value, pos_key, pos_query, mask, *, num_heads: int, sc
                 raise ValueError(f"{name} must be (2*span, HD) = ({P}, {HD}), got {tuple(t.shape)}")
         if table is None:
             table = relative_table(N, span, position_buckets, max_relative_positions, query.device)
-        elif table.shape != (2 * N - 1,):
-            raise ValueError(f"relative table must have 2N - 1 = {2 * N - 1} entries, got {tuple(table.shape)}")
+        elif table.dim() != 1 or table.numel() % 2 == 0:
+            raise ValueError(f"relative table must be 1-D with 2L - 1 entries, got {tuple(table.shape)}")
         lo, hi = table_rows(N, span, position_buckets, max_relative_positions)
         c2p_rows = band_products(q, pos_key[lo:hi + 1], num_heads) if c2p else None  # (H, R, B*N)
         p2c_rows = band_products(k, pos_query[lo:hi + 1], num_heads) if p2c else None  # (H, R, B*N)
         R = hi - lo + 1
     else:
         table, lo, R, c2p_rows, p2c_rows = mask, 0, 1, None, None
+    half = (table.numel() - 1) // 2 if (c2p or p2c) else 0
     c2p_rows = c2p_rows if c2p_rows is not None else (p2c_rows if p2c_rows is not None else q)  # unused pointer
     p2c_rows = p2c_rows if p2c_rows is not None else c2p_rows
     m = mask if mask.stride(-1) == 1 else mask.contiguous()
@@ -197,7 +201,7 @@ def attention(query, key, value, pos_key, pos_query, mask, *, num_heads: int, sc
     grid = (triton.cdiv(N, bq), B * num_heads)
     _debx_attention_fwd[grid](
         q, k, v, c2p_rows, p2c_rows, m, table, out,
-        N, num_heads, R, lo, float(scale) * LOG2E,
+        N, num_heads, R, lo, half, float(scale) * LOG2E,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
         m.stride(0), B * N,
         D=D, BLOCK_D=block_d, BLOCK_Q=bq, BLOCK_K=bk, USE_C2P=bool(c2p), USE_P2C=bool(p2c),

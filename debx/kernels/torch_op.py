@@ -20,7 +20,7 @@ def disentangled_attention(
     pos_key: torch.Tensor,  # (P, HD)
     pos_query: torch.Tensor,  # (P, HD)
     mask: torch.Tensor,  # (B, N)
-    table: torch.Tensor,  # (2N - 1,) relative index: T[i - j + N - 1] = idx(i, j)
+    table: torch.Tensor,  # (2L - 1,) saturated relative index, T[r + L - 1] = idx of distance r (clamped past L - 1)
     num_heads: int,
     scale: float,
     span: int,
@@ -46,8 +46,3 @@ def usable(query: torch.Tensor) -> bool:
     return (query.is_cuda and attention_triton.available()
             and not (torch.is_grad_enabled() and query.requires_grad))
 
-
-def table_from_index(index: torch.Tensor) -> torch.Tensor:
-    """The (2N - 1,) table T from the model's (N, N) index (index[i, j] = T[i - j + N - 1]): first row reversed, then
-    the first column below it. Views and one small copy: nothing allocated outside the caller's stream or graph."""
-    return torch.cat((index[0].flip(0), index[1:, 0]))

@@ -18,8 +18,8 @@ import torch  # noqa: E402
 
 triton = pytest.importorskip("triton")
 
-from debx.kernels import attention_triton, torch_op  # noqa: E402
-from debx.model import disentangled_attention, relative_index, relative_index_table  # noqa: E402
+from debx.kernels import attention_triton, torch_op  # noqa: E402,F401 (torch_op registers the op)
+from debx.model import disentangled_attention, relative_index_table  # noqa: E402
 
 interpreted = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available(),
                                  reason="needs TRITON_INTERPRET=1 (set before triton was imported) or a GPU")
@@ -74,19 +74,44 @@ def test_given_table_is_used_and_checked():
     want = attention_triton.attention(q, k, v, pk, pq, mask, **attrs)
     got = attention_triton.attention(q, k, v, pk, pq, mask, **attrs, table=table)
     assert torch.equal(got, want)
-    with pytest.raises(ValueError, match="2N - 1"):
+    with pytest.raises(ValueError, match="2L - 1"):
         attention_triton.attention(q, k, v, pk, pq, mask, **attrs, table=table[:-1])
     with pytest.raises(ValueError, match="pos_key must be"):
         attention_triton.attention(q, k, v, pk[:-1], pq, mask, **attrs)
 
 
-@pytest.mark.parametrize("n", [1, 2, 5, 129, 700])
-def test_table_from_model_index_round_trips(n):
+@interpreted
+@pytest.mark.parametrize("name", ["v1-linear", "v3-buckets"])
+def test_saturated_model_table_gives_any_length(name):
+    """The model hands the kernel its short saturated table (relative_index_reach entries a side); distances past it
+    are clamped in the kernel, exactly as relative_index does, so N far beyond the table still matches."""
+    from debx.model import relative_index_reach
+
+    (q, k, v, pk, pq, mask), attrs = _case(name, 2, 150, H=1, seed=11)
+    reach = relative_index_reach(attrs["span"], attrs["position_buckets"], attrs["max_relative_positions"])
+    assert 2 * reach - 1 < 2 * 150 - 1  # the table is shorter than the sequence needs unclamped
+    table = relative_index_table(reach, attrs["span"], attrs["position_buckets"], attrs["max_relative_positions"])
+    ref = disentangled_attention(q.double(), k.double(), v.double(), pk.double(), pq.double(), mask, **attrs)
+    got = attention_triton.attention(q, k, v, pk, pq, mask, **attrs, block_q=32, block_k=32, table=table)
+    assert (got.double() - ref).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("n", [1, 2, 129, 700])
+def test_band_rows_are_the_rows_the_index_reads(n):
     T = relative_index_table(n, 256, 256, 512)
-    assert torch.equal(torch_op.table_from_index(relative_index(T, n)), T)
     lo, hi = attention_triton.table_rows(n, 256, 256, 512)
     assert (lo, hi) == (int(T.min()), int(T.max()))
     assert hi - lo + 1 <= min(512, 2 * n - 1)
+
+
+def test_every_attention_layer_carries_the_encoder_table():
+    from debx.model import DebertaConfig, DebertaModel
+
+    m = DebertaModel(DebertaConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                   intermediate_size=32, position_buckets=16, max_relative_positions=64))
+    for layer in m.encoder.layer:
+        assert torch.equal(layer.attention.self.rel_index_table, m.encoder.rel_index_table)
+    assert not any("rel_index_table" in k for k in m.state_dict())  # never saved with the weights
 
 
 def test_op_is_registered_with_a_fake_implementation():
@@ -112,7 +137,7 @@ from debx.kernels import attention_triton
 
 cap = int(sys.argv[1])
 sig = {name: "*fp16" for name in ("Q", "K", "V", "C2P", "P2C", "OUT")}
-sig.update(MASK="*i64", TABLE="*i64", N="i32", H="i32", R="i32", lo="i32", qk_scale="fp32")
+sig.update(MASK="*i64", TABLE="*i64", N="i32", H="i32", R="i32", lo="i32", half="i32", qk_scale="fp32")
 for name in ("stride_qb", "stride_qn", "stride_kb", "stride_kn", "stride_vb", "stride_vn", "stride_ob", "stride_on",
              "stride_mb", "stride_g"):
     sig[name] = "i32"

@@ -580,16 +580,10 @@ def engine_device(e: Engine) -> str | None:
 def kernel_notes(report: dict) -> list[str]:
     """One line per engine that ran an INT8 graph on the CPU: the matmul kernel family (amx, avx512-vnni, or ort:
     ONNX Runtime's own) and the debx native INT8 CPU ops the in-memory rewrite made."""
-    notes = []
-    for e in report["engines"]:
-        info = e.get("info") or {}
-        ops, family = info.get("native_int8_ops"), info.get("int8_kernels")
-        if ops or family:
-            line = f"{e['name']}: INT8 matmul kernels {family or 'ort'}"
-            if ops:
-                line += "; debx native INT8 CPU ops " + ", ".join(f"{k} ×{v}" for k, v in ops.items())
-            notes.append(line)
-    return notes
+    from debx.runtimes.int8_cpu import kernel_summary
+
+    lines = ((e["name"], kernel_summary(e.get("info") or {})) for e in report["engines"])
+    return [f"{name}: {line}" for name, line in lines if line]
 
 
 def _machine(threads: int | None) -> dict:

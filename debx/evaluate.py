@@ -324,8 +324,16 @@ def provenance_notes(report: dict, reference: dict | None = None) -> list[str]:
     return notes
 
 
+def kernel_notes(report: dict) -> list[str]:
+    """Which INT8 matmul kernel family (amx, avx512-vnni, ort) scored an INT8 file on the CPU, and the native ops."""
+    from debx.runtimes.int8_cpu import kernel_summary
+
+    line = kernel_summary(report.get("runner") or {})
+    return [line] if line else []
+
+
 def gate_notes(report: dict, reference: dict | None = None) -> list[str]:
-    notes = provenance_notes(report, reference)
+    notes = provenance_notes(report, reference) + kernel_notes(report)
     if report.get("excluded_calibration_rows"):
         notes.append(f"{report['excluded_calibration_rows']} {report.get('split', 'dev')} rows were used to calibrate "
                      "the candidate and are excluded from this evaluation (and from the comparison).")

@@ -85,9 +85,9 @@ def command(
     if r["truncated"]:
         con.print(f"warning: {r['truncated']} examples truncated to the length limit")
     if gate_cfg is None:
-        from debx.evaluate import provenance_notes
+        from debx.evaluate import kernel_notes, provenance_notes
 
-        for note in provenance_notes(r):
+        for note in provenance_notes(r) + kernel_notes(r):
             con.print(note, soft_wrap=True)
         if report is not None:
             write_report(r, report)

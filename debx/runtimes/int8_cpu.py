@@ -106,6 +106,19 @@ def amx_bf16() -> bool:
     return native_ops.amx_bf16_available()
 
 
+def kernel_summary(described: dict) -> str | None:
+    """One line for reports: which INT8 matmul kernel family ran an engine (amx, avx512-vnni, or ort: ONNX Runtime's
+    own) and which debx native INT8 CPU ops the in-memory rewrite made; None when it ran no INT8 graph on the CPU.
+    `described`: a runner's describe() (keys int8_kernels, native_int8_ops)."""
+    family, ops = described.get("int8_kernels"), described.get("native_int8_ops")
+    if not (family or ops):
+        return None
+    line = f"INT8 matmul kernels {family or 'ort'}"
+    if ops:
+        line += "; debx native INT8 CPU ops " + ", ".join(f"{k} ×{v}" for k, v in ops.items())
+    return line
+
+
 def is_int8(graph) -> bool:
     """Whether `graph` (an onnx.ModelProto) is an INT8 graph of `debx calibrate --target ort` (MatMulIntegerToFloat)."""
     return any((n.domain, n.op_type) == MATMUL for n in graph.graph.node)

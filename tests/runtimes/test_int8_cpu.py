@@ -321,3 +321,15 @@ def test_nothing_to_rewrite_means_the_file_as_it_is(tmp_path, monkeypatch):
     monkeypatch.delenv("DEBX_CPU_KERNELS")
     open_session(path, threads=1, info=info)
     assert ("int8_cpu" in info) == (best_here() != "ort") and info["int8_kernels"] == best_here()
+
+
+def test_reports_name_the_kernel_family():
+    from debx.evaluate import gate_notes, kernel_notes
+
+    ran = {"runner": "onnxruntime", "int8_kernels": "avx512-vnni",
+           "native_int8_ops": {"DebxMatMulInt8": 48, "DebxLayerNormQuantize": 23}}
+    line = "INT8 matmul kernels avx512-vnni; debx native INT8 CPU ops DebxMatMulInt8 ×48, DebxLayerNormQuantize ×23"
+    assert int8_cpu.kernel_summary(ran) == line
+    assert kernel_notes({"runner": ran}) == [line] and line in gate_notes({"runner": ran})
+    assert kernel_notes({"runner": {"int8_kernels": "ort", "native_int8_ops": None}}) == ["INT8 matmul kernels ort"]
+    assert kernel_notes({"runner": {"runner": "pytorch"}}) == []  # not an INT8 file on the CPU: nothing to say

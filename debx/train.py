@@ -166,8 +166,8 @@ def prepare(cfg: TrainConfig, scratch_dir: Path, tokenizer_path: Path | None = N
         for m in model.modules():
             if isinstance(m, torch.nn.Dropout):
                 m.p = cfg.dropout
-    if cfg.max_seq_len > model.config.max_position_embeddings:
-        raise ConfigError(f"--max-seq-len {cfg.max_seq_len} exceeds the model limit {model.config.max_position_embeddings}")
+    # only absolute position embeddings (position_biased_input) limit the length; relative positions take any
+    model.config.check_length(cfg.max_seq_len, "--max-seq-len")
     train = encode(tokenizer, [e.text_a for e in train_ex], [e.text_b for e in train_ex] if train_ex[0].text_b is not None else None,
                    cfg.max_seq_len, cfg.overflow)
     dev = encode(tokenizer, [e.text_a for e in dev_ex], [e.text_b for e in dev_ex] if dev_ex[0].text_b is not None else None,

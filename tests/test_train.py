@@ -155,7 +155,6 @@ def test_fine_tune_a_checkpoint_with_a_new_head(tmp_path, tiny_checkpoints):
     (dict(data_dir=Path("/nonexistent/glue")), DataError),
     (dict(task="no-such-task"), DataError),
     (dict(preset="gigantic"), ConfigError),
-    (dict(max_seq_len=4096), ConfigError),
     (dict(model=Path("/nonexistent/ckpt"), preset=None), Exception),
 ])
 def test_bad_input_leaves_no_output(tmp_path, bad, err):
@@ -163,6 +162,19 @@ def test_bad_input_leaves_no_output(tmp_path, bad, err):
     with pytest.raises(err):
         train(TrainConfig(output_dir=out, **{**SMALL, **bad}))
     assert not out.exists()
+
+
+def test_max_seq_len_stops_only_at_absolute_positions(tmp_path, tiny_checkpoints):
+    """--max-seq-len over max_position_embeddings (128 in the fixtures and the tiny preset): refused in one line for
+    a model with absolute position embeddings (v1), accepted where relative positions take any length (v3, and a
+    preset trained from scratch), as `debx eval` and `debx bench` decide (issue 11)."""
+    cfg = dict(SMALL, max_seq_len=700, max_train_samples=16, max_eval_samples=8, batch_size=8)
+    with pytest.raises(ConfigError, match="--max-seq-len 700 exceeds the model's limit of 128 tokens"):
+        train(TrainConfig(output_dir=tmp_path / "v1", model=tiny_checkpoints["v1"], **dict(cfg, preset=None)))
+    assert not (tmp_path / "v1").exists()
+    for name, extra in (("v3", dict(model=tiny_checkpoints["v3"], preset=None)), ("preset", {})):
+        res = train(TrainConfig(output_dir=tmp_path / name, stop_after=1, **{**cfg, **extra}))
+        assert res["stopped_at"] == 1 and (tmp_path / name / "last").is_dir(), name
 
 
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path):

@@ -19,7 +19,7 @@ def command(
     epochs: float = typer.Option(3.0, "--epochs", help="Training epochs (fractions allowed)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate. Default 2e-5 fine-tuning, 1e-3 from scratch."),
     batch_size: int = typer.Option(32, "--batch-size", help="Global batch size (all processes together)."),
-    max_seq_len: int = typer.Option(128, "--max-seq-len", help="Longest sequence in tokens, incl. [CLS]/[SEP]."),
+    max_seq_len: int = typer.Option(128, "--max-seq-len", help="Longest sequence in tokens, incl. [CLS]/[SEP] (over max_position_embeddings only for models without absolute position embeddings)."),
     warmup: float = typer.Option(0.06, "--warmup", help="Warmup: fraction of steps (<1) or number of steps (>=1)."),
     grad_accum: int = typer.Option(1, "--grad-accum", help="Gradient accumulation steps."),
     weight_decay: float = typer.Option(0.01, "--weight-decay", help="AdamW weight decay (not on biases/LayerNorm)."),

@@ -42,7 +42,7 @@ class EvalConfig:
     progress: bool = True
     gi_max_scope: str | None = None  # giMLP: "batch" | "example" for a checkpoint (None: its config.json); an exported
     # artifact has the scope in its graph, so it must match what it was exported with
-    chunk_rows: int = 4096  # rows read and tokenized at a time (batches are length-sorted within a chunk)
+    chunk_rows: int = 2048  # rows read and tokenized at a time (batches are length-sorted within a chunk)
 
     def __post_init__(self) -> None:
         self.engine = Path(self.engine)
@@ -116,7 +116,7 @@ class BatchStream:
     and the padded feeds. `rows` and `truncated` count what has been read so far."""
 
     def __init__(self, examples: Iterable[Example], tokenizer, max_len: int, batch_size: int,
-                 overflow: str = "truncate", chunk_rows: int = 4096) -> None:
+                 overflow: str = "truncate", chunk_rows: int = 2048) -> None:
         self.examples, self.tokenizer, self.max_len = examples, tokenizer, max_len
         self.batch_size, self.overflow, self.chunk_rows = batch_size, overflow, max(chunk_rows, batch_size)
         self.rows = self.truncated = 0

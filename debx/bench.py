@@ -3,7 +3,8 @@
 Method (what the numbers mean):
   * every engine is loaded first; a failure to load or build any requested engine stops the run before timing, with
     one line saying why (an engine is never silently dropped);
-  * for each (batch, seq) shape: the same random token ids (seeded, all positions real) go to every engine;
+  * for each (batch, seq) shape: the same random token ids (seeded, all positions real, below 1000 and below the
+    smallest vocabulary among the entries) go to every engine;
     `warmup` untimed calls per engine, then timed calls in round-robin turns (engine A, B, C, A, B, C, ... with the
     starting engine rotating every round), so that machine noise and thermal drift hit all engines alike. Each turn
     is one untimed settling call followed by `block` timed calls (default 3): thread pools of the engine that ran
@@ -45,6 +46,7 @@ from debx.artifacts import artifact_source, check_writable, package_versions, re
 from debx.errors import ConfigError, DebxError, MissingDependencyError
 
 COMPARE = ("pytorch", "hf", "optimum", "optimum-fp32", "optimum-int8")
+FEED_VOCAB = 1000  # random input ids are drawn below this (and below every entry's vocabulary)
 FORMAT = "debx-bench/1"
 
 
@@ -148,6 +150,7 @@ class Engine:
     path: str = ""
     precision: str = "fp32"
     max_seq_len: int | None = None
+    vocab_size: int | None = None  # rows of the word-embedding table: the random ids stay below it (None: unknown)
     load_mb: float = 0.0
     info: dict = field(default_factory=dict)
 
@@ -253,15 +256,51 @@ def _preimport(engines: Sequence[Engine]) -> None:
             pass  # the engine's own load reports it
 
 
-def _checkpoint_limit(path: Path) -> int | None:
-    """The longest sequence a checkpoint takes: its absolute position table, or None (relative positions only)."""
+def _checkpoint_config(path: Path | None):
+    """The DebertaConfig of a checkpoint folder, or None when it is not one (loading it says why)."""
     from debx.checkpoint import read_config
-    from debx.errors import DebxError
 
+    if path is None or not Path(path).is_dir():
+        return None
     try:
-        return read_config(path)[0].length_limit
+        return read_config(path)[0]
     except DebxError:
         return None
+
+
+def _checkpoint_limit(path: Path) -> int | None:
+    """The longest sequence a checkpoint takes: its absolute position table, or None (relative positions only)."""
+    cfg = _checkpoint_config(path)
+    return cfg.length_limit if cfg is not None else None
+
+
+def _checkpoint_vocab(path: Path | None) -> int | None:
+    cfg = _checkpoint_config(path)
+    return cfg.vocab_size if cfg is not None else None
+
+
+def onnx_vocab_size(path: Path) -> int | None:
+    """Rows of the table that `input_ids` index in an ONNX graph (the Gather of the word embeddings), read from the
+    graph without its weights; None when the graph has no such constant table or cannot be read."""
+    from debx.artifacts import read_onnx
+
+    try:
+        model = read_onnx(path)
+    except DebxError:
+        return None
+    tables = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Gather" and len(node.input) == 2 and node.input[1] == "input_ids" \
+                and node.input[0] in tables and tables[node.input[0]].dims:
+            return int(tables[node.input[0]].dims[0])
+    return None
+
+
+def feed_vocab(engines: Sequence[Engine]) -> int:
+    """The id range of the random inputs: ids below 1000 (what every bench drew before), and below the smallest
+    vocabulary among the entries, so that a model with a small vocabulary is timed rather than indexed out of range."""
+    known = [e.vocab_size for e in engines if e.vocab_size]
+    return min([FEED_VOCAB, *known])
 
 
 def torch_engine(path: Path, threads: int | None, name: str = "debx-pytorch", device: str | None = None) -> Engine:
@@ -269,12 +308,12 @@ def torch_engine(path: Path, threads: int | None, name: str = "debx-pytorch", de
     from debx.runtimes.torch import TorchRunner
 
     return Engine(name, "debx-pytorch", TorchRunner(path, threads=threads, device=device or "auto"), str(path), "fp32",
-                  _checkpoint_limit(path))
+                  _checkpoint_limit(path), _checkpoint_vocab(path))
 
 
 def hf_engine(path: Path, threads: int | None, device: str | None = None) -> Engine:
     return Engine("hf-pytorch", "hf-pytorch", HFRunner(path, threads, device or "auto"), str(path), "fp32",
-                  _checkpoint_limit(path))
+                  _checkpoint_limit(path), _checkpoint_vocab(path))
 
 
 def file_engine(path: Path, threads: int | None, name: str | None = None, kind: str | None = None,
@@ -292,8 +331,11 @@ def file_engine(path: Path, threads: int | None, name: str | None = None, kind: 
     side = read_sidecar(path)
     precision = side.get("precision") or ("int8" if "int8" in path.name else "fp32")
     limit = (side.get("shapes") or {}).get("max_seq_len") if isinstance(side.get("shapes"), dict) else None
+    vocab = onnx_vocab_size(path) if backend == "onnxruntime" else None
+    if vocab is None:  # a TensorRT plan, or a graph without a constant word-embedding table: its source checkpoint
+        vocab = _checkpoint_vocab(artifact_source(path, side).checkpoint)
     return Engine(name or path.name, kind or backend, runner, str(path), precision,
-                  limit if isinstance(limit, int) else None)
+                  limit if isinstance(limit, int) else None, vocab)
 
 
 def provenance_notes(cfg: BenchConfig) -> list[str]:
@@ -465,6 +507,7 @@ def build_engines(cfg: BenchConfig) -> list[Engine]:
                 e = file_engine(Path(result[prec]), cfg.threads, name=c, kind=c, provider=cfg.provider)
                 e.precision = prec
                 e.max_seq_len = _checkpoint_limit(src)
+                e.vocab_size = e.vocab_size or _checkpoint_vocab(src)
                 e.info = {"recipe": result.get("recipe"), "versions": result.get("versions")}
                 add(e)
     kinds = {e.kind for e in engines}
@@ -486,10 +529,12 @@ def build_engines(cfg: BenchConfig) -> list[Engine]:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def make_feeds(batch: int, seq: int, seed: int = 0, vocab: int = 1000) -> dict[str, np.ndarray]:
-    """Random ids (a [CLS]-like 1 first), every position a real token; token_type_ids zeros."""
+def make_feeds(batch: int, seq: int, seed: int = 0, vocab: int = FEED_VOCAB) -> dict[str, np.ndarray]:
+    """Random ids in [5, vocab) (a [CLS]-like 1 first), every position a real token; token_type_ids zeros."""
+    if vocab < 2:
+        raise ConfigError(f"cannot draw input ids from a vocabulary of {vocab}")
     rng = np.random.default_rng(seed + 1000 * batch + seq)
-    ids = rng.integers(5, vocab, size=(batch, seq), dtype=np.int64)
+    ids = rng.integers(min(5, vocab - 1), vocab, size=(batch, seq), dtype=np.int64)
     ids[:, 0] = 1
     return {"input_ids": ids, "attention_mask": np.ones((batch, seq), np.int64),
             "token_type_ids": np.zeros((batch, seq), np.int64)}
@@ -620,6 +665,7 @@ def run_bench(cfg: BenchConfig, engines: Sequence[Engine] | None = None,
         for name, limit in limits:
             if s > limit:
                 raise ConfigError(f"--seq {s} exceeds the {limit}-token limit of {name}")
+    vocab = feed_vocab(engines)
     notes = provenance_notes(cfg)
     for note in notes:
         say(note)
@@ -632,7 +678,7 @@ def run_bench(cfg: BenchConfig, engines: Sequence[Engine] | None = None,
         for b in cfg.batches:
             for s in cfg.seqs:
                 say(f"timing batch {b} x seq {s}")
-                feeds = make_feeds(b, s, cfg.seed)
+                feeds = make_feeds(b, s, cfg.seed, vocab)
                 lat, run_mb, outs = time_shape(engines, feeds, cfg)
                 ref_p50 = float(np.percentile(lat[ref_name], 50))
                 for e in engines:
@@ -656,6 +702,7 @@ def run_bench(cfg: BenchConfig, engines: Sequence[Engine] | None = None,
         "machine": _machine(cfg.threads),
         "versions": package_versions(),
         "config": {k: _jsonable(v) for k, v in asdict(cfg).items() if k not in ("json_path", "plot_path", "cache_dir")},
+        "input_ids_below": vocab,  # the random ids are drawn from [5, input_ids_below)
         "reference": ref_name,  # the ratio column's denominator; max_abs_diff is against the first entry
         "parity_reference": engines[0].name,
         "engines": [{"name": e.name, "kind": e.kind, "path": e.path, "precision": e.precision,

@@ -215,3 +215,32 @@ def test_sequence_longer_than_the_model_is_refused(tiny_checkpoints):
     # v1's fixture has absolute position embeddings (128); relative-only models take any length
     with pytest.raises(ConfigError, match="exceeds"):
         run_bench(BenchConfig(models=[tiny_checkpoints["v1"]], seqs=(4096,), iters=1))
+
+
+def test_make_feeds_draws_ids_within_the_vocabulary():
+    big = bench.make_feeds(4, 64, seed=2)
+    assert big["input_ids"].max() < 1000 and big["input_ids"].min() >= 1
+    assert np.array_equal(big["input_ids"], bench.make_feeds(4, 64, seed=2, vocab=1000)["input_ids"])  # as before
+    small = bench.make_feeds(4, 64, seed=2, vocab=40)["input_ids"]
+    assert small.max() < 40 and small[:, 1:].min() >= 5
+    assert bench.feed_vocab([Engine("a", "x", None, vocab_size=300), Engine("b", "x", None)]) == 300
+    assert bench.feed_vocab([Engine("a", "x", None, vocab_size=128100)]) == 1000
+    with pytest.raises(ConfigError):
+        bench.make_feeds(1, 4, vocab=1)
+
+
+def test_bench_of_a_model_with_a_small_vocabulary(tmp_path):
+    """A vocabulary under 1000 (e.g. `debx train --vocab-size 600`): the PyTorch model raised IndexError and ONNX
+    Runtime 'Gather ... indices element out of data bounds' on ids drawn up to 1000 (issue 11)."""
+    from debx.variants import build_checkpoint
+    from exporters.export import ExportConfig, export_onnx
+
+    ckpt = build_checkpoint("v3", tmp_path / "v3-300", vocab_size=300)
+    onnx_path = tmp_path / "v3-300.onnx"
+    export_onnx(ExportConfig(checkpoint=ckpt, output=onnx_path, validate=False))
+    assert bench.onnx_vocab_size(onnx_path) == 300
+    res = run_bench(BenchConfig(models=[ckpt], engines=[onnx_path], batches=(2,), seqs=(48,), iters=1, warmup=1,
+                                threads=1))
+    assert res.report["input_ids_below"] == 300
+    rows = res.report["results"]
+    assert len(rows) == 2 and rows[1]["max_abs_diff"] < 1e-4

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import os
+import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,12 +32,14 @@ import torch
 import debx.model as dm
 from debx.artifacts import (check_writable, package_versions, previous_onnx_data, save_onnx_model, staged_files,
                             write_json_atomic)
+from debx.checkpoint import TOKENIZER_FILES
 from debx.errors import ConfigError
 from debx.runtimes.reference_ops import DEBX_DOMAIN, DEBX_OP_VERSION
 from exporters import fastpath
 from exporters.attention import MODES, check_supported, emitter
-from exporters.onnx_config import HEADS, onnx_config_for
+from exporters.onnx_config import BATCH_AXIS, HEADS, OPTIMUM_AXES, SEQUENCE_AXIS, onnx_config_for
 
+FOLDER_MODEL = "model.onnx"  # the graph's name in a folder target (the name Optimum's from_pretrained looks for)
 TWO_GB = 2**31
 EXTERNAL_DATA_THRESHOLD = TWO_GB - 64 * 2**20  # protobuf's 2 GB limit, minus room for the graph itself
 
@@ -43,7 +47,7 @@ EXTERNAL_DATA_THRESHOLD = TWO_GB - 64 * 2**20  # protobuf's 2 GB limit, minus ro
 @dataclass
 class ExportConfig:
     checkpoint: Path
-    output: Path
+    output: Path  # a .onnx file, or a folder target: a path ending in "/" or an existing folder (see `folder`)
     attention: str = "onnx"  # onnx | trt | debx | fast
     fp16: bool = False
     opset: int | None = None  # None: the architecture's default (17)
@@ -57,10 +61,17 @@ class ExportConfig:
     keep_fp32: tuple[str, ...] | None = None  # --fp16: op types kept in FP32 (None: exporters.fp16.KEEP_FP32)
     external_data_threshold: int = EXTERNAL_DATA_THRESHOLD  # bytes of weights above which weights go to <output>.data
     gi_max_scope: str | None = None  # giMLP threshold: "batch" | "example" (None: the checkpoint's config.json)
+    # a folder target: <output>/model.onnx with config.json and the tokenizer files beside it, the layout Optimum's
+    # ORTModel*.from_pretrained and pipeline() load. None: a folder when `output` ends in "/" or is an existing folder
+    folder: bool | None = None
+    optimum_axes: bool = False  # name the dynamic axes as Optimum does (batch_size, sequence_length)
 
     def __post_init__(self) -> None:
         self.checkpoint = Path(self.checkpoint)
+        raw = str(self.output)
         self.output = Path(self.output)
+        if self.folder is None:
+            self.folder = raw.endswith(("/", os.sep)) or self.output.is_dir()
         check_writable(self.output, "--output")
         if self.data_dir is not None:
             self.data_dir = Path(self.data_dir)
@@ -69,6 +80,15 @@ class ExportConfig:
     def precision(self) -> str:
         return "fp16" if self.fp16 else "fp32"
 
+    @property
+    def onnx_path(self) -> Path:
+        """The graph file: `output`, or <output>/model.onnx for a folder target."""
+        return self.output / FOLDER_MODEL if self.folder else self.output
+
+    @property
+    def axis_names(self) -> tuple[str, str]:
+        return OPTIMUM_AXES if self.optimum_axes else (BATCH_AXIS, SEQUENCE_AXIS)
+
 
 @dataclass
 class ExportResult:
@@ -76,6 +96,7 @@ class ExportResult:
     sidecar: Path
     metadata: dict
     external_data: Path | None = None
+    folder_files: list[Path] = field(default_factory=list)  # folder target: config.json and tokenizer files written
     report: object | None = None  # exporters.validate.ValidationReport when validated
     warnings: list[str] = field(default_factory=list)  # for the user, one line each (the CLI prints them)
 
@@ -149,7 +170,8 @@ def export_patches(model: torch.nn.Module, mode: str, max_seq_len: int | None = 
 
 
 def trace_to_onnx(model: torch.nn.Module, model_cfg: dm.DebertaConfig, head: str, path: Path, *, mode: str,
-                  opset: int, max_seq_len: int, batch: int | None, seq: int | None) -> None:
+                  opset: int, max_seq_len: int, batch: int | None, seq: int | None,
+                  axis_names: tuple[str, str] = (BATCH_AXIS, SEQUENCE_AXIS)) -> None:
     """torch.onnx.export (TorchScript) of `model` under `export_patches` into `path`."""
     oc = onnx_config_for(model_cfg)
     names = oc.input_names(model_cfg)
@@ -158,7 +180,7 @@ def trace_to_onnx(model: torch.nn.Module, model_cfg: dm.DebertaConfig, head: str
         warnings.simplefilter("ignore")  # TracerWarnings about Python ints and the deprecation notice of this exporter
         torch.onnx.export(
             model, tuple(dummy[n] for n in names), str(path), input_names=names, output_names=oc.output_names(head),
-            dynamic_axes=oc.dynamic_axes(model_cfg, head, batch, seq), opset_version=opset, dynamo=False,
+            dynamic_axes=oc.dynamic_axes(model_cfg, head, batch, seq, axis_names), opset_version=opset, dynamo=False,
             do_constant_folding=True, custom_opsets={DEBX_DOMAIN: DEBX_OP_VERSION} if mode == "debx" else None,
         )
 
@@ -211,6 +233,25 @@ def save_onnx(model, path: Path, external_data_threshold: int = EXTERNAL_DATA_TH
     return save_onnx_model(model, path)
 
 
+def stage_folder_files(st, checkpoint: Path, folder: Path, sidecar: dict) -> list[Path]:
+    """A folder target's files beside the graph: the checkpoint's config.json and tokenizer files, staged in `st`
+    (committed with the graph as one unit) and listed in `sidecar["folder"]`. Files the previous export there
+    listed and this one does not write are deleted at the commit."""
+    from debx.artifacts import read_sidecar
+
+    names = ["config.json", *(n for n in TOKENIZER_FILES if (checkpoint / n).is_file())]
+    written = []
+    for name in names:
+        staged = st.add(folder / name)
+        shutil.copyfile(checkpoint / name, staged)
+        written.append(folder / name)
+    before = read_sidecar(folder / FOLDER_MODEL).get("folder", {})
+    listed = before.get("files", []) if isinstance(before, dict) else []
+    st.stale(*(folder / n for n in listed if isinstance(n, str) and n in ("config.json", *TOKENIZER_FILES)))
+    sidecar["folder"] = {"layout": "optimum", "files": names}
+    return written
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # The export
 # ---------------------------------------------------------------------------------------------------------------------
@@ -225,10 +266,14 @@ def _check_request(cfg: ExportConfig) -> None:
         raise ConfigError(f"--attention {cfg.attention!r}: choose one of {', '.join(MODES)}")
     if cfg.head is not None and cfg.head not in HEADS:
         raise ConfigError(f"--head {cfg.head!r}: choose one of {', '.join(HEADS)}")
-    if cfg.output.suffix.lower() != ".onnx":
-        raise ConfigError(f"-o {cfg.output}: the output file must end in .onnx")
-    if cfg.output.is_dir():
-        raise ConfigError(f"-o {cfg.output}: is a folder, expected a .onnx file name")
+    if cfg.folder:
+        if cfg.output.exists() and not cfg.output.is_dir():
+            raise ConfigError(f"-o {cfg.output}/: is a file, expected a folder (or a .onnx file name without the "
+                              "trailing /)")
+        if cfg.onnx_path.is_dir():
+            raise ConfigError(f"-o {cfg.output}/: {cfg.onnx_path} is a folder")
+    elif cfg.output.suffix.lower() != ".onnx":
+        raise ConfigError(f"-o {cfg.output}: the output file must end in .onnx (or name a folder: end it with /)")
     for flag, value in (("--batch", cfg.batch), ("--seq", cfg.seq), ("--max-seq-len", cfg.max_seq_len)):
         if value is not None and value < 1:
             raise ConfigError(f"{flag} must be >= 1, got {value}")
@@ -262,17 +307,21 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
         raise ConfigError(f"--seq {cfg.seq} exceeds --max-seq-len {max_len}")
     variant = describe_variant(mcfg)
     shapes = {"batch": cfg.batch or "dynamic", "sequence": cfg.seq or "dynamic", "max_seq_len": max_len}
+    if cfg.optimum_axes:
+        shapes["axis_names"] = list(cfg.axis_names)
     meta = {"attention": cfg.attention, "precision": cfg.precision, "head": head, "variant": variant,
             "source_fingerprint": ckpt.fingerprint, "opset": opset, "max_seq_len": max_len}
     if gi_scope is not None:
         meta["gi_max_scope"] = gi_scope
 
-    out = cfg.output.resolve()
+    out = cfg.onnx_path.resolve()
+    if cfg.folder and out.parent == ckpt.path.resolve():
+        raise ConfigError(f"-o {cfg.output}/: is the checkpoint folder itself; choose another folder")
     with staged_files(out) as st:  # committed as one unit at the end of the block; nothing is left on failure
         work = st.dir
         traced = work / "traced.onnx"
         trace_to_onnx(model, mcfg, head, traced, mode=cfg.attention, opset=opset, max_seq_len=max_len,
-                      batch=cfg.batch, seq=cfg.seq)
+                      batch=cfg.batch, seq=cfg.seq, axis_names=cfg.axis_names)
         graph = tidy_graph(onnx.load(str(traced)), name=f"debx-{variant}-{head}", metadata=meta)
         if cfg.attention in CPU_SPEED_MODES and not cfg.fp16:
             from exporters.ort_optimize import residual_adds_as_sum
@@ -288,14 +337,15 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
         if cfg.validate:
             report = validate_onnx(staged, model=model, ckpt=ckpt, head=head, precision=cfg.precision,
                                    attention=cfg.attention, max_seq_len=max_len, batch=cfg.batch, seq=cfg.seq,
-                                   data_dir=cfg.data_dir)
+                                   data_dir=cfg.data_dir, axis_names=cfg.axis_names)
         else:  # the structural checks always run
             report = None
             out_name, token_level = HEAD_OUTPUTS[head]
             problems = checks.graph_problems(
                 onnx.load(str(staged), load_external_data=False), mode=cfg.attention,
                 num_layers=mcfg.num_hidden_layers,
-                expected_axes=expected_axes(oc.input_names(mcfg), out_name, token_level, cfg.batch, cfg.seq))
+                expected_axes=expected_axes(oc.input_names(mcfg), out_name, token_level, cfg.batch, cfg.seq,
+                                            cfg.axis_names))
             if problems:
                 raise ValidationFailed(f"graph checks failed ({len(problems)}): " + "; ".join(problems))
         sidecar = {
@@ -321,14 +371,19 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
         # into place as one unit: the weights (a new name), the sidecar, then the graph that points at them
         if data is not None:
             st.add(out.with_name(data.name))
+        folder_files = stage_folder_files(st, ckpt.path, out.parent, sidecar) if cfg.folder else []
         side = out.with_name(out.name + ".json")
         write_json_atomic(st.add(side), sidecar)
         st.stale(*previous_onnx_data(out))
     warnings = []
+    if cfg.folder and not any(f.name in TOKENIZER_FILES for f in folder_files):
+        warnings.append(f"{ckpt.path} has no tokenizer files: {cfg.output}/ loads as a model, but pipeline() and "
+                        "AutoTokenizer need a tokenizer beside it")
     if gi_scope == "batch":
         warnings.append("this giMLP graph thresholds its gates with the maximum over the whole batch (gi_max_scope "
                         "batch, as the reference code): a request's output depends on the others batched with it; "
                         "for serving, export with --gi-max-scope example (measure its cost with debx eval "
                         "--gi-max-scope example --reference CKPT)")
     return ExportResult(output=out, sidecar=side, metadata=sidecar,
-                        external_data=out.with_name(data.name) if data else None, report=report, warnings=warnings)
+                        external_data=out.with_name(data.name) if data else None, folder_files=folder_files,
+                        report=report, warnings=warnings)

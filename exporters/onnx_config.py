@@ -20,6 +20,7 @@ MIN_OPSET = 17  # LayerNormalization is a single op from opset 17 (FP16-safe wit
 DEFAULT_OPSET = 17
 MAX_OPSET = 20  # newest opset the TorchScript exporter writes
 BATCH_AXIS, SEQUENCE_AXIS = "batch", "sequence"
+OPTIMUM_AXES = ("batch_size", "sequence_length")  # the dynamic axis names Optimum's ONNX exports use
 
 HEADS = tuple(HEAD_OUTPUTS)
 
@@ -54,13 +55,15 @@ class OnnxConfig:
     def output_names(self, head: str) -> list[str]:
         return [HEAD_OUTPUTS[head][0]]
 
-    def dynamic_axes(self, cfg: DebertaConfig, head: str, batch: int | None, seq: int | None) -> dict[str, dict[int, str]]:
-        """Named axes for every input/output axis that is not pinned (batch/seq None = dynamic)."""
+    def dynamic_axes(self, cfg: DebertaConfig, head: str, batch: int | None, seq: int | None,
+                     names: tuple[str, str] = (BATCH_AXIS, SEQUENCE_AXIS)) -> dict[str, dict[int, str]]:
+        """Named axes for every input/output axis that is not pinned (batch/seq None = dynamic); `names`: the
+        (batch, sequence) axis names (OPTIMUM_AXES for Optimum's)."""
         io_axes = {}
         if batch is None:
-            io_axes[0] = BATCH_AXIS
+            io_axes[0] = names[0]
         if seq is None:
-            io_axes[1] = SEQUENCE_AXIS
+            io_axes[1] = names[1]
         axes = {name: dict(io_axes) for name in self.input_names(cfg)}
         out_name, token_level = HEAD_OUTPUTS[head]
         axes[out_name] = dict(io_axes) if token_level else {k: v for k, v in io_axes.items() if k == 0}

@@ -181,8 +181,8 @@ def validation_cases(checkpoint: Path | None, cfg, max_len: int, *, batch: int |
 
 
 def expected_axes(input_names: list[str], output_name: str, token_level: bool, batch: int | None,
-                  seq: int | None) -> dict[str, dict[int, str | int]]:
-    io = {0: batch if batch is not None else BATCH_AXIS, 1: seq if seq is not None else SEQUENCE_AXIS}
+                  seq: int | None, names: tuple[str, str] = (BATCH_AXIS, SEQUENCE_AXIS)) -> dict[str, dict[int, str | int]]:
+    io = {0: batch if batch is not None else names[0], 1: seq if seq is not None else names[1]}
     axes = {n: dict(io) for n in input_names}
     axes[output_name] = dict(io) if token_level else {0: io[0]}
     return axes
@@ -248,7 +248,7 @@ def validate_onnx(onnx_path: str | Path, checkpoint: str | Path | None = None, *
                   head: str | None = None, precision: str | None = None, attention: str | None = None,
                   max_seq_len: int | None = None, batch: int | None = None, seq: int | None = None,
                   data_dir: str | Path | None = None, check_overflow: bool = True, threads: int | None = None,
-                  raise_on_failure: bool = True) -> ValidationReport:
+                  raise_on_failure: bool = True, axis_names: tuple[str, str] | None = None) -> ValidationReport:
     """Compare `onnx_path` with the PyTorch model of `checkpoint` (or an already loaded model/ckpt).
 
     Unspecified settings come from the file's sidecar, then from the graph itself.
@@ -268,6 +268,9 @@ def validate_onnx(onnx_path: str | Path, checkpoint: str | Path | None = None, *
     attention = attention or side.get("attention") or facts["attention"]
     batch = batch if batch is not None else shapes.get("batch") if isinstance(shapes.get("batch"), int) else None
     seq = seq if seq is not None else shapes.get("sequence") if isinstance(shapes.get("sequence"), int) else None
+    if axis_names is None:  # the sidecar records names other than debx's (--optimum-axes)
+        named = shapes.get("axis_names")
+        axis_names = tuple(named) if isinstance(named, list) and len(named) == 2 else (BATCH_AXIS, SEQUENCE_AXIS)
     if head is None:
         head = side.get("head")
     if head is None:  # from the graph: hidden states, token logits or sequence logits
@@ -297,7 +300,8 @@ def validate_onnx(onnx_path: str | Path, checkpoint: str | Path | None = None, *
     # 2. axes (and the rest of the structural checks)
     graph = onnx.load(str(onnx_path), load_external_data=False)  # readable: graph_facts read it
     report.failures += checks.graph_problems(graph, mode=attention, num_layers=cfg.num_hidden_layers,
-                                             expected_axes=expected_axes(in_names, out_name, token_level, batch, seq))
+                                             expected_axes=expected_axes(in_names, out_name, token_level, batch, seq,
+                                                                                        axis_names))
     if report.failures and any("outputs are" in f or "inputs are" in f for f in report.failures):
         return _finish(report, raise_on_failure)
     # 3 + 4. shapes and values on real inputs

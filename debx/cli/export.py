@@ -16,8 +16,11 @@ def default_output(checkpoint: Path, attention: str, fp16: bool) -> Path:
 
 def command(
     checkpoint: Path = typer.Argument(..., help="Checkpoint folder (Hugging Face format: config.json + weights)."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="The .onnx file to write. Default: "
-                                          "<checkpoint>[.<attention>].<fp32|fp16>.onnx here."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="The .onnx file to write, or a folder (DIR/, "
+                                         "or an existing folder): DIR/model.onnx with the checkpoint's config.json "
+                                         "and tokenizer files beside it, as Optimum's ORTModel*.from_pretrained(DIR) "
+                                         "and pipeline() load it. Default: "
+                                         "<checkpoint>[.<attention>].<fp32|fp16>.onnx here."),
     attention: str = typer.Option("onnx", "--attention", help="onnx: standard ops only; fast: standard ops, "
                                   "the CPU-fast emission (position span sliced to the length, no broadcast copies); trt: "
                                   "TensorRT's DisentangledAttention_TRT plugin (log-bucket v2/v3); debx: one fused debx op per layer (our "
@@ -37,6 +40,8 @@ def command(
                                                "the maximum over the whole batch (batch, as the reference code) or "
                                                "per example (example: outputs independent of batching). Default: "
                                                "the checkpoint's gi_max_scope (batch)."),
+    optimum_axes: bool = typer.Option(False, "--optimum-axes", help="Name the dynamic axes as Optimum does "
+                                      "(batch_size, sequence_length) instead of batch, sequence."),
 ) -> None:
     """Export a checkpoint to ONNX and validate it against PyTorch (exit 1 and no file when validation fails)."""
     from rich.console import Console
@@ -47,7 +52,7 @@ def command(
     out = output or default_output(checkpoint, attention, fp16)
     cfg = ExportConfig(checkpoint=checkpoint, output=out, attention=attention, fp16=fp16, opset=opset,
                        max_seq_len=max_seq_len, batch=batch, seq=seq, head=head, data_dir=data_dir,
-                       gi_max_scope=gi_max_scope)
+                       gi_max_scope=gi_max_scope, optimum_axes=optimum_axes)
     con = Console()
     with con.status(f"exporting {checkpoint} ({attention} attention, {cfg.precision})"):
         res = export_onnx(cfg)
@@ -56,4 +61,6 @@ def command(
     con.print(f"[green]validated[/green] {meta['precision']} vs PyTorch: {summary}")
     for w in res.warnings:
         con.print(f"[yellow]warning:[/yellow] {w}", highlight=False, soft_wrap=True)
-    con.print(f"wrote {res.output} and {res.sidecar.name}" + (f" (+ {res.external_data.name})" if res.external_data else ""))
+    extra = [f.name for f in res.folder_files] + ([res.external_data.name] if res.external_data else [])
+    con.print(f"wrote {res.output} and {res.sidecar.name}" + (f" (+ {', '.join(extra)})" if extra else ""),
+              highlight=False, soft_wrap=True)

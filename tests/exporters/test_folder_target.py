@@ -1,0 +1,148 @@
+"""`debx export CKPT -o DIR/`: a folder Optimum loads (model.onnx + config.json + tokenizer files + the debx
+sidecar), committed as one unit; `--optimum-axes` names the dynamic axes as Optimum does. The Optimum check itself
+runs in the Optimum side venv (scripts/optimum_env.sh) and is skipped with the reason where that venv is absent."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from debx.checkpoint import TOKENIZER_FILES
+
+ENV = dict(os.environ, OMP_NUM_THREADS="1")
+
+
+def main(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    from debx.cli import main as debx_main
+
+    monkeypatch.setattr(sys, "argv", ["debx", *map(str, args)])
+    with pytest.raises(SystemExit) as e:
+        debx_main()
+    out = capsys.readouterr()
+    return e.value.code or 0, out.out, out.err
+
+
+def axis_names(path: Path) -> dict[str, list]:
+    import onnx
+
+    g = onnx.load(str(path), load_external_data=False).graph
+    return {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in [*g.input, *g.output]}
+
+
+def test_folder_target_layout_and_optimum_axes(tmp_path, tiny_checkpoints, glue_dir, monkeypatch, capsys):
+    ckpt = tiny_checkpoints["v3"]
+    out = tmp_path / "sst2-onnx"
+    code, stdout, err = main(monkeypatch, capsys, "export", ckpt, "-o", f"{out}/", "--optimum-axes",
+                             "--data-dir", glue_dir)
+    assert code == 0, err
+    tokenizer = sorted(n for n in TOKENIZER_FILES if (ckpt / n).is_file())
+    assert tokenizer, "the fixture checkpoint has tokenizer files"
+    assert sorted(p.name for p in out.iterdir()) == sorted(["model.onnx", "model.onnx.json", "config.json",
+                                                            *tokenizer])
+    for name in ["config.json", *tokenizer]:
+        assert (out / name).read_bytes() == (ckpt / name).read_bytes(), name
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no staging folder left behind"
+    side = json.loads((out / "model.onnx.json").read_text())
+    assert side["folder"]["files"] == ["config.json", *[n for n in TOKENIZER_FILES if n in tokenizer]]
+    assert side["shapes"]["axis_names"] == ["batch_size", "sequence_length"]
+    axes = axis_names(out / "model.onnx")
+    assert axes["input_ids"] == ["batch_size", "sequence_length"]
+    assert axes["attention_mask"] == ["batch_size", "sequence_length"]
+    assert axes["logits"][0] == "batch_size"
+    assert "model.onnx" in stdout and "config.json" in stdout
+    # debx validate reads the axis names from the sidecar
+    code, stdout, err = main(monkeypatch, capsys, "validate", out / "model.onnx", "--data-dir", glue_dir)
+    assert code == 0, err + stdout
+
+
+def test_existing_folder_is_a_folder_target_and_default_axes(tmp_path, tiny_checkpoints, glue_dir, monkeypatch,
+                                                             capsys):
+    out = tmp_path / "existing"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")  # a user's file in the folder is left alone
+    code, _, err = main(monkeypatch, capsys, "export", tiny_checkpoints["v1"], "-o", out, "--data-dir", glue_dir)
+    assert code == 0, err
+    assert (out / "model.onnx").is_file() and (out / "config.json").is_file()
+    assert (out / "notes.txt").read_text() == "mine"
+    assert axis_names(out / "model.onnx")["input_ids"] == ["batch", "sequence"]
+
+
+@pytest.mark.parametrize("case, message", [
+    ("file", "is a file, expected a folder"),
+    ("checkpoint", "is the checkpoint folder itself"),
+    ("suffix", "must end in .onnx (or name a folder"),
+])
+def test_folder_target_refusals(case, message, tmp_path, tiny_checkpoints, glue_dir, monkeypatch, capsys):
+    ckpt = tiny_checkpoints["v1"]
+    target = {"file": f"{tmp_path / 'f'}/", "checkpoint": f"{ckpt}/", "suffix": str(tmp_path / "model.bin")}[case]
+    if case == "file":
+        (tmp_path / "f").write_text("x")
+    before = sorted(p.name for p in ckpt.iterdir())
+    code, _, err = main(monkeypatch, capsys, "export", ckpt, "-o", target, "--data-dir", glue_dir)
+    assert code == 2 and err.startswith("debx: error:") and message in err, err
+    assert sorted(p.name for p in ckpt.iterdir()) == before
+
+
+def optimum_python() -> Path | None:
+    from debx.bench import optimum_python as find
+
+    try:
+        return Path(find())
+    except Exception:
+        return None
+
+
+OPTIMUM_CHECK = r"""
+import json, sys
+import numpy as np
+from optimum.onnxruntime import ORTModelForSequenceClassification
+from transformers import AutoTokenizer, pipeline
+folder, texts = sys.argv[1], json.loads(sys.stdin.read())
+model = ORTModelForSequenceClassification.from_pretrained(folder)
+tok = AutoTokenizer.from_pretrained(folder)
+logits = []
+for i in range(0, len(texts), 32):
+    enc = tok(texts[i:i + 32], padding=True, truncation=True, max_length=512, return_tensors="np")
+    logits += model(**enc).logits.tolist()
+pipe = pipeline("text-classification", model=model, tokenizer=tok)
+print(json.dumps({"logits": logits, "pipeline": pipe(texts[:2])}))
+"""
+
+ROWS = 200
+
+
+@pytest.mark.slow
+def test_optimum_loads_the_folder_and_agrees_with_debx_eval(tmp_path, trained_like_checkpoints, glue_dir,
+                                                            monkeypatch, capsys):
+    py = optimum_python()
+    if py is None or not py.is_file():
+        pytest.skip("no Optimum side venv: run bash scripts/optimum_env.sh (or set DEBX_OPTIMUM_VENV)")
+    import numpy as np
+
+    from debx.evaluate import EvalConfig, evaluate
+    from debx.tasks import load_split
+
+    out = tmp_path / "folder"
+    code, _, err = main(monkeypatch, capsys, "export", trained_like_checkpoints["v3"], "-o", f"{out}/",
+                        "--optimum-axes", "--data-dir", glue_dir)
+    assert code == 0, err
+    rows = load_split("sst2", glue_dir, "dev", limit=ROWS)
+    p = subprocess.run([str(py), "-c", OPTIMUM_CHECK, str(out)], input=json.dumps([e.text_a for e in rows]),
+                       capture_output=True, text=True, env=ENV, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    got = json.loads(p.stdout.strip().splitlines()[-1])
+    assert len(got["pipeline"]) == 2 and all("label" in r and "score" in r for r in got["pipeline"])
+    logits = np.array(got["logits"])
+    res = evaluate(EvalConfig(task="sst2", engine=out / "model.onnx", data_dir=glue_dir, limit=ROWS,
+                              progress=False))
+    ours = dict(zip(res.guids, res.predictions.tolist()))
+    theirs = dict(zip([e.guid for e in rows], logits.argmax(-1).tolist()))
+    assert set(ours) == set(theirs)
+    margin = {e.guid: abs(float(np.diff(np.sort(lg)[-2:])[0])) for e, lg in zip(rows, logits)}
+    differ = [g for g in ours if ours[g] != theirs[g] and margin[g] > 1e-5]  # a flip only on an exact tie
+    assert not differ, f"{len(differ)} of {len(ours)} predictions differ, e.g. {differ[:3]}"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import json
 import os
 import shutil
 import warnings
@@ -233,6 +234,22 @@ def save_onnx(model, path: Path, external_data_threshold: int = EXTERNAL_DATA_TH
     return save_onnx_model(model, path)
 
 
+def portable_tokenizer_config(config: dict) -> dict:
+    """tokenizer_config.json as transformers 4.x reads it too (Optimum's environment pins transformers < 4.58):
+    transformers 5 writes `extra_special_tokens` as a list, which 4.x takes for a {name: token} map and fails on.
+    The list becomes 4.x's `additional_special_tokens` (which 5.x reads as well), less the tokens the config
+    already names (pad, cls, ...)."""
+    extra = config.get("extra_special_tokens")
+    if not isinstance(extra, list):
+        return config
+    out = {k: v for k, v in config.items() if k != "extra_special_tokens"}
+    named = {v for k, v in config.items() if k.endswith("_token") and isinstance(v, str)}
+    more = [t for t in extra if t not in named and t not in out.get("additional_special_tokens", [])]
+    if more:
+        out["additional_special_tokens"] = [*out.get("additional_special_tokens", []), *more]
+    return out
+
+
 def stage_folder_files(st, checkpoint: Path, folder: Path, sidecar: dict) -> list[Path]:
     """A folder target's files beside the graph: the checkpoint's config.json and tokenizer files, staged in `st`
     (committed with the graph as one unit) and listed in `sidecar["folder"]`. Files the previous export there
@@ -243,7 +260,11 @@ def stage_folder_files(st, checkpoint: Path, folder: Path, sidecar: dict) -> lis
     written = []
     for name in names:
         staged = st.add(folder / name)
-        shutil.copyfile(checkpoint / name, staged)
+        if name == "tokenizer_config.json":
+            config = json.loads((checkpoint / name).read_text())
+            write_json_atomic(staged, portable_tokenizer_config(config) if isinstance(config, dict) else config)
+        else:
+            shutil.copyfile(checkpoint / name, staged)
         written.append(folder / name)
     before = read_sidecar(folder / FOLDER_MODEL).get("folder", {})
     listed = before.get("files", []) if isinstance(before, dict) else []

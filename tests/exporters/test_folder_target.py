@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from debx.checkpoint import TOKENIZER_FILES
+from exporters.export import portable_tokenizer_config
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
 
@@ -45,7 +46,14 @@ def test_folder_target_layout_and_optimum_axes(tmp_path, tiny_checkpoints, glue_
     assert sorted(p.name for p in out.iterdir()) == sorted(["model.onnx", "model.onnx.json", "config.json",
                                                             *tokenizer])
     for name in ["config.json", *tokenizer]:
-        assert (out / name).read_bytes() == (ckpt / name).read_bytes(), name
+        if name != "tokenizer_config.json":
+            assert (out / name).read_bytes() == (ckpt / name).read_bytes(), name
+    # tokenizer_config.json is rewritten for transformers 4.x (Optimum's) and still tokenizes the same in 5.x
+    assert not isinstance(json.loads((out / "tokenizer_config.json").read_text()).get("extra_special_tokens"), list)
+    from transformers import AutoTokenizer
+
+    text = ["a [SEP] pair of words", "Hello, world! ½ ﬁne"]
+    assert AutoTokenizer.from_pretrained(out)(text)["input_ids"] == AutoTokenizer.from_pretrained(ckpt)(text)["input_ids"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no staging folder left behind"
     side = json.loads((out / "model.onnx.json").read_text())
     assert side["folder"]["files"] == ["config.json", *[n for n in TOKENIZER_FILES if n in tokenizer]]
@@ -86,6 +94,14 @@ def test_folder_target_refusals(case, message, tmp_path, tiny_checkpoints, glue_
     code, _, err = main(monkeypatch, capsys, "export", ckpt, "-o", target, "--data-dir", glue_dir)
     assert code == 2 and err.startswith("debx: error:") and message in err, err
     assert sorted(p.name for p in ckpt.iterdir()) == before
+
+
+def test_portable_tokenizer_config():
+    five = {"pad_token": "[PAD]", "cls_token": "[CLS]", "extra_special_tokens": ["[PAD]", "[CLS]", "<x>"]}
+    assert portable_tokenizer_config(five) == {"pad_token": "[PAD]", "cls_token": "[CLS]",
+                                               "additional_special_tokens": ["<x>"]}
+    four = {"pad_token": "[PAD]", "extra_special_tokens": {"image_token": "<img>"}}
+    assert portable_tokenizer_config(four) == four
 
 
 def optimum_python() -> Path | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -427,6 +428,10 @@ class Embeddings(nn.Module):
 
 
 class DisentangledSelfAttention(nn.Module):
+    # the attention op this module calls: None = debx.model.attention_core. Set per instance to run another on one
+    # model only (the exporter sets its emission for the length of an export: exporters.export.export_patches)
+    core: Callable | None = None
+
     def __init__(self, cfg: DebertaConfig, layer_index: int = 0):
         super().__init__()
         C, HD = cfg.hidden_size, cfg.hidden_size
@@ -507,11 +512,12 @@ class DisentangledSelfAttention(nn.Module):
             pk, pq = self.position_tables(self.pos_dropout(rel_embeddings))
         else:
             pk = pq = x.new_zeros(1, q.shape[-1])
-        return attention_core(self, q, k, v, pk, pq, mask, index)
+        return (self.core or attention_core)(self, q, k, v, pk, pq, mask, index)
 
 
 def attention_core(attn: DisentangledSelfAttention, q, k, v, pk, pq, mask, index):
-    """The single call site of the attention op; the exporter swaps this for a custom node in `--attention debx`."""
+    """The single call site of the attention op (the default `core` of every DisentangledSelfAttention); the exporter
+    sets another core on one model's modules, e.g. a custom node in `--attention debx`."""
     cfg = attn.cfg
     scale = attn.scale
     if cfg.is_v1:  # v1 divides the query side by sqrt(D * factor) before the products: same order, same rounding

@@ -1,8 +1,8 @@
 """How each `--attention` mode is emitted into the ONNX graph. The one place that decides what a layer's attention
 looks like in an exported file (the Speed issue optimises these functions).
 
-Every emission has the signature of `debx.model.attention_core` and is swapped in for it by
-`exporters.export.export_patches`:
+Every emission has the signature of `debx.model.attention_core` and is set, by `exporters.export.export_patches`,
+as the attention core of one model's attention modules (their `core` attribute) for the length of an export:
 
     emit(attn, q, k, v, pk, pq, mask, index) -> context (B, N, HD)
 
@@ -35,7 +35,7 @@ from debx.runtimes.reference_ops import (
     debx_attention_reference,
     trt_disentangled_reference,
 )
-from exporters.fastpath import emit_fast
+from exporters.fastpath import FastEmission, emit_fast
 
 MODES = ("onnx", "trt", "debx", "fast")
 
@@ -178,6 +178,7 @@ EMITTERS: dict[str, Callable] = {"onnx": emit_onnx, "trt": emit_trt, "debx": emi
 
 
 def emitter(mode: str) -> Callable:
+    """The emission of `mode` for one export (a fresh one: the fast emission keeps its per-trace plan in itself)."""
     if mode not in EMITTERS:
         raise ConfigError(f"unknown attention mode {mode!r} (choose one of {', '.join(MODES)})")
-    return EMITTERS[mode]
+    return FastEmission() if mode == "fast" else EMITTERS[mode]

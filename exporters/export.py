@@ -36,7 +36,6 @@ from debx.artifacts import (check_writable, package_versions, previous_onnx_data
 from debx.checkpoint import TOKENIZER_FILES
 from debx.errors import ConfigError
 from debx.runtimes.reference_ops import DEBX_DOMAIN, DEBX_OP_VERSION
-from exporters import fastpath
 from exporters.attention import MODES, check_supported, emitter
 from exporters.onnx_config import BATCH_AXIS, HEADS, OPTIMUM_AXES, SEQUENCE_AXIS, onnx_config_for
 
@@ -137,7 +136,8 @@ def export_patches(model: torch.nn.Module, mode: str, max_seq_len: int | None = 
 
     * each layer's position tables become buffers (ONNX initializers named `...attention.self.pos_key_table` /
       `pos_query_table`), computed once here instead of per call;
-    * `debx.model.attention_core` becomes the emission of `mode` (exporters/attention.py).
+    * the attention core of this model's attention modules (their `core` attribute) becomes the emission of `mode`
+      (exporters/attention.py); other models in the process keep theirs.
 
     `max_seq_len` is accepted for callers' sake and changes nothing: the graph takes any sequence length (models
     with absolute position embeddings excepted, whose table ends at max_position_embeddings).
@@ -145,7 +145,6 @@ def export_patches(model: torch.nn.Module, mode: str, max_seq_len: int | None = 
     enc = _encoder(model)
     emit = emitter(mode)
     tables = fold_position_tables(model)
-    saved_core = dm.attention_core
     saved_table = getattr(enc, "rel_index_table", None)  # None: no relative attention
     attns = [layer.attention.self for layer in enc.layer]
     try:
@@ -158,12 +157,12 @@ def export_patches(model: torch.nn.Module, mode: str, max_seq_len: int | None = 
             enc.rel_embedding = lambda: enc.rel_embeddings.weight[:1]
             # the relative index table stays as the model holds it (up to where the slot saturates): the graph
             # computes the (N, N) index from the sequence length through a clamp of the distance, for any N
-        dm.attention_core = emit
+        for attn in attns:
+            attn.core = emit
         yield model
     finally:
-        dm.attention_core = saved_core
-        fastpath.reset()  # the fast emission's per-graph plans hold tensors of this trace
         for attn in attns:
+            attn.__dict__.pop("core", None)  # back to the class default: debx.model.attention_core
             attn.__dict__.pop("position_tables", None)
             for name in ("pos_key_table", "pos_query_table"):
                 attn._buffers.pop(name, None)

@@ -48,26 +48,6 @@ class RelativePlan:
         self.p2c_rows = torch.cat([index[:, -1], index[1:, 0], spare])  # (2N,) r = -(N-1) ... N-1, spare
 
 
-_PLANS: dict[int, tuple[torch.Tensor, RelativePlan]] = {}
-
-
-def relative_plan(index: torch.Tensor) -> RelativePlan:
-    """One plan per index tensor: every layer of a traced graph reuses the same few nodes."""
-    hit = _PLANS.get(id(index))
-    if hit is not None and hit[0] is index:
-        return hit[1]
-    if len(_PLANS) > 8:
-        _PLANS.clear()
-    plan = RelativePlan(index)
-    _PLANS[id(index)] = (index, plan)
-    return plan
-
-
-def reset() -> None:
-    """Forget the per-graph plans (call when an export ends; `export_patches` should call it in its finally)."""
-    _PLANS.clear()
-
-
 def distance_table(table: torch.Tensor, rows: torch.Tensor, heads: int) -> torch.Tensor:
     """(P, HD) position table -> (H, 2N, D): its rows in distance order, per head. The table is laid out (H, P, D)
     first (a constant, folded at export), so one Gather of D-float rows yields the matmul operand, no Transpose."""
@@ -89,8 +69,9 @@ def skew(x: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def emit_fast(attn: DisentangledSelfAttention, q, k, v, pk, pq, mask, index):
-    """Fast standard-ops disentangled attention; same contract as exporters.attention emitters. (B, N, HD) out."""
+def emit_fast(attn: DisentangledSelfAttention, q, k, v, pk, pq, mask, index, plan: RelativePlan | None = None):
+    """Fast standard-ops disentangled attention; same contract as exporters.attention emitters. (B, N, HD) out.
+    `plan`: the distance rows of `index` when the caller already has them (FastEmission shares them by layer)."""
     B, N, HD = q.shape
     H = attn.num_heads
     D = HD // H
@@ -99,8 +80,8 @@ def emit_fast(attn: DisentangledSelfAttention, q, k, v, pk, pq, mask, index):
     kh = k.reshape(B, N, H, D).transpose(1, 2)  # (B, H, N, D)
     vh = v.reshape(B, N, H, D).transpose(1, 2)  # (B, H, N, D)
     scores = qh @ kh.transpose(-1, -2)  # (B, H, N, N)
-    if attn.c2p or attn.p2c:
-        plan = relative_plan(index)
+    if (attn.c2p or attn.p2c) and plan is None:
+        plan = RelativePlan(index)
     if attn.c2p:
         pk_d = distance_table(pk, plan.c2p_rows, H)  # (H, 2N, D)
         scores = scores + skew(qh @ pk_d.transpose(-1, -2))  # c2p[i, j] = q_i . pk[idx(i, j)]
@@ -114,35 +95,20 @@ def emit_fast(attn: DisentangledSelfAttention, q, k, v, pk, pq, mask, index):
     return (probs @ vh).transpose(1, 2).reshape(B, N, HD)  # (B, N, HD)
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Exporting with it (until the exporter registers the mode itself)
-# ---------------------------------------------------------------------------------------------------------------------
+class FastEmission:
+    """emit_fast for one export: every layer of the traced graph reuses one RelativePlan (the same few nodes) for the
+    index tensor the encoder computes once per forward. The plan lives in this object, which `export_patches` sets
+    on one model's attention modules for the length of the export; nothing is cached at module level."""
 
+    def __init__(self) -> None:
+        self._index: torch.Tensor | None = None
+        self._plan: RelativePlan | None = None
 
-def export_fast(checkpoint, output, **options):
-    """`debx export` with the fast emission in place of the standard one (sidecar: attention "onnx", plus
-    "emission": "fast"). Uses exporters.export unchanged: the `onnx` emitter is swapped for the duration of the call."""
-    import contextlib
-    import json
-    import os
+    def plan(self, index: torch.Tensor) -> RelativePlan:
+        if self._index is not index:  # a new forward (a new index tensor): new plan
+            self._index, self._plan = index, RelativePlan(index)
+        return self._plan
 
-    import exporters.attention as attention
-    from exporters.export import ExportConfig, export_onnx
-
-    @contextlib.contextmanager
-    def swapped():
-        saved = attention.EMITTERS["onnx"]
-        attention.EMITTERS["onnx"] = emit_fast
-        try:
-            yield
-        finally:
-            attention.EMITTERS["onnx"] = saved
-            reset()
-
-    with swapped():
-        result = export_onnx(ExportConfig(checkpoint, output, attention="onnx", **options))
-    result.metadata["emission"] = "fast"
-    tmp = result.sidecar.with_name(result.sidecar.name + ".tmp")
-    tmp.write_text(json.dumps(result.metadata, indent=2, default=str) + "\n")
-    os.replace(tmp, result.sidecar)
-    return result
+    def __call__(self, attn: DisentangledSelfAttention, q, k, v, pk, pq, mask, index):
+        plan = self.plan(index) if (attn.c2p or attn.p2c) else None
+        return emit_fast(attn, q, k, v, pk, pq, mask, index, plan=plan)

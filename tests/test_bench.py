@@ -131,10 +131,11 @@ def test_bench_tiny_model_two_engines(tmp_path, tiny_checkpoints):
 
 
 def test_bench_onnx_engine_against_the_checkpoint(tmp_path, tiny_checkpoints, glue_dir):
-    from exporters.fastpath import export_fast
+    from exporters.export import ExportConfig, export_onnx
 
     ckpt = tiny_checkpoints["v3"]
-    onnx_file = export_fast(ckpt, tmp_path / "m.onnx", data_dir=glue_dir, validate=False).output
+    onnx_file = export_onnx(ExportConfig(ckpt, tmp_path / "m.onnx", attention="fast", data_dir=glue_dir,
+                                         validate=False)).output
     res = run_bench(BenchConfig(engines=[onnx_file], compare=("pytorch",), seqs=(12,), threads=1, warmup=1, iters=2))
     names = [e["name"] for e in res.report["engines"]]
     assert names == ["m.onnx", "debx-pytorch"]  # --compare pytorch found the checkpoint through the sidecar

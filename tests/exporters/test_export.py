@@ -402,3 +402,35 @@ def test_graph_checks_catch_what_they_forbid():
         "input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}, "logits": {0: "batch"}}))
     for expected in ("1 If node", "uint8", "bool_to_float", "input_ids axis 1 is 7", "0 DebxDisentangledAttention"):
         assert expected in problems, expected
+
+
+@pytest.mark.parametrize("mode", ["debx", "fast"])
+def test_export_patches_change_only_the_model_being_exported(tiny_checkpoints, mode):
+    """The emission is set on one model's attention modules (no module global is rebound): a second model in the
+    process runs its own attention meanwhile, and the exported model gets its own back on exit."""
+    import torch
+
+    import debx.model as dm
+    from exporters.export import export_patches
+
+    model, ckpt = load_model(tiny_checkpoints["v3"])
+    other, _ = load_model(tiny_checkpoints["v3"])
+    model.eval(), other.eval()
+    core = dm.attention_core
+    feeds = {"input_ids": torch.tensor([[1, 7, 9, 11, 2]]), "attention_mask": torch.ones(1, 5, dtype=torch.long)}
+    with torch.no_grad():
+        want = other(**feeds)
+        calls = []
+        with export_patches(model, mode):
+            attns = [layer.attention.self for layer in model.deberta.encoder.layer]
+            assert all(a.core is not None and a.core is attns[0].core for a in attns)
+            assert all(layer.attention.self.core is None for layer in other.deberta.encoder.layer)
+            assert dm.attention_core is core
+            for a in attns:  # count what the patched model runs
+                a.core = (lambda inner: lambda *args: calls.append(1) or inner(*args))(a.core)
+            model(**feeds)
+            assert len(calls) == len(attns)
+            assert torch.equal(other(**feeds), want)  # untouched, and not routed through the emission
+            assert len(calls) == len(attns)
+        assert all(layer.attention.self.core is None for layer in model.deberta.encoder.layer)
+        assert torch.equal(model(**feeds), want)

@@ -12,7 +12,7 @@ import torch
 
 from debx.model import DebertaConfig, DisentangledSelfAttention, disentangled_attention, relative_index, \
     relative_index_table
-from exporters.fastpath import _PLANS, emit_fast, export_fast
+from exporters.fastpath import FastEmission, emit_fast
 
 # ---------------------------------------------------------------------------------------------------------------------
 # The function itself, in PyTorch (many shapes, cheap)
@@ -58,9 +58,22 @@ def test_emission_matches_reference(name, n):
     index = relative_index(table, n)
     want = _reference(attn, q, k, v, pk, pq, mask, index)
     got = emit_fast(attn, q, k, v, pk, pq, mask, index)
-    _PLANS.clear()
     assert got.shape == want.shape
     torch.testing.assert_close(got, want, rtol=0, atol=2e-6)
+    torch.testing.assert_close(FastEmission()(attn, q, k, v, pk, pq, mask, index), want, rtol=0, atol=2e-6)
+
+
+def test_fast_emission_shares_one_plan_per_index():
+    """Every layer of one forward (one index tensor) reuses the plan; a new forward (a new index) gets a new one, and
+    two emissions (two exports) share nothing."""
+    cfg = _attention("v3-buckets").cfg
+    table = relative_index_table(cfg.max_position_embeddings, cfg.span, cfg.buckets, cfg.max_relative)
+    a, b = relative_index(table, 7), relative_index(table, 7)
+    e1, e2 = FastEmission(), FastEmission()
+    assert e1.plan(a) is e1.plan(a)
+    assert e1.plan(b) is not e2.plan(b)
+    p = e1.plan(b)
+    assert e1.plan(a) is not p and torch.equal(e1.plan(a).c2p_rows, p.c2p_rows)
 
 
 def test_distance_rows_are_the_slots_of_each_distance():
@@ -97,16 +110,9 @@ def test_skew_is_the_relative_shift():
 
 
 @pytest.fixture(scope="module")
-def fast_exports(tmp_path_factory, tiny_checkpoints, glue_dir):
-    root = tmp_path_factory.mktemp("fast")
-    cache = {}
-
-    def get(variant: str):
-        if variant not in cache:
-            cache[variant] = export_fast(tiny_checkpoints[variant], root / f"{variant}.fast.onnx", data_dir=glue_dir)
-        return cache[variant]
-
-    return get
+def fast_exports(exported):
+    """`debx export --attention fast` of a variant (the normal export path, cached by tests/exporters/conftest.py)."""
+    return lambda variant: exported(variant, "fast")
 
 
 def _feeds(cfg, batch: int, n: int, pad_rows: bool, seed: int):
@@ -131,7 +137,7 @@ def test_exported_fast_graph_is_exact(fast_exports, tiny_checkpoints, variant):
 
     res = fast_exports(variant)
     assert res.report is not None and res.report.ok  # the exporter's own validation (GLUE sentences) passed
-    assert json.loads(res.sidecar.read_text())["emission"] == "fast"
+    assert json.loads(res.sidecar.read_text())["attention"] == "fast"
     with TorchRunner(tiny_checkpoints[variant]) as ref, OnnxRuntimeRunner(res.output, threads=1) as ort:
         limit = ref.config.max_position_embeddings
         for i, (batch, n) in enumerate([(1, 1), (2, 7), (3, 33), (2, 63), (2, limit - 1), (1, limit)]):

@@ -13,12 +13,25 @@ Non-finite predictions are not hidden: they propagate into the result.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import Callable, Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from debx.tasks import TaskSpec
+
+class ScoredTask(Protocol):
+    """What the metrics read of a task (debx.tasks.TaskSpec is one; metrics sit below tasks and do not import them)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def metrics(self) -> tuple[str, ...]: ...
+
+    @property
+    def is_regression(self) -> bool: ...
+
+    @property
+    def num_labels(self) -> int: ...
 
 
 def _check_pair(predictions: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -137,7 +150,7 @@ def check_metric_fits(name: str, is_regression: bool, num_labels: int) -> str | 
     return None
 
 
-def compute_metrics(task: "TaskSpec", predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+def compute_metrics(task: ScoredTask, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Every metric of `task`, in the task's order, in percent points."""
     if task.is_regression:
         predictions = np.asarray(predictions, dtype=np.float64)
@@ -145,7 +158,7 @@ def compute_metrics(task: "TaskSpec", predictions: np.ndarray, labels: np.ndarra
     return {name: METRICS[name].fn(predictions, labels) for name in task.metrics}
 
 
-def predictions_from_outputs(task: "TaskSpec", logits: np.ndarray) -> np.ndarray:
+def predictions_from_outputs(task: ScoredTask, logits: np.ndarray) -> np.ndarray:
     """Model outputs -> predictions: argmax over classes (int64, (B,)), or the single score for regression ((B,))."""
     logits = np.asarray(logits)
     if task.is_regression:

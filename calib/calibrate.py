@@ -21,7 +21,7 @@ import datetime as _dt
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -31,9 +31,9 @@ from calib.qdq import QDQPolicy
 from calib.ranges import METHODS, RangeConfig
 from calib.sensitivity import AutoConfig
 from calib.trt_cache import DEFAULT_TRT_VERSION
-from debx.artifacts import check_writable, file_digest, package_versions, previous_onnx_data, staged_files
+from debx.artifacts import (artifact_source, check_writable, file_digest, package_versions, previous_onnx_data,
+                            read_sidecar, staged_files)
 from debx.errors import ConfigError, GateFailed
-from debx.gate import GateConfig
 
 PRECISIONS = ("int8", "fp16")
 TARGETS = ("trt", "ort")  # trt: symmetric int8 activations (TensorRT and ONNX Runtime); ort: ONNX Runtime CPU only
@@ -60,8 +60,7 @@ class CalibrateConfig:
     tokenizer: Path | None = None  # default: the input sidecar's source checkpoint
     policy: QDQPolicy = field(default_factory=QDQPolicy)
     fp16: FP16Config = field(default_factory=FP16Config)
-    auto: bool = False
-    gate: GateConfig = field(default_factory=GateConfig)
+    auto: bool = False  # needs an evaluator: calibrate(cfg, evaluator=...)
     auto_cfg: AutoConfig = field(default_factory=AutoConfig)
     reference: Path | None = None  # --auto: the FP32 reference; default the input model
     trt_version: str = DEFAULT_TRT_VERSION
@@ -157,10 +156,9 @@ def _check_int8_attention(cfg: CalibrateConfig, custom: list) -> None:
 
 def _tokenizer_and_limit(cfg: CalibrateConfig, sidecar: dict):
     from debx.checkpoint import read_config
-    from debx.evaluate import source_checkpoint
     from debx.tokenizer import load_tokenizer
 
-    src = source_checkpoint(cfg.model, sidecar)
+    src = artifact_source(cfg.model, sidecar).checkpoint
     tok_src = cfg.tokenizer or src
     if tok_src is None:
         raise ConfigError(f"{cfg.model}: no sidecar names its source checkpoint; pass --tokenizer CKPT_DIR")
@@ -203,34 +201,32 @@ def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2, default=str) + "\n")
 
 
-class _Evaluator:
-    """--auto: score candidate models on the eval split and gate them against the FP32 reference."""
+class Evaluator(Protocol):
+    """What --auto scores candidates with (the CLI injects debx.evaluate.CandidateGate): `evaluator(path)` evaluates
+    the model file at `path` (its sidecar beside it) and gates it against the reference -> a debx.gate.GateResult
+    (passed, metric, reference, candidate, delta, ci_low, ci_high, allowed_drop, changed, verdict, to_dict())."""
 
-    def __init__(self, cfg: CalibrateConfig, sidecar: dict, work: Path, tokenizer_dir: Path | None):
-        from debx.evaluate import EvalConfig, evaluate
+    mode: str  # the gate's name, recorded in the sidecar
 
-        self.cfg, self.sidecar, self.work = cfg, sidecar, work
-        self.eval_cfg = EvalConfig(task=cfg.task, engine=cfg.reference or cfg.model, data_dir=cfg.data_dir,
-                                   split=cfg.auto_cfg.eval_split, tokenizer=tokenizer_dir,
-                                   batch_size=cfg.auto_cfg.batch_size, threads=cfg.threads,
-                                   limit=cfg.auto_cfg.eval_limit, progress=False)
-        self.reference = evaluate(self.eval_cfg)
+    def __call__(self, candidate: Path): ...
+
+
+class _Candidates:
+    """--auto: write each candidate model (with the sidecar it would ship with) to the scratch folder, score it with
+    the injected evaluator, and remove it again."""
+
+    def __init__(self, evaluator: Evaluator, sidecar: dict, work: Path):
+        self.evaluator, self.sidecar, self.work = evaluator, sidecar, work
         self.count = 0
 
     def __call__(self, model):
-        from dataclasses import replace
-
-        from debx.evaluate import evaluate
-        from debx.gate import gate_reports
-
         from calib.ranges import save_model_copy
 
         self.count += 1
         path = self.work / f"auto_candidate_{self.count}.onnx"
         save_model_copy(model, path)
         _write_json(path.with_name(path.name + ".json"), self.sidecar)
-        res = evaluate(replace(self.eval_cfg, engine=path))
-        result = gate_reports(res.task, self.reference.report, res.report, res.labels, self.cfg.gate)
+        result = self.evaluator(path)
         for p in (path, path.with_name(path.name + ".json"), path.with_name(path.name + ".data")):
             p.unlink(missing_ok=True)
         return result
@@ -241,18 +237,21 @@ class _Evaluator:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def calibrate(cfg: CalibrateConfig, log: Callable[[str], None] = lambda s: None) -> CalibrateResult:
-    """Measure, convert, check, (fall back,) and write OUT + its sidecar, ranges and TensorRT cache atomically."""
+def calibrate(cfg: CalibrateConfig, log: Callable[[str], None] = lambda s: None,
+              evaluator: Evaluator | None = None) -> CalibrateResult:
+    """Measure, convert, check, (fall back,) and write OUT + its sidecar, ranges and TensorRT cache atomically.
+    `evaluator`: what --auto (cfg.auto) gates candidates with; the caller builds it (debx.evaluate.candidate_gate)."""
     from calib.data import calibration_data, model_input_names
     from calib.ranges import compute_ranges, save_model_copy
-    from debx.evaluate import read_sidecar
     from debx.runtimes.reference_ops import custom_nodes
     from debx.tasks import get_task
 
+    if cfg.auto and evaluator is None:
+        raise ValueError("calibrate: cfg.auto needs an evaluator (debx.evaluate.candidate_gate(cfg, gate_cfg))")
     _check_paths(cfg)
     task = get_task(cfg.task)
     model = load_input(cfg.model)
-    sidecar_in = read_sidecar(cfg.model)
+    sidecar_in = read_sidecar(cfg.model, strict=True)
     _check_float32(model, sidecar_in, cfg.model)
     _check_int8_attention(cfg, custom_nodes(model))
     tokenizer, max_len = _tokenizer_and_limit(cfg, sidecar_in)
@@ -273,12 +272,12 @@ def calibrate(cfg: CalibrateConfig, log: Callable[[str], None] = lambda s: None)
                                     op_types=cfg.policy.op_types)
             ranges = compute_ranges(model, data.batches, range_cfg, scratch, cfg.threads)
             log(f"ranges: {len(ranges.tensors)} tensors ({cfg.method})")
-            result_model, int8_meta = _int8(cfg, model, ranges, data, sidecar_in, scratch, log)
+            result_model, int8_meta = _int8(cfg, model, ranges, data, sidecar_in, scratch, log, evaluator)
             meta.update(int8_meta)
         else:
             ranges = compute_ranges(model, data.batches, RangeConfig(method="minmax", op_types=None), scratch,
                                     cfg.threads)
-            result_model, fp16_meta = _fp16(cfg, model, data, sidecar_in, scratch, log)
+            result_model, fp16_meta = _fp16(cfg, model, data, sidecar_in, scratch, log, evaluator)
             meta.update(fp16_meta)
         meta["parity"] = parity(model, result_model, data.batches, cfg.threads)
 
@@ -320,22 +319,21 @@ def _optimize_for_ort(model, staged: Path, scratch: Path, data_name: str) -> tup
     return save_model_copy(optimized, staged, data_name), {"level": "ORT_ENABLE_EXTENDED", **stats}
 
 
-def _int8(cfg, model, ranges, data, sidecar_in, scratch, log):
+def _int8(cfg, model, ranges, data, sidecar_in, scratch, log, evaluator: Evaluator | None):
     from calib.qdq import qdq_summary, quantize_int8
     from calib.sensitivity import auto_fallback
 
     meta: dict = {}
     if cfg.auto:
-        tok_dir = cfg.tokenizer
-        evaluator = _Evaluator(cfg, {**sidecar_in, "precision": "int8", "calibration": data.record(cfg.seed)},
-                               scratch, tok_dir)
-        auto = auto_fallback(model, ranges, cfg.policy, data.batches, evaluator, cfg.auto_cfg, scratch,
+        candidates = _Candidates(evaluator, {**sidecar_in, "precision": "int8", "calibration": data.record(cfg.seed)},
+                                 scratch)
+        auto = auto_fallback(model, ranges, cfg.policy, data.batches, candidates, cfg.auto_cfg, scratch,
                              cfg.threads, log)
-        meta["auto"] = {**auto.to_dict(), "gate": cfg.gate.mode, "eval_split": cfg.auto_cfg.eval_split,
+        meta["auto"] = {**auto.to_dict(), "gate": evaluator.mode, "eval_split": cfg.auto_cfg.eval_split,
                         "reference": str(cfg.reference or cfg.model)}
         if not auto.passed:
             last = auto.steps[-1]
-            raise GateFailed(f"--auto: the {cfg.gate.mode} gate still fails after {len(auto.steps) - 1} fallback "
+            raise GateFailed(f"--auto: the {evaluator.mode} gate still fails after {len(auto.steps) - 1} fallback "
                              f"step(s) ({len(last['float_nodes'])} matmuls back in float, {last['metric']} delta "
                              f"{last['delta']:+.2f}, allowed drop {last['allowed_drop']:.2f}); no model written")
         quantized, placement, policy = auto.model, auto.placement, auto.policy
@@ -350,7 +348,7 @@ def _int8(cfg, model, ranges, data, sidecar_in, scratch, log):
     return quantized, meta
 
 
-def _fp16(cfg, model, data, sidecar_in, scratch, log):
+def _fp16(cfg, model, data, sidecar_in, scratch, log, evaluator: Evaluator | None):
     from calib.fp16 import make_fp16
 
     half, plan, stats = make_fp16(model, data.batches, cfg.fp16, cfg.threads, scratch)
@@ -361,14 +359,14 @@ def _fp16(cfg, model, data, sidecar_in, scratch, log):
                      "largest": sorted(({"tensor": k, "amax": s.amax} for k, s in stats.items()),
                                        key=lambda d: -d["amax"])[:10]}}
     if cfg.auto:
-        evaluator = _Evaluator(cfg, {**sidecar_in, "precision": "fp16", "calibration": data.record(cfg.seed)},
-                               scratch, cfg.tokenizer)
-        result = evaluator(half)
-        meta["auto"] = {"passed": result.passed, "gate": cfg.gate.mode, "steps": [result.to_dict()]}
+        candidates = _Candidates(evaluator, {**sidecar_in, "precision": "fp16", "calibration": data.record(cfg.seed)},
+                                 scratch)
+        result = candidates(half)
+        meta["auto"] = {"passed": result.passed, "gate": evaluator.mode, "steps": [result.to_dict()]}
         log(f"--auto: fp16 {result.metric} {result.candidate:.2f} vs {result.reference:.2f} "
             f"(delta {result.delta:+.2f}) {result.verdict}")
         if not result.passed:
-            raise GateFailed(f"--auto: the FP16 model fails the {cfg.gate.mode} gate (delta {result.delta:+.2f}, "
+            raise GateFailed(f"--auto: the FP16 model fails the {evaluator.mode} gate (delta {result.delta:+.2f}, "
                              f"allowed drop {result.allowed_drop:.2f}); --auto falls back only INT8 layers; "
                              "no model written")
     return half, meta

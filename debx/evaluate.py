@@ -309,6 +309,41 @@ def gate_against(cfg: EvalConfig, result: EvalResult, reference: Path, gate_cfg)
     return gate_reports(result.task, ref, result.report, result.labels, gate_cfg), ref
 
 
+class CandidateGate:
+    """Scores candidate model files on one split and gates each against a reference, evaluated once (at the first
+    candidate) with the same settings. The evaluator of `debx calibrate --auto`: the CLI builds it
+    (`candidate_gate`) and hands it to calib.calibrate.calibrate, so calibration never imports evaluation."""
+
+    def __init__(self, cfg: EvalConfig, gate_cfg) -> None:
+        self.cfg, self.gate_cfg = cfg, gate_cfg  # cfg.engine: the reference
+        self._reference: dict | None = None
+
+    @property
+    def mode(self) -> str:  # the gate's name, for records and messages
+        return self.gate_cfg.mode
+
+    def __call__(self, candidate: Path):
+        """GateResult of the model file `candidate` (with its sidecar beside it) against the reference."""
+        from dataclasses import replace
+
+        from debx.gate import gate_reports
+
+        if self._reference is None:
+            self._reference = evaluate(self.cfg).report
+        res = evaluate(replace(self.cfg, engine=candidate))
+        return gate_reports(res.task, self._reference, res.report, res.labels, self.gate_cfg)
+
+
+def candidate_gate(calib_cfg, gate_cfg) -> CandidateGate:
+    """The `--auto` evaluator for a calib.calibrate.CalibrateConfig: candidates scored on its --auto split (and row
+    limit), gated against its reference (default: the input model)."""
+    auto = calib_cfg.auto_cfg
+    return CandidateGate(EvalConfig(task=calib_cfg.task, engine=calib_cfg.reference or calib_cfg.model,
+                                    data_dir=calib_cfg.data_dir, split=auto.eval_split, tokenizer=calib_cfg.tokenizer,
+                                    batch_size=auto.batch_size, threads=calib_cfg.threads, limit=auto.eval_limit,
+                                    progress=False), gate_cfg)
+
+
 def provenance_notes(report: dict, reference: dict | None = None) -> list[str]:
     """Warnings about where the scored model came from: a stale artifact (its source checkpoint changed since it was
     made), and a candidate that was not made from the reference checkpoint it is gated against."""

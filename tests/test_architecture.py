@@ -30,12 +30,8 @@ ig = _load()
 KNOWN_CIRCLES: list[list[str]] = [
     ["debx.artifacts", "debx.checkpoint"],
     ["debx.kernels.attention_triton", "debx.kernels.torch_op", "debx.model"],
-    ["debx.metrics", "debx.tasks"],
-    ["exporters.attention", "exporters.export", "exporters.fastpath", "exporters.onnx_config", "exporters.validate"],
 ]
 KNOWN_UPWARD: set[tuple[str, str]] = {
-    ("calib.calibrate", "debx.evaluate"),
-    ("calib.calibrate", "debx.gate"),
     ("debx.artifacts", "debx.checkpoint"),
 }
 

@@ -55,20 +55,23 @@ def command(
     from calib.fp16 import FP16Config
     from calib.qdq import QDQPolicy
     from calib.sensitivity import AutoConfig
+    from debx.evaluate import candidate_gate
     from debx.gate import GateConfig
 
     kinds = tuple(k.strip() for k in attention.split(",") if k.strip())
     policy = QDQPolicy(attention="all" if kinds == ("all",) else kinds, exclude_patterns=tuple(exclude))
+    gate_cfg = GateConfig(mode=gate, tolerance=tolerance)
     cfg = CalibrateConfig(
         model=model, output=output, task=task, data_dir=data_dir, precision=precision, method=method,
         percentile=percentile, num_bins=num_bins, num_samples=num_samples, calib_split=calib_split, seed=seed,
         batch_size=batch_size, max_seq_len=max_seq_len, tokenizer=tokenizer, policy=policy,
-        fp16=FP16Config(overflow_margin=fp16_margin), auto=auto, gate=GateConfig(mode=gate, tolerance=tolerance),
+        fp16=FP16Config(overflow_margin=fp16_margin), auto=auto,
         auto_cfg=AutoConfig(max_steps=max_steps, step=step, eval_limit=eval_limit), reference=reference,
         trt_version=trt_version, threads=threads, target=target, activations=activations,
     )
     con = Console()
-    res = calibrate(cfg, log=con.print)
+    # --auto gates candidates with debx eval: built here and handed down (calibration does not import evaluation)
+    res = calibrate(cfg, log=con.print, evaluator=candidate_gate(cfg, gate_cfg) if auto else None)
     meta = res.metadata
     cal = meta["calibration"]
     con.print(f"[bold]{meta['precision']}[/] model: {res.output}")

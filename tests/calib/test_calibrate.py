@@ -17,7 +17,7 @@ from calib.ranges import Ranges
 from calib.sensitivity import AutoConfig
 from calib.trt_cache import read_cache
 from debx.errors import ConfigError, GateFailed
-from debx.evaluate import EvalConfig, evaluate, gate_notes
+from debx.evaluate import EvalConfig, candidate_gate, evaluate, gate_notes
 from debx.gate import GateConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,8 +96,8 @@ def test_plugin_graph_int8(exports, glue_dir, tmp_path):
 
 def test_auto_records_its_steps(exports, glue_dir, tmp_path):
     out = tmp_path / "v3.auto.int8.onnx"
-    res = calibrate(_cfg(exports, glue_dir, out, auto=True, gate=GateConfig(mode="relative", tolerance=50.0),
-                         auto_cfg=AutoConfig(eval_limit=30)))
+    cfg = _cfg(exports, glue_dir, out, auto=True, auto_cfg=AutoConfig(eval_limit=30))
+    res = calibrate(cfg, evaluator=candidate_gate(cfg, GateConfig(mode="relative", tolerance=50.0)))
     auto = res.metadata["auto"]
     assert auto["passed"] and len(auto["steps"]) == 1 and auto["steps"][0]["passed"]
     assert auto["steps"][0]["quantized_nodes"] == 14 and len(auto["sensitivity"]) == 14
@@ -118,8 +118,9 @@ def test_auto_failure_leaves_nothing_behind(exports, glue_dir, tmp_path, monkeyp
 
     monkeypatch.setattr(sens, "auto_fallback", never_passes)
     out = tmp_path / "v3.fail.int8.onnx"
+    cfg = _cfg(exports, glue_dir, out, auto=True, auto_cfg=AutoConfig(eval_limit=8))
     with pytest.raises(GateFailed, match="no model written"):
-        calibrate(_cfg(exports, glue_dir, out, auto=True, auto_cfg=AutoConfig(eval_limit=8)))
+        calibrate(cfg, evaluator=candidate_gate(cfg, GateConfig()))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -163,6 +164,24 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(exports, glue_dir, tmp_pat
     r = run_cli("calibrate", tmp_path / "junk.onnx", "--task", "sst2", "--data-dir", glue_dir, "-o", out)
     assert r.returncode == 2 and "not a readable ONNX model" in r.stderr and r.stderr.count("\n") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["junk.onnx"]
+
+
+def test_cli_auto_gates_with_the_evaluator_it_builds(exports, glue_dir, tmp_path):
+    """The CLI builds the --auto evaluator (debx eval + the gate) and hands it to calibrate: calib/ imports neither."""
+    out = tmp_path / "v3.auto.int8.onnx"
+    r = run_cli("calibrate", exports["v3"], "--task", "sst2", "--data-dir", glue_dir, "-o", out, "--method", "minmax",
+                "--num-samples", "8", "--auto", "--gate", "relative", "--tolerance", "50", "--eval-limit", "16",
+                "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    auto = json.loads(out.with_name(out.name + ".json").read_text())["auto"]
+    assert auto["gate"] == "relative" and auto["passed"] and auto["steps"][0]["passed"]
+    assert not list(tmp_path.glob("*candidate*"))
+
+
+def test_auto_without_an_evaluator_is_refused_before_any_work(exports, glue_dir, tmp_path):
+    with pytest.raises(ValueError, match="needs an evaluator"):
+        calibrate(_cfg(exports, glue_dir, tmp_path / "o.onnx", auto=True))
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.slow

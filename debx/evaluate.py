@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import sys
+import types
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -395,3 +397,20 @@ def write_gate_outputs(report_path: Path, report: dict, result, reference: dict)
     write_markdown(md, [result], gate_notes(report, reference))
     plot(png, [result], title=f"{result.task}: {result.candidate_name} vs {result.reference_name}")
     return md, png
+
+
+def evaluate_task(task: str | Path, engine: str | Path, **options) -> EvalResult:
+    """The API's evaluate (debx.api.evaluate): EvalConfig fields as keywords; progress off unless progress=True."""
+    options.setdefault("progress", False)
+    return evaluate(EvalConfig(task=str(task), engine=Path(engine), **options))
+
+
+class _CallableModule(types.ModuleType):
+    """`from debx import evaluate` names this module (a package attribute cannot be both a submodule and a
+    function), so the module is callable: `evaluate(task, engine, **EvalConfig fields)` runs evaluate_task."""
+
+    def __call__(self, task, engine, **options) -> EvalResult:
+        return evaluate_task(task, engine, **options)
+
+
+sys.modules[__name__].__class__ = _CallableModule

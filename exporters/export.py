@@ -35,7 +35,7 @@ from debx.artifacts import (check_writable, package_versions, previous_onnx_data
                             write_json_atomic)
 from debx.checkpoint import TOKENIZER_FILES
 from debx.errors import ConfigError
-from debx.runtimes.reference_ops import DEBX_DOMAIN, DEBX_OP_VERSION
+from debx.runtimes.reference_ops import DEBX_DOMAIN, DEBX_OP, DEBX_OP_VERSION
 from exporters.attention import MODES, check_supported, emitter
 from exporters.onnx_config import BATCH_AXIS, HEADS, OPTIMUM_AXES, SEQUENCE_AXIS, onnx_config_for
 
@@ -233,6 +233,19 @@ def save_onnx(model, path: Path, external_data_threshold: int = EXTERNAL_DATA_TH
     return save_onnx_model(model, path)
 
 
+def custom_ops_entry(mode: str) -> dict | None:
+    """The sidecar's note of the custom-op library a graph of attention `mode` needs outside debx (None: standard
+    ops only, or TensorRT's own DisentangledAttention_TRT plugin)."""
+    if mode != "debx":
+        return None
+    from debx.runtimes.native_ops import LIBRARY
+
+    return {"domain": DEBX_DOMAIN, "ops": [DEBX_OP], "onnxruntime_library": LIBRARY,
+            "tensorrt_library": "libdebx_plugins.so",
+            "path": "`debx ops-path` prints it (built on first use), or debx.ops_library() in Python",
+            "usage": "onnxruntime.SessionOptions().register_custom_ops_library(path)"}
+
+
 def portable_tokenizer_config(config: dict) -> dict:
     """tokenizer_config.json as transformers 4.x reads it too (Optimum's environment pins transformers < 4.58):
     transformers 5 writes `extra_special_tokens` as a list, which 4.x takes for a {name: token} map and fails on.
@@ -384,6 +397,7 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
             "keep_fp32": list(KEEP_FP32 if cfg.keep_fp32 is None else cfg.keep_fp32) if cfg.fp16 else [],
             "shapes": shapes,
             "gi_max_scope": gi_scope,
+            "custom_ops": custom_ops_entry(cfg.attention),
             "versions": package_versions(),
             "parity": report.to_dict() if report else None,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

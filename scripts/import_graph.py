@@ -27,7 +27,7 @@ MAX_UPWARD = 1
 # covers a whole package; otherwise the name must match exactly).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # facts and helpers every floor uses: the op contract, errors, artifact files, the device
-    ("ground", ("debx", "debx.contract", "debx.errors", "debx.artifacts", "debx.device")),
+    ("ground", ("debx", "debx.contract", "debx.errors", "debx.artifacts", "debx.device", "debx.verbosity")),
     # the model and what feeds it: tasks and their metrics, tokenizer, checkpoints, presets, training, GPU kernels
     ("model", ("debx.model", "debx.kernels", "debx.kernels.", "debx.tasks", "debx.metrics", "debx.tokenizer",
                "debx.checkpoint", "debx.presets", "debx.variants", "debx.train")),
@@ -36,6 +36,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("backends", ("exporters", "exporters.", "calib", "calib.", "debx.runtimes", "debx.runtimes.", "debx.engine")),
     # flows that put backends together: evaluation, the accuracy gate, benchmarks, reports
     ("flows", ("debx.evaluate", "debx.gate", "debx.bench", "debx.opbench", "debx.optimum_baseline", "debx.report")),
+    # the Python API (`from debx import export, ...`: the package root reaches it by name, importlib, lazily)
+    ("api", ("debx.api",)),
     ("cli", ("debx.cli", "debx.cli.", "debx.__main__")),
 ]
 

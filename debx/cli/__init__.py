@@ -13,7 +13,7 @@ import sys
 
 import typer
 
-from debx.errors import DebxError
+from debx.errors import ConfigError, DebxError
 
 COMMANDS: list[tuple[str, str]] = [
     ("train", "debx.cli.train"),
@@ -23,6 +23,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("build", "debx.cli.build"),
     ("eval", "debx.cli.eval"),
     ("bench", "debx.cli.bench"),
+    ("ops-path", "debx.cli.ops_path"),
 ]
 
 # OSErrors that say something about the user's files or disk, never about debx: one line, exit 2
@@ -39,9 +40,27 @@ app = typer.Typer(
 
 
 
+def _version(value: bool) -> None:
+    if value:
+        from debx import __version__
+
+        print(f"debx {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
-    """Keeps `debx` a command group even with a single subcommand."""
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print debx's version and exit."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="More detail (e.g. each step's timing and choices)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only results and errors: no progress or info lines."),
+) -> None:
+    """Root flags: --version, -v/-q (before the command: `debx -q eval ...`)."""
+    from debx import verbosity
+
+    if verbose and quiet:
+        raise ConfigError("-v and -q contradict each other: choose one")
+    verbosity.set_level(verbosity.VERBOSE if verbose else verbosity.QUIET if quiet else verbosity.NORMAL)
 
 
 for _name, _module in COMMANDS:

@@ -330,12 +330,27 @@ def file_engine(path: Path, threads: int | None, name: str | None = None, kind: 
         raise MissingDependencyError(f"--engine {path}: the {backend} runtime is not available ({e})") from None
     side = read_sidecar(path)
     precision = side.get("precision") or ("int8" if "int8" in path.name else "fp32")
-    limit = (side.get("shapes") or {}).get("max_seq_len") if isinstance(side.get("shapes"), dict) else None
+    source = artifact_source(path, side).checkpoint
     vocab = onnx_vocab_size(path) if backend == "onnxruntime" else None
     if vocab is None:  # a TensorRT plan, or a graph without a constant word-embedding table: its source checkpoint
-        vocab = _checkpoint_vocab(artifact_source(path, side).checkpoint)
-    return Engine(name or path.name, kind or backend, runner, str(path), precision,
-                  limit if isinstance(limit, int) else None, vocab)
+        vocab = _checkpoint_vocab(source)
+    return Engine(name or path.name, kind or backend, runner, str(path), precision, file_length_limit(side, source),
+                  vocab)
+
+
+def file_length_limit(sidecar: dict, source: Path | None) -> int | None:
+    """The longest sequence an exported file takes: its pinned sequence length, else what its source checkpoint takes
+    (absolute position embeddings: max_position_embeddings; relative positions only: any length, as `debx eval`
+    decides). The sidecar's shapes.max_seq_len is only the longest length validated at export; it stands in as the
+    limit only when the source checkpoint cannot be read."""
+    shapes = sidecar.get("shapes") if isinstance(sidecar.get("shapes"), dict) else {}
+    if isinstance(shapes.get("sequence"), int):
+        return shapes["sequence"]
+    cfg = _checkpoint_config(source)
+    if cfg is not None:
+        return cfg.length_limit
+    limit = shapes.get("max_seq_len")
+    return limit if isinstance(limit, int) else None
 
 
 def provenance_notes(cfg: BenchConfig) -> list[str]:

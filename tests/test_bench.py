@@ -245,3 +245,15 @@ def test_bench_of_a_model_with_a_small_vocabulary(tmp_path):
     assert res.report["input_ids_below"] == 300
     rows = res.report["results"]
     assert len(rows) == 2 and rows[1]["max_abs_diff"] < 1e-4
+
+
+def test_an_exported_file_takes_the_lengths_its_model_takes(trained_like_checkpoints):
+    """The sidecar's shapes.max_seq_len is the longest length validated at export, not a limit: a v3 graph takes any
+    length (`debx bench --seq 700` on it was refused with '--seq 700 exceeds the 128-token limit'), a v1 graph with
+    absolute positions stops at max_position_embeddings, a pinned sequence axis at its length."""
+    validated = {"shapes": {"batch": "dynamic", "sequence": "dynamic", "max_seq_len": 128}}
+    assert bench.file_length_limit(validated, trained_like_checkpoints["v3"]) is None
+    assert bench.file_length_limit(validated, trained_like_checkpoints["v1"]) == 128
+    assert bench.file_length_limit(validated, None) == 128  # source unknown: what was validated
+    assert bench.file_length_limit({"shapes": {"sequence": 64, "max_seq_len": 64}}, trained_like_checkpoints["v3"]) == 64
+    assert bench.file_length_limit({}, None) is None

@@ -24,6 +24,8 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # 2 shared cores: one thread per test process (torch and ONNX Runtime)
+if not Path("/dev/nvidiactl").exists():  # no NVIDIA GPU: Triton kernels run in the interpreter (set before any import)
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 GLUE = Path(os.environ.get("GLUE_DIR") or ROOT.parent / "shared" / "glue")

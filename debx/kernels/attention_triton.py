@@ -116,6 +116,46 @@ if triton is not None:
                  out.to(OUT.dtype.element_ty), mask=q_in[:, None] & d_in[None, :])
 
 
+if triton is not None:
+
+    @triton.jit
+    def _band_products_fwd(X, POS, OUT, BN, R, lo, stride_x, stride_p, D: tl.constexpr, BLOCK_D: tl.constexpr,
+                           BLOCK_R: tl.constexpr, BLOCK_T: tl.constexpr):
+        """OUT[h, r, t] = POS[lo + r, h*D:(h+1)*D] . X[t, h*D:(h+1)*D]: the band products as one tensor-core kernel
+        (the TensorRT plugin's; PyTorch uses cuBLAS through torch.bmm for the same (H, R, B*N) result)."""
+        pid_r = tl.program_id(0)
+        pid_t = tl.program_id(1)
+        h = tl.program_id(2)
+        offs_r = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
+        offs_t = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
+        offs_d = tl.arange(0, BLOCK_D)
+        d_in = offs_d < D
+        r_in = offs_r < R
+        t_in = offs_t < BN
+        pos = tl.load(POS + (lo + offs_r)[:, None] * stride_p + h * D + offs_d[None, :],
+                      mask=r_in[:, None] & d_in[None, :], other=0.0)  # (BR, BD)
+        x = tl.load(X + offs_t[:, None] * stride_x + h * D + offs_d[None, :], mask=t_in[:, None] & d_in[None, :],
+                    other=0.0)  # (BT, BD)
+        acc = tl.dot(pos, tl.trans(x))  # (BR, BT) fp32
+        rows = (h * R + offs_r).to(tl.int64) * BN
+        tl.store(OUT + rows[:, None] + offs_t[None, :], acc.to(OUT.dtype.element_ty),
+                 mask=r_in[:, None] & t_in[None, :])
+
+
+def band_products_triton(x: torch.Tensor, table: torch.Tensor, num_heads: int, lo: int = 0,
+                         rows: int | None = None) -> torch.Tensor:
+    """band_products(x, table[lo:lo + rows], num_heads) through the Triton kernel the TensorRT plugin embeds."""
+    B, N, HD = x.shape
+    D = HD // num_heads
+    R = table.shape[0] - lo if rows is None else rows
+    xs = x.reshape(B * N, HD)
+    out = torch.empty((num_heads, R, B * N), dtype=x.dtype, device=x.device)
+    grid = (triton.cdiv(R, 64), triton.cdiv(B * N, 64), num_heads)
+    _band_products_fwd[grid](xs, table, out, B * N, R, lo, xs.stride(0), table.stride(0), D=D,
+                             BLOCK_D=max(16, triton.next_power_of_2(D)), BLOCK_R=64, BLOCK_T=64, num_warps=4)
+    return out
+
+
 @lru_cache(maxsize=256)
 def table_rows(n: int, span: int, buckets: int, max_relative: int) -> tuple[int, int]:
     """(lo, hi): the only position-table rows a length-n input reads (host ints; no device memory is cached)."""
@@ -217,4 +257,4 @@ def flops(batch: int, seq: int, num_heads: int, head_size: int, c2p: bool = True
     return 2.0 * pairs * head_size * (2 + int(c2p) + int(p2c))
 
 
-__all__ = ["attention", "available", "band_products", "relative_table", "table_rows", "pick_config", "flops", "LOG2E", "MASK_FILL"]
+__all__ = ["attention", "available", "band_products", "band_products_triton", "relative_table", "table_rows", "pick_config", "flops", "LOG2E", "MASK_FILL"]

@@ -15,6 +15,7 @@
 
 #include "checks.h"
 #include "disentangledAttentionKernel.h"
+#include "disentangledAttentionTriton.h"
 #include "fields.h"
 #include "registry.h"
 #include "serialize.h"
@@ -440,6 +441,30 @@ int32_t DisentangledAttentionPlugin::getNbOutputs() const noexcept
     return kNB_OUTPUTS;
 }
 
+size_t DisentangledAttentionPlugin::getWorkspaceSize(DynamicPluginTensorDesc const* in, int32_t nbInputs,
+    DynamicPluginTensorDesc const* /*out*/, int32_t /*nbOutputs*/) const noexcept
+{
+    try
+    {
+        DEBX_VALIDATE(in != nullptr && nbInputs == kNB_INPUTS, "getWorkspaceSize: expected " << kNB_INPUTS << " inputs");
+        DataType const type = in[kQUERY].desc.type;
+        if (type != DataType::kHALF && type != DataType::kBF16)
+        {
+            return 0;
+        }
+        // the largest shapes of the profile: band products grow with B, N and the rows N reads
+        attention::Params const p = makeParams(mAttributes, in[kQUERY].max, in[kKEY].max, in[kVALUE].max,
+            in[kPOS_KEY].max, in[kPOS_QUERY].max, in[kMASK].max);
+        return attention::tritonWorkspaceBytes(
+            type == DataType::kHALF ? attention::TritonType::kHALF : attention::TritonType::kBF16, p);
+    }
+    catch (std::exception const& e)
+    {
+        reportError("DebxDisentangledAttention::getWorkspaceSize", e);
+    }
+    return 0;
+}
+
 char const* DisentangledAttentionPlugin::getTimingCacheID() noexcept
 {
     return mDescription.c_str();
@@ -473,7 +498,7 @@ int32_t DisentangledAttentionPlugin::onShapeChange(
 }
 
 int32_t DisentangledAttentionPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const* outputDesc,
-    void const* const* inputs, void* const* outputs, void* /*workspace*/, cudaStream_t stream) noexcept
+    void const* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream) noexcept
 {
     try
     {
@@ -491,6 +516,24 @@ int32_t DisentangledAttentionPlugin::enqueue(PluginTensorDesc const* inputDesc, 
         DEBX_VALIDATE(inputDesc[kMASK].type == DataType::kINT32, "mask must be int32");
         DEBX_VALIDATE(outputDesc[0].type == type, "output type must equal the query type");
         cudaError_t status = cudaErrorInvalidValue;
+        if (type == DataType::kHALF || type == DataType::kBF16)
+        {
+            // the tensor-core kernel (the Triton kernel PyTorch runs, built ahead of time) when this build, this GPU
+            // and these shapes allow it, with the workspace getWorkspaceSize() asked for
+            auto const tt = type == DataType::kHALF ? attention::TritonType::kHALF : attention::TritonType::kBF16;
+            if (workspace != nullptr && attention::tritonPathAvailable(tt, p))
+            {
+                status = attention::launchDebxAttentionTriton(tt, p, inputs[kQUERY], inputs[kKEY], inputs[kVALUE],
+                    inputs[kPOS_KEY], inputs[kPOS_QUERY], static_cast<int32_t const*>(inputs[kMASK]), outputs[0],
+                    workspace, stream);
+                if (status != cudaSuccess)
+                {
+                    throw PluginError(std::string("tensor-core attention failed: ") + cudaGetErrorString(status),
+                        kSTATUS_CUDA_ERROR);
+                }
+                return kSTATUS_SUCCESS;
+            }
+        }
         switch (type)
         {
         case DataType::kFLOAT: status = launchTyped<float>(p, inputs, outputs, stream); break;

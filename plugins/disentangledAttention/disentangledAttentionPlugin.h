@@ -93,6 +93,9 @@ public:
         int32_t nbOutputs) noexcept override;
     int32_t getNbOutputs() const noexcept override;
     char const* getTimingCacheID() noexcept override;
+    //! The tensor-core path's band products and index table at the profile's largest shapes (FP16/BF16), else 0.
+    size_t getWorkspaceSize(nvinfer1::DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
+        nvinfer1::DynamicPluginTensorDesc const* outputs, int32_t nbOutputs) const noexcept override;
     char const* getMetadataString() noexcept override;
 
     // IPluginV3OneRuntime

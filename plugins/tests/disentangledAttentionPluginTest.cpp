@@ -537,6 +537,20 @@ int main()
         EXPECT(p->configurePlugin(io2.data(), 5, io2.data() + 5, 1) != 0);
     });
 
+    test("getWorkspaceSize: the tensor-core path's band products and index table at the profile's max", [] {
+        Fields f;
+        auto p = create(f.collection(), TensorRTPhase::kBUILD);
+        auto half = ioDescs(DataType::kHALF);
+        // max (8, 128, 768), v3 buckets: N = 128 reads table rows 129..383 (R = 255); two (12, 255, 8 * 128) FP16
+        // products and a 255-entry int32 table, each 256-byte aligned. 0 when the library has no Triton cubins.
+        size_t const product = ((12ULL * 255 * 1024 * 2 + 255) / 256) * 256;
+        size_t const table = ((255ULL * 4 + 255) / 256) * 256;
+        size_t const got = p->getWorkspaceSize(half.data(), 6, half.data() + 6, 1);
+        EXPECT(got == 0 || got == 2 * product + table);
+        auto fp32 = ioDescs(DataType::kFLOAT);
+        EXPECT(p->getWorkspaceSize(fp32.data(), 6, fp32.data() + 6, 1) == 0);
+    });
+
     test("onShapeChange and enqueue refuse inconsistent runtime shapes without touching memory", [] {
         Fields f;
         auto p = create(f.collection(), TensorRTPhase::kBUILD);

@@ -97,6 +97,9 @@ def load_runner(path: str | Path, *, tokenizer: str | Path | None = None, max_se
     from debx.tokenizer import load_tokenizer
 
     path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: no such file or directory")
+    runner = runner_for(path, **options)  # an unknown kind of file fails here, in one line
     side = read_sidecar(path) if path.is_file() else {}
     if tokenizer is None:
         if path.is_dir():
@@ -115,8 +118,7 @@ def load_runner(path: str | Path, *, tokenizer: str | Path | None = None, max_se
             cfg = Path(tokenizer) / "config.json"
             max_seq_len = json.loads(cfg.read_text()).get("max_position_embeddings", 512) if cfg.is_file() else 512
     tok = load_tokenizer(tokenizer)
-    runner = runner_for(path, **options).activate()
-    return Model(runner, tok, max_seq_len)
+    return Model(runner.activate(), tok, max_seq_len)
 
 
 def ops_library() -> Path:

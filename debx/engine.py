@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from debx.artifacts import check_writable, file_digest, read_onnx, read_sidecar, stale_reason
+from debx.contract import DEBX_ATTENTION, TRT_ATTENTION
 from debx.errors import ConfigError, DebxError, MissingDependencyError
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
@@ -32,8 +33,8 @@ TRT_MISSING = ("TensorRT Python package not found: pip install 'debx[trt]' on a 
                "(TensorRT 10 or later; or use NVIDIA's TensorRT container, see the Dockerfile)")
 NO_GPU = ("no CUDA GPU: TensorRT is installed but cannot reach an NVIDIA GPU (check the driver, "
           "nvidia-smi and CUDA_VISIBLE_DEVICES)")
-DEBX_PLUGIN_OP = "DebxDisentangledAttention"
-NVIDIA_PLUGIN_OP = "DisentangledAttention_TRT"
+DEBX_PLUGIN_OP = DEBX_ATTENTION.name
+NVIDIA_PLUGIN_OP = TRT_ATTENTION.name
 
 
 @dataclass

@@ -27,14 +27,8 @@ import torch
 
 from debx.errors import ConfigError
 from debx.model import MASK_FILL, DebertaConfig, DisentangledSelfAttention, disentangled_attention
-from debx.runtimes.reference_ops import (
-    DEBX_DOMAIN,
-    DEBX_OP,
-    TRT_OP,
-    TRT_PLUGIN_VERSION,
-    debx_attention_reference,
-    trt_disentangled_reference,
-)
+from debx.contract import DEBX_ATTENTION, TRT_ATTENTION
+from debx.runtimes.reference_ops import debx_attention_reference, trt_disentangled_reference
 from exporters.fastpath import FastEmission, emit_fast
 
 MODES = ("onnx", "trt", "debx", "fast")
@@ -115,8 +109,9 @@ class _TrtScores(torch.autograd.Function):
     @staticmethod
     def symbolic(g, c2c, c2p, p2c, span: int, factor: float):
         # TorchScript puts un-namespaced ops in the ONNX default domain "", where TensorRT's parser looks plugins up
-        out = g.op(TRT_OP, c2c, c2p, p2c, span_i=span, factor_f=factor, plugin_version_s=TRT_PLUGIN_VERSION,
-                   plugin_namespace_s="")
+        out = g.op(TRT_ATTENTION.qualified_name, c2c, c2p, p2c,
+                   **TRT_ATTENTION.symbolic_attributes(span=span, factor=factor),
+                   plugin_version_s=TRT_ATTENTION.plugin_version, plugin_namespace_s="")  # the parser's lookup keys
         out.setType(c2c.type())
         return out
 
@@ -157,9 +152,10 @@ class _DebxAttention(torch.autograd.Function):
 
     @staticmethod
     def symbolic(g, q, k, v, pk, pq, mask, num_heads, scale, span, position_buckets, max_relative_positions, c2p, p2c):
-        out = g.op(f"{DEBX_DOMAIN}::{DEBX_OP}", q, k, v, pk, pq, mask, num_heads_i=num_heads, scale_f=scale,
-                   span_i=span, position_buckets_i=position_buckets, max_relative_positions_i=max_relative_positions,
-                   c2p_i=c2p, p2c_i=p2c)
+        out = g.op(DEBX_ATTENTION.qualified_name, q, k, v, pk, pq, mask,
+                   **DEBX_ATTENTION.symbolic_attributes(
+                       num_heads=num_heads, scale=scale, span=span, position_buckets=position_buckets,
+                       max_relative_positions=max_relative_positions, c2p=c2p, p2c=p2c))
         out.setType(q.type())
         return out
 

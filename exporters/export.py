@@ -33,9 +33,8 @@ import torch
 import debx.model as dm
 from debx.artifacts import (check_writable, package_versions, previous_onnx_data, save_onnx_model, staged_files,
                             write_json_atomic)
-from debx.checkpoint import TOKENIZER_FILES
+from debx.contract import DEBX_ATTENTION, TOKENIZER_FILES
 from debx.errors import ConfigError
-from debx.runtimes.reference_ops import DEBX_DOMAIN, DEBX_OP, DEBX_OP_VERSION
 from exporters.attention import MODES, check_supported, emitter
 from exporters.onnx_config import BATCH_AXIS, HEADS, OPTIMUM_AXES, SEQUENCE_AXIS, onnx_config_for
 
@@ -181,7 +180,8 @@ def trace_to_onnx(model: torch.nn.Module, model_cfg: dm.DebertaConfig, head: str
         torch.onnx.export(
             model, tuple(dummy[n] for n in names), str(path), input_names=names, output_names=oc.output_names(head),
             dynamic_axes=oc.dynamic_axes(model_cfg, head, batch, seq, axis_names), opset_version=opset, dynamo=False,
-            do_constant_folding=True, custom_opsets={DEBX_DOMAIN: DEBX_OP_VERSION} if mode == "debx" else None,
+            do_constant_folding=True,
+            custom_opsets={DEBX_ATTENTION.domain: DEBX_ATTENTION.version} if mode == "debx" else None,
         )
 
 
@@ -240,7 +240,7 @@ def custom_ops_entry(mode: str) -> dict | None:
         return None
     from debx.runtimes.native_ops import LIBRARY
 
-    return {"domain": DEBX_DOMAIN, "ops": [DEBX_OP], "onnxruntime_library": LIBRARY,
+    return {"domain": DEBX_ATTENTION.domain, "ops": [DEBX_ATTENTION.name], "onnxruntime_library": LIBRARY,
             "tensorrt_library": "libdebx_plugins.so",
             "path": "`debx ops-path` prints it (built on first use), or debx.ops_library() in Python",
             "usage": "onnxruntime.SessionOptions().register_custom_ops_library(path)"}

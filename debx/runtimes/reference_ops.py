@@ -16,25 +16,22 @@ from __future__ import annotations
 
 import numpy as np
 
-DEBX_DOMAIN = "debx"
-DEBX_OP = "DebxDisentangledAttention"
-DEBX_OP_VERSION = 1
-TRT_DOMAIN = ""  # TensorRT's ONNX parser finds plugins by op_type; the node stays in the default domain
-TRT_OP = "DisentangledAttention_TRT"
-TRT_PLUGIN_VERSION = "1"  # DisentangledAttentionPlugin (IPluginV2DynamicExt); TensorRT 10 also registers "2" (IPluginV3)
+from debx.contract import CUSTOM_OPS, DEBX_ATTENTION, TRT_ATTENTION
+
+# the ops' identity is debx.contract's (held against the C++ registrations by tests/test_contract.py)
+DEBX_DOMAIN = DEBX_ATTENTION.domain
+DEBX_OP = DEBX_ATTENTION.name
+DEBX_OP_VERSION = DEBX_ATTENTION.version
+TRT_DOMAIN = TRT_ATTENTION.domain
+TRT_OP = TRT_ATTENTION.name
+TRT_PLUGIN_VERSION = TRT_ATTENTION.plugin_version
 ORT_DOMAIN = "ai.onnx.contrib"  # the domain of onnxruntime-extensions Python ops
 MASK_FILL = np.float32(-65504.0)
 
 # (domain, op_type) of every custom node debx emits -> the float input indices cast to float32 for the reference
-CUSTOM_NODES: dict[tuple[str, str], tuple[int, ...]] = {
-    (DEBX_DOMAIN, DEBX_OP): (0, 1, 2, 3, 4),
-    (TRT_DOMAIN, TRT_OP): (0, 1, 2),
-}
-_ATTRS = {  # attributes the references take, with their ONNX kinds ("i" int, "f" float)
-    DEBX_OP: {"num_heads": "i", "scale": "f", "span": "i", "position_buckets": "i", "max_relative_positions": "i",
-              "c2p": "i", "p2c": "i"},
-    TRT_OP: {"span": "i", "factor": "f"},
-}
+CUSTOM_NODES: dict[tuple[str, str], tuple[int, ...]] = {op.key: op.float_inputs for op in CUSTOM_OPS}
+# attributes the references take (those graph files carry), with their ONNX kinds ("i" int, "f" float)
+_ATTRS = {op.name: op.attribute_kinds(in_files_only=True) for op in CUSTOM_OPS}
 
 
 # ---------------------------------------------------------------------------------------------------------------------

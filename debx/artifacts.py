@@ -26,6 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from debx.contract import TOKENIZER_FILES, WEIGHT_FILES
+from debx.errors import CheckpointError
+
 PACKAGES = ("debx", "torch", "transformers", "numpy", "onnx", "onnxscript", "onnxruntime", "onnxruntime-extensions")
 
 
@@ -305,7 +308,6 @@ def input_files(path: str | Path) -> list[Path]:
     path = Path(path)
     out = [path]
     if path.is_dir():
-        from debx.checkpoint import TOKENIZER_FILES, WEIGHT_FILES
 
         out += [path / n for n in ("config.json", *WEIGHT_FILES, *TOKENIZER_FILES)]
         out += [f for f in path.glob("*.safetensors")] + [f for f in path.glob("*.bin")]
@@ -381,14 +383,12 @@ def stale_reason(artifact: str | Path, checkpoint: str | Path | None = None, fin
 
     checkpoint: the folder the caller compares with (default: the one the sidecar names). fingerprint: its current
     fingerprint when the caller has it. Nothing recorded, or no such folder: None (nothing to compare)."""
-    from debx.checkpoint import fingerprint as fingerprint_of
-
     src = artifact_source(artifact, sidecar)
     folder = Path(checkpoint) if checkpoint is not None else src.checkpoint
     if src.fingerprint is None or folder is None or not (folder / "config.json").is_file():
         return None
     try:
-        now = fingerprint or fingerprint_of(folder)
+        now = fingerprint or checkpoint_fingerprint(folder)
     except Exception:  # missing weights etc.: the command that loads the checkpoint reports that itself
         return None
     if now == src.fingerprint:
@@ -469,3 +469,39 @@ def check_writable(path: str | Path, what: str = "output") -> None:
         raise ConfigError(f"{what} {path}: {parent} is not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ConfigError(f"{what} {path}: cannot write in {parent} (read-only or permission denied)")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Checkpoint folders: which weights, and the fingerprint that names the exact model an artifact came from
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def weight_files(path: Path) -> list[Path]:
+    for name in WEIGHT_FILES:
+        f = path / name
+        if f.is_file():
+            if name.endswith(".index.json"):
+                try:
+                    shards = sorted(set(json.loads(f.read_text())["weight_map"].values()))
+                except (json.JSONDecodeError, KeyError) as e:
+                    raise CheckpointError(f"{f}: invalid shard index ({e})") from None
+                missing = [s for s in shards if not (path / s).is_file()]
+                if missing:
+                    raise CheckpointError(f"{path}: missing weight shards: {', '.join(missing)}")
+                return [path / s for s in shards]
+            return [f]
+    raise CheckpointError(f"{path}: no model weights (expected model.safetensors or pytorch_model.bin)")
+
+
+def fingerprint(path: str | Path) -> str:
+    """sha256 over config.json and the weight files: identifies the exact model a report or artifact came from."""
+    path = Path(path)
+    h = hashlib.sha256()
+    for f in [path / "config.json", *weight_files(path)]:
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+checkpoint_fingerprint = fingerprint  # for functions here that take an argument named `fingerprint`

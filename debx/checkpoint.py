@@ -6,7 +6,6 @@ loads what `save_checkpoint` writes, and `load_model` reads what `save_pretraine
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -14,13 +13,10 @@ from pathlib import Path
 
 import torch
 
-from debx.artifacts import atomic_dir
+from debx.artifacts import atomic_dir, fingerprint, weight_files  # noqa: F401  (re-exported: provenance is theirs)
+from debx.contract import TOKENIZER_FILES, WEIGHT_FILES  # noqa: F401  (the checkpoint folder's files; re-exported)
 from debx.errors import CheckpointError, ConfigError
 from debx.model import HEADS, DebertaConfig, check_fits_in_memory
-
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "spm.model", "vocab.json",
-                   "merges.txt", "bpe_encoder.bin", "added_tokens.json")
 
 # (model_type, head) -> the Hugging Face class name written to config.json "architectures"
 ARCHITECTURES = {
@@ -73,23 +69,6 @@ def read_config(path: str | Path) -> tuple[DebertaConfig, dict]:
         raise _fail(cfg_file, f"invalid config: {e}") from None
 
 
-def weight_files(path: Path) -> list[Path]:
-    for name in WEIGHT_FILES:
-        f = path / name
-        if f.is_file():
-            if name.endswith(".index.json"):
-                try:
-                    shards = sorted(set(json.loads(f.read_text())["weight_map"].values()))
-                except (json.JSONDecodeError, KeyError) as e:
-                    raise _fail(f, f"invalid shard index ({e})") from None
-                missing = [s for s in shards if not (path / s).is_file()]
-                if missing:
-                    raise _fail(path, f"missing weight shards: {', '.join(missing)}")
-                return [path / s for s in shards]
-            return [f]
-    raise _fail(path, "no model weights (expected model.safetensors or pytorch_model.bin)")
-
-
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """All tensors of the checkpoint; .bin files are loaded with weights_only=True (no pickled code runs)."""
     state: dict[str, torch.Tensor] = {}
@@ -104,17 +83,6 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         except Exception as e:  # safetensors/torch raise many kinds for a corrupt file
             raise _fail(f, f"cannot read weights (corrupt or truncated file?): {str(e).splitlines()[0][:160]}") from None
     return state
-
-
-def fingerprint(path: str | Path) -> str:
-    """sha256 over config.json and the weight files: identifies the exact model a report or artifact came from."""
-    path = Path(path)
-    h = hashlib.sha256()
-    for f in [path / "config.json", *weight_files(path)]:
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()[:16]
 
 
 def _normalise_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -33,13 +33,24 @@ def export(checkpoint: str | Path, output: str | Path, **options):
 
 def calibrate(model: str | Path, output: str | Path, task: str, **options):
     """Quantize an FP32 ONNX export to INT8 (or FP16) with calibration data from `task` (calib.calibrate.
-    CalibrateConfig fields as keywords: precision, method, target="trt|ort", num_samples, ...). Returns a
-    CalibrateResult (.output, .sidecar, .ranges, .metadata)."""
+    CalibrateConfig fields as keywords: precision, method, target="trt|ort", num_samples, auto, ...). With auto=True,
+    `gate` (a debx.gate.GateConfig or its mode: paper, relative, none) and `tolerance` set the gate the candidates
+    must pass, as `debx calibrate --auto --gate --tolerance`. Returns a CalibrateResult (.output, .sidecar, .ranges,
+    .metadata)."""
     from calib.calibrate import CalibrateConfig, calibrate as run
 
+    from debx.gate import GateConfig
     from debx.verbosity import say
 
-    return run(CalibrateConfig(model=Path(model), output=Path(output), task=task, **options), log=say)
+    gate, tolerance = options.pop("gate", None), options.pop("tolerance", None)
+    gate_cfg = gate if isinstance(gate, GateConfig) else GateConfig(mode=gate or "paper", tolerance=tolerance)
+    cfg = CalibrateConfig(model=Path(model), output=Path(output), task=task, **options)
+    evaluator = None
+    if cfg.auto:  # the evaluator is built up here and handed down (calib/ does not import evaluation)
+        from debx.evaluate import candidate_gate
+
+        evaluator = candidate_gate(cfg, gate_cfg)
+    return run(cfg, log=say, evaluator=evaluator)
 
 
 def evaluate(task: str | Path, engine: str | Path, **options):

@@ -233,3 +233,13 @@ def test_an_interrupted_calibration_leaves_the_previous_set_complete(exports, gl
     new_data = res.metadata["external_data"]
     assert new_data != old_data and _files(out) == {"m.onnx", new_data, "m.onnx.json", "m.onnx.ranges.json"}
     assert onnx.load(str(out)).graph.initializer[0].data_type in (onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT)
+
+
+def test_api_calibrate_auto_builds_the_evaluator(exports, glue_dir, tmp_path):
+    """`from debx import calibrate` with auto=True gates like the CLI (gate/tolerance keywords), writes the model."""
+    from debx import calibrate as api_calibrate
+
+    out = tmp_path / "v3.api.int8.onnx"
+    res = api_calibrate(exports["v3"], out, "sst2", data_dir=glue_dir, method="minmax", num_samples=8, threads=1,
+                        auto=True, gate="relative", tolerance=50.0, auto_cfg=AutoConfig(eval_limit=16))
+    assert res.output == out.resolve() and res.metadata["auto"]["gate"] == "relative" and res.metadata["auto"]["passed"]

@@ -12,6 +12,8 @@
                            bias at zero, equal tensors the exporter de-duplicates, which hid bugs users meet
                            (issue 11: `export --fp16` failed on every trained model). Use these for user paths.
     glue_dir               the shared GLUE folder
+    hf_glue_logits         hf_glue_logits(checkpoint, glue_dir, with_types) -> [(feeds, logits)]: transformers' own
+                           FP32 classification logits on padded SST-2 + MRPC dev rows, with the int64 feeds
 
 tests/test_fixtures.py fails when a registered variant has no usable fixture.
 """
@@ -70,6 +72,37 @@ def glue_dir() -> Path:
     if not GLUE.is_dir():
         pytest.fail(f"GLUE data not found at {GLUE} (set $GLUE_DIR)")
     return GLUE
+
+
+def _hf_glue_logits(checkpoint: Path, glue_dir: Path, with_types: bool):
+    """transformers' FP32 logits on padded SST-2 + MRPC dev rows, and the matching int64 feeds."""
+    import numpy as np
+    import torch
+    import transformers
+
+    from debx.tasks import load_split
+
+    tok = transformers.AutoTokenizer.from_pretrained(str(checkpoint))
+    singles = [e.text_a for e in load_split("sst2", glue_dir, "dev", limit=6)]
+    pairs = load_split("mrpc", glue_dir, "dev", limit=2)
+    enc = tok(singles, padding=True, truncation=True, max_length=128, return_tensors="np")
+    enc_pairs = tok([p.text_a for p in pairs], [p.text_b for p in pairs], padding=True, truncation=True,
+                    max_length=128, return_tensors="np")
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(str(checkpoint)).eval()
+    out = []
+    for e in (enc, enc_pairs):
+        feeds = {"input_ids": e["input_ids"].astype(np.int64), "attention_mask": e["attention_mask"].astype(np.int64)}
+        if with_types:
+            feeds["token_type_ids"] = e["token_type_ids"].astype(np.int64)
+        with torch.no_grad():
+            logits = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.numpy()
+        out.append((feeds, logits))
+    return out
+
+
+@pytest.fixture(scope="session")
+def hf_glue_logits():
+    return _hf_glue_logits
 
 
 @pytest.fixture(scope="session")

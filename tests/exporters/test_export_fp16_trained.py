@@ -46,31 +46,6 @@ def _modes(checkpoint) -> tuple[str, ...]:
     return supported_modes(load_model(checkpoint)[1].config)
 
 
-def _hf_logits_and_feeds(checkpoint: Path, glue_dir: Path, with_types: bool):
-    """transformers' FP32 logits on padded SST-2 + MRPC dev rows, and the matching int64 feeds."""
-    import torch
-    import transformers
-
-    from debx.tasks import load_split
-
-    tok = transformers.AutoTokenizer.from_pretrained(str(checkpoint))
-    singles = [e.text_a for e in load_split("sst2", glue_dir, "dev", limit=6)]
-    pairs = load_split("mrpc", glue_dir, "dev", limit=2)
-    enc = tok(singles, padding=True, truncation=True, max_length=128, return_tensors="np")
-    enc_pairs = tok([p.text_a for p in pairs], [p.text_b for p in pairs], padding=True, truncation=True,
-                    max_length=128, return_tensors="np")
-    model = transformers.AutoModelForSequenceClassification.from_pretrained(str(checkpoint)).eval()
-    out = []
-    for e in (enc, enc_pairs):
-        feeds = {"input_ids": e["input_ids"].astype(np.int64), "attention_mask": e["attention_mask"].astype(np.int64)}
-        if with_types:
-            feeds["token_type_ids"] = e["token_type_ids"].astype(np.int64)
-        with torch.no_grad():
-            logits = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.numpy()
-        out.append((feeds, logits))
-    return out
-
-
 def _no_value_info_on_initializers(path: Path) -> None:
     m = onnx.load(str(path), load_external_data=False)
     inits = {t.name: t.data_type for t in m.graph.initializer}
@@ -102,7 +77,8 @@ def test_fp16_export_at_every_opset(fp16_exports, opset, mode):
 
 @pytest.mark.parametrize("variant", HF_VARIANTS)
 @pytest.mark.parametrize("mode", ["onnx", "fast", "debx"])
-def test_fp16_parity_with_transformers(fp16_exports, trained_like_checkpoints, glue_dir, variant, mode):
+def test_fp16_parity_with_transformers(fp16_exports, trained_like_checkpoints, glue_dir, hf_glue_logits, variant,
+                                      mode):
     """FP16 logits vs transformers' FP32 logits: a plain ONNX Runtime session for the standard-op modes; the debx
     custom op needs its library registered (debx's session helper does only that)."""
     import onnxruntime as ort
@@ -117,7 +93,7 @@ def test_fp16_parity_with_transformers(fp16_exports, trained_like_checkpoints, g
         session = ort.InferenceSession(str(res.output), providers=["CPUExecutionProvider"])
     names = {i.name for i in session.get_inputs()}
     worst = 0.0
-    for feeds, ref in _hf_logits_and_feeds(ckpt, glue_dir, "token_type_ids" in names):
+    for feeds, ref in hf_glue_logits(ckpt, glue_dir, "token_type_ids" in names):
         got = session.run(None, {k: v for k, v in feeds.items() if k in names})[0]
         assert got.dtype == np.float32 and got.shape == ref.shape
         worst = max(worst, float(np.abs(got - ref).max()))

@@ -36,7 +36,7 @@ def calibrate(model: str | Path, output: str | Path, task: str, **options):
     CalibrateConfig fields as keywords: precision, method, target="trt|ort", num_samples, auto, ...). With auto=True,
     `gate` (a debx.gate.GateConfig or its mode: paper, relative, none) and `tolerance` set the gate the candidates
     must pass, as `debx calibrate --auto --gate --tolerance`. Returns a CalibrateResult (.output, .sidecar, .ranges,
-    .metadata)."""
+    .metadata); progress lines go to stderr (silenced by DEBX_VERBOSITY=-1, the CLI's -q)."""
     from calib.calibrate import CalibrateConfig, calibrate as run
 
     from debx.gate import GateConfig

@@ -273,7 +273,7 @@ def train(cfg: TrainConfig) -> dict:
         for n in prep.notes:
             if dist.main:
                 print(n)
-        if dist.main:
+        if dist.main and cfg.progress:  # an info line: -q (progress off) leaves it out
             print(f"device: {devices.describe_device(device)} · precision {cfg.precision} · {dist.world} process(es)"
                   + (f" ({dist.backend})" if dist.backend else ""))
         n_train = len(prep.train)

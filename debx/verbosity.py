@@ -40,3 +40,15 @@ def say(message: str, *, verbose: bool = False) -> None:
     """One progress/info line on stderr (stdout stays for results): off under -q; `verbose` lines only with -v."""
     if (detail() if verbose else info()):
         print(message, file=sys.stderr, flush=True)
+
+
+def progress(log):
+    """`log` (a progress callback taking one message) under the default and -v; a no-op under -q."""
+    return log if info() else (lambda *args, **kwargs: None)
+
+
+def status(console, message: str):
+    """`console.status(message)` (a spinner while a step runs), or nothing under -q."""
+    import contextlib
+
+    return console.status(message) if info() else contextlib.nullcontext()

@@ -1,7 +1,8 @@
 """The `debx` command. This file only wires the subcommands; each lives in its own module.
 
-Adding a command is one entry in COMMANDS: (name, module). The module defines `command` (a Typer function) and
-keeps heavy imports inside it so that `debx --help` stays instant.
+Adding a command is one entry in COMMANDS: (name, module). The module defines `command` (a Typer function), keeps
+heavy imports inside it so that `debx --help` stays instant, and may define EXAMPLES ((command line, what it does),
+...), shown at the end of its --help. Root flags: --version, -v/-q (debx.verbosity).
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ def _version(value: bool) -> None:
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print debx's version and exit."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="More detail (e.g. each step's timing and choices)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="More detail (an export's axes, custom ops and versions; the runner "
+                                 "eval used)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only results and errors: no progress or info lines."),
 ) -> None:
     """Root flags: --version, -v/-q (before the command: `debx -q eval ...`)."""
@@ -63,9 +65,16 @@ def _root(
     verbosity.set_level(verbosity.VERBOSE if verbose else verbosity.QUIET if quiet else verbosity.NORMAL)
 
 
+def examples_epilog(examples) -> str | None:
+    """A command module's EXAMPLES ((command line, what it does), ...) as the end of its --help."""
+    if not examples:
+        return None
+    return "Examples:\n\n" + "\n\n".join(f"  {line}    # {what}" for line, what in examples)
+
+
 for _name, _module in COMMANDS:
     _mod = importlib.import_module(_module)
-    app.command(_name, help=_mod.command.__doc__)(_mod.command)
+    app.command(_name, help=_mod.command.__doc__, epilog=examples_epilog(getattr(_mod, "EXAMPLES", None)))(_mod.command)
 
 
 _STOPPED: list[int] = []  # the signal that stopped the command, if one did

@@ -8,6 +8,14 @@ from typing import List, Optional
 import typer
 
 
+EXAMPLES = (
+    ("debx bench --model runs/sst2 --engine runs/sst2.onnx --engine runs/sst2.int8.onnx --batch 1,8 --seq 128",
+     "side by side, interleaved"),
+    ("debx bench --engine runs/sst2.int8.onnx --compare pytorch,hf,optimum --json bench.json", "against baselines"),
+    ("debx bench --op attention --device cuda --batch 1,4 --seq 2048", "the attention op alone, on a GPU"),
+)
+
+
 def command(
     model: List[Path] = typer.Option([], "--model", "-m", help="Checkpoint folder: the debx PyTorch model (repeatable)."),
     engine: List[Path] = typer.Option([], "--engine", "-e", help=".onnx file (ONNX Runtime) or TensorRT plan (repeatable)."),
@@ -55,8 +63,10 @@ def command(
                       compare=tuple(c.strip() for c in compare.split(",") if c.strip()), warmup=warmup,
                       iters=iters, seconds=seconds, block=block, ratio_to=ratio_to, seed=seed, json_path=json_out, plot_path=plot,
                       device=device, provider=provider)
+    from debx import verbosity
+
     con = Console(stderr=True)
-    res = run_bench(cfg, progress=lambda msg: con.print(f"[dim]{msg}[/dim]"))
+    res = run_bench(cfg, progress=verbosity.progress(lambda msg: con.print(f"[dim]{msg}[/dim]")))
     r = res.report
     m = r["machine"]
     t = Table(title=f"debx bench · {m['cpu']} · threads {m['threads'] or 'default'} · ratio to {r['reference']}")
@@ -92,8 +102,10 @@ def _op_bench(op, dtype, batch, seq, device, compare, warmup, iters, seed, json_
     cfg = OpBenchConfig(op=op, batches=parse_int_list(batch, "--batch"), seqs=parse_int_list(seq, "--seq"),
                         device=device or "cuda", dtype=dtype, compare=entries, warmup=max(1, warmup),
                         iters=iters or 50, seed=seed)
+    from debx import verbosity
+
     con = Console(stderr=True)
-    report = run_op_bench(cfg, progress=lambda msg: con.print(f"[dim]{msg}[/dim]"))
+    report = run_op_bench(cfg, progress=verbosity.progress(lambda msg: con.print(f"[dim]{msg}[/dim]")))
     header, rows = op_table_rows(report)
     t = Table(title=f"debx bench --op {op} · {report['device']} · {report['dtype']} · "
                     f"H={report['heads']} D={report['head_size']} · median ms")

@@ -9,6 +9,13 @@ from typing import List, Optional
 import typer
 
 
+EXAMPLES = (
+    ("debx build runs/sst2.onnx -o runs/sst2.plan --fp16", "an FP16 TensorRT plan"),
+    ("debx build runs/sst2.int8.onnx -o runs/sst2.int8.plan --int8 --plugins /opt/debx/lib/libdebx_plugins.so",
+     "INT8 (Q/DQ) with debx's plugin library"),
+)
+
+
 def command(
     onnx: Path = typer.Argument(..., help="ONNX model written by `debx export` (any --attention mode)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Plan file. Default: the ONNX path with .plan."),
@@ -38,7 +45,9 @@ def command(
                       strongly_typed=strongly_typed, plugins=list(plugins),
                       min_shape=parse_shape(min_shape, "--min"), opt_shape=parse_shape(opt_shape, "--opt"),
                       max_shape=parse_shape(max_shape, "--max"), workspace_mib=workspace)
-    result = build_engine(cfg, log=lambda msg: print(msg, file=sys.stderr))
+    from debx import verbosity
+
+    result = build_engine(cfg, log=verbosity.progress(lambda msg: print(msg, file=sys.stderr)))
     flags = ", ".join(result.selection.builder_flags) or "none"
     typing = "strongly typed" if result.selection.strongly_typed else "weakly typed"
     print(f"built {result.plan} (TensorRT {result.tensorrt_version}, {typing}, builder flags: {flags})")

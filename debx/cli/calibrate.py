@@ -8,6 +8,15 @@ from typing import List, Optional
 import typer
 
 
+EXAMPLES = (
+    ("debx calibrate runs/sst2.onnx --task sst2 -o runs/sst2.int8.onnx", "INT8 for TensorRT and ONNX Runtime"),
+    ("debx calibrate runs/sst2.debx.onnx --task sst2 -o runs/sst2.int8.onnx --target ort",
+     "INT8 for ONNX Runtime CPU (the fast recipe)"),
+    ("debx calibrate runs/sst2.onnx --task sst2 -o runs/sst2.int8.onnx --auto", "fall back until the gate passes"),
+    ("debx calibrate runs/sst2.onnx --task sst2 -o runs/sst2.fp16.onnx --precision fp16", "FP16"),
+)
+
+
 def command(
     model: Path = typer.Argument(..., help="FP32 ONNX model (debx export)."),
     task: str = typer.Option(..., "--task", "-t", help="GLUE task name or a task spec file (calibration data)."),
@@ -69,9 +78,11 @@ def command(
         auto_cfg=AutoConfig(max_steps=max_steps, step=step, eval_limit=eval_limit), reference=reference,
         trt_version=trt_version, threads=threads, target=target, activations=activations,
     )
+    from debx import verbosity
+
     con = Console()
     # --auto gates candidates with debx eval: built here and handed down (calibration does not import evaluation)
-    res = calibrate(cfg, log=con.print, evaluator=candidate_gate(cfg, gate_cfg) if auto else None)
+    res = calibrate(cfg, log=verbosity.progress(con.print), evaluator=candidate_gate(cfg, gate_cfg) if auto else None)
     meta = res.metadata
     cal = meta["calibration"]
     con.print(f"[bold]{meta['precision']}[/] model: {res.output}")

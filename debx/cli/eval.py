@@ -8,6 +8,14 @@ from typing import List, Optional
 import typer
 
 
+EXAMPLES = (
+    ("debx eval --task sst2 --model runs/sst2", "the PyTorch checkpoint"),
+    ("debx eval --task sst2 --engine runs/sst2.int8.onnx --reference runs/sst2 --gate paper --report r.json",
+     "gate an INT8 file against the checkpoint"),
+    ("debx eval --task my-task.yaml --engine model.onnx --split dev --limit 500", "a task of your own, 500 rows"),
+)
+
+
 def command(
     task: str = typer.Option(..., "--task", "-t", help="GLUE task name or a task spec file."),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Checkpoint folder (PyTorch runner)."),
@@ -42,6 +50,7 @@ def command(
     from rich.console import Console
     from rich.table import Table
 
+    from debx import verbosity
     from debx.errors import ConfigError
     from debx.evaluate import EvalConfig, evaluate, write_report
 
@@ -68,7 +77,8 @@ def command(
                                    task if Path(task).is_file() else None])
     cfg = EvalConfig(task=task, engine=model or engine, data_dir=data_dir, split=split, tokenizer=tokenizer,
                      batch_size=batch_size, max_seq_len=max_seq_len, overflow=overflow, threads=threads,
-                     provider=provider, device=device, plugins=list(plugins), limit=limit, gi_max_scope=gi_max_scope)
+                     provider=provider, device=device, plugins=list(plugins), limit=limit, gi_max_scope=gi_max_scope,
+                     progress=verbosity.info())
     res = evaluate(cfg)
     con = Console()
     r = res.report
@@ -80,6 +90,9 @@ def command(
         t.add_column(k, justify="right")
     t.add_row(*(f"{v:.2f}" for v in res.metrics.values()))
     con.print(t)
+    if verbosity.detail():
+        con.print("runner: " + ", ".join(f"{k} {v}" for k, v in r["runner"].items() if not isinstance(v, (dict, list))),
+                  highlight=False, soft_wrap=True)
     if r["excluded_calibration_rows"]:
         con.print(f"excluded {r['excluded_calibration_rows']} rows used for calibration")
     if r["truncated"]:

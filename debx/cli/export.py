@@ -8,6 +8,14 @@ from typing import Optional
 import typer
 
 
+EXAMPLES = (
+    ("debx export runs/sst2 -o runs/sst2.onnx", "FP32, standard ops, validated against PyTorch"),
+    ("debx export runs/sst2 -o runs/sst2.debx.onnx --attention debx", "the fastest on ONNX Runtime CPU"),
+    ("debx export runs/sst2 -o runs/sst2-onnx/ --optimum-axes", "a folder Optimum's from_pretrained loads"),
+    ("debx export runs/sst2 -o runs/sst2.fp16.onnx --fp16 --opset 18", "FP16 weights and compute"),
+)
+
+
 def default_output(checkpoint: Path, attention: str, fp16: bool) -> Path:
     """<checkpoint name>[.<attention>].<precision>.onnx in the current folder."""
     mode = "" if attention == "onnx" else f".{attention}"
@@ -46,6 +54,7 @@ def command(
     """Export a checkpoint to ONNX and validate it against PyTorch (exit 1 and no file when validation fails)."""
     from rich.console import Console
 
+    from debx import verbosity
     from exporters.export import ExportConfig, export_onnx
     from exporters.validate import print_report
 
@@ -54,11 +63,26 @@ def command(
                        max_seq_len=max_seq_len, batch=batch, seq=seq, head=head, data_dir=data_dir,
                        gi_max_scope=gi_max_scope, optimum_axes=optimum_axes)
     con = Console()
-    with con.status(f"exporting {checkpoint} ({attention} attention, {cfg.precision})"):
+    with verbosity.status(con, f"exporting {checkpoint} ({attention} attention, {cfg.precision})"):
         res = export_onnx(cfg)
     meta, rep = res.metadata, res.report
-    summary = print_report(con, f"{res.output.name} · {meta['variant']} · {meta['head']} · opset {meta['opset']}", rep)
-    con.print(f"[green]validated[/green] {meta['precision']} vs PyTorch: {summary}")
+    table = con if verbosity.info() else Console(quiet=True)  # -q: the summary line, not the per-case table
+    summary = print_report(table, f"{res.output.name} · {meta['variant']} · {meta['head']} · opset {meta['opset']}",
+                           rep)
+    con.print(f"[green]validated[/green] {meta['precision']} vs PyTorch: {summary}", soft_wrap=True)
+    if verbosity.detail():
+        shapes = meta["shapes"]
+        axes = shapes.get("axis_names") or ["batch", "sequence"]
+        con.print(f"graph: opset {meta['opset']}, inputs {', '.join(meta['inputs'])} -> {', '.join(meta['outputs'])}; "
+                  f"batch {shapes['batch']} ({axes[0]}), sequence {shapes['sequence']} ({axes[1]}), validated up to "
+                  f"{shapes['max_seq_len']} tokens", highlight=False, soft_wrap=True)
+        if meta.get("custom_ops"):
+            ops = meta["custom_ops"]
+            con.print(f"custom ops: {ops['domain']}::{', '.join(ops['ops'])} need {ops['onnxruntime_library']} "
+                      "outside debx (debx ops-path prints its path)", highlight=False, soft_wrap=True)
+        con.print(f"source: {meta['source']['checkpoint']} (fingerprint {meta['source']['fingerprint']}); "
+                  f"versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}",
+                  highlight=False, soft_wrap=True)
     for w in res.warnings:
         con.print(f"[yellow]warning:[/yellow] {w}", highlight=False, soft_wrap=True)
     extra = [f.name for f in res.folder_files] + ([res.external_data.name] if res.external_data else [])

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+EXAMPLES = (
+    ("debx ops-path", "the path alone on stdout (a progress line on stderr when it builds)"),
+    ("export DEBX_ORT_OPS=$(debx -q ops-path)", "for a service's so.register_custom_ops_library($DEBX_ORT_OPS)"),
+)
+
 
 def command() -> None:
     """Print the path of the native ONNX Runtime op library that runs debx's custom nodes (debx::
@@ -12,8 +17,6 @@ def command() -> None:
         so = onnxruntime.SessionOptions()
         so.register_custom_ops_library("$(debx ops-path)")
         onnxruntime.InferenceSession("model.onnx", so)
-
-    Example: debx ops-path          (stdout: the path only; a progress line on stderr when it builds)
     """
     from debx.api import ops_library
 

@@ -8,6 +8,14 @@ from typing import Optional
 import typer
 
 
+EXAMPLES = (
+    ("debx train --task sst2 --preset tiny -o runs/sst2 --epochs 1", "a tiny DeBERTa-v3 from scratch"),
+    ("debx train --task mnli --model microsoft/deberta-v3-base-folder -o runs/mnli --lr 2e-5", "fine-tune a checkpoint"),
+    ("torchrun --nproc_per_node 2 -m debx train --task sst2 --preset small -o runs/sst2 --device cuda",
+     "data-parallel on two GPUs"),
+)
+
+
 def command(
     task: str = typer.Option(..., "--task", "-t", help="GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli) or a task spec file (.yaml/.json)."),
     output: Path = typer.Option(..., "--output", "-o", help="Output folder: becomes a Hugging Face checkpoint (best dev score)."),
@@ -40,13 +48,15 @@ def command(
     from rich.console import Console
     from rich.table import Table
 
+    from debx import verbosity
     from debx.train import TrainConfig, train
 
     cfg = TrainConfig(task=task, output_dir=output, data_dir=data_dir, model=model, preset=preset, tokenizer=tokenizer,
                       vocab_size=vocab_size, epochs=epochs, lr=lr, batch_size=batch_size, max_seq_len=max_seq_len,
                       warmup=warmup, grad_accum=grad_accum, weight_decay=weight_decay, seed=seed, eval_every=eval_every,
                       dropout=dropout, max_train_samples=max_train_samples, overflow=overflow, threads=threads,
-                      resume=resume, stop_after=stop_after, device=device, precision=precision)
+                      resume=resume, stop_after=stop_after, device=device, precision=precision,
+                      progress=verbosity.info())
     result = train(cfg)
     if result["dev"] is None:
         return

@@ -8,6 +8,12 @@ from typing import Optional
 import typer
 
 
+EXAMPLES = (
+    ("debx validate runs/sst2.onnx", "against the checkpoint its sidecar names"),
+    ("debx validate model.onnx --model runs/sst2 --fp16", "another checkpoint, FP16 tolerances"),
+)
+
+
 def command(
     onnx_file: Path = typer.Argument(..., help="The .onnx file to check."),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Source checkpoint folder. Default: the one "
@@ -31,10 +37,13 @@ def command(
         if model is None:
             raise ConfigError(f"{onnx_file}: no sidecar names the source checkpoint; pass --model CKPT_DIR")
     precision = None if fp16 is None else ("fp16" if fp16 else "fp32")
+    from debx import verbosity
+
     con = Console()
-    with con.status(f"validating {onnx_file} against {model}"):
+    with verbosity.status(con, f"validating {onnx_file} against {model}"):
         rep = validate_onnx(onnx_file, model, head=head, precision=precision, data_dir=data_dir, threads=threads)
-    summary = print_report(con, f"{onnx_file.name} vs {model} ({rep.precision}, {rep.attention} attention)", rep)
+    table = con if verbosity.info() else Console(quiet=True)  # -q: the verdict line, not the per-case table
+    summary = print_report(table, f"{onnx_file.name} vs {model} ({rep.precision}, {rep.attention} attention)", rep)
     con.print(f"[green]PASS[/green]: {summary}")
     if rep.stale:
         con.print(f"note: {rep.stale} (it still matches within tolerance)")

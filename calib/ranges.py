@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from debx.artifacts import weights_bytes  # noqa: F401  (re-exported for calib.qdq)
+from debx.contract import INLINE_WEIGHTS_LIMIT
 from debx.errors import ConfigError
 
 METHODS = ("entropy", "percentile", "minmax")
@@ -141,11 +143,7 @@ def _calibrator(cfg: RangeConfig, model_path: Path, augmented_path: Path, large:
                                 percentile=cfg.percentile, **common)
 
 
-LARGE_MODEL_BYTES = 1_900_000_000  # above this, weights go to an external data file (protobuf's 2 GB limit)
-
-
-def weights_bytes(model) -> int:
-    return sum(len(t.raw_data) or 4 * len(t.float_data) or 2 * len(t.int32_data) for t in model.graph.initializer)
+LARGE_MODEL_BYTES = INLINE_WEIGHTS_LIMIT  # above this, weights go to an external data file (debx.contract)
 
 
 def save_model_copy(model, path: str | Path, data_name: str | None = None) -> bool:

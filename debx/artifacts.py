@@ -254,6 +254,12 @@ def staged_files(primary: str | Path) -> Iterator[Staging]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def weights_bytes(model) -> int:
+    """Bytes of an ONNX ModelProto's initializers held in the proto (the measure debx.contract.INLINE_WEIGHTS_LIMIT
+    applies to; tensors already in an external data file count 0)."""
+    return sum(len(t.raw_data) or 4 * len(t.float_data) or 2 * len(t.int32_data) for t in model.graph.initializer)
+
+
 def save_onnx_model(model, path: str | Path, data_name: str | None = None, size_threshold: int = 1024,
                     copy: bool = True) -> Path | None:
     """Write an ONNX ModelProto to `path`; with `data_name`, tensors of `size_threshold` bytes or more go to that

@@ -7,6 +7,9 @@
                     are held to it by tests/test_contract.py. Prose contract: plugins/disentangledAttention/README.md.
     TRT_ATTENTION   DisentangledAttention_TRT, the op of TensorRT's own plugin library (the `--attention trt` mode).
     WEIGHT_FILES, TOKENIZER_FILES   the files of a checkpoint folder.
+    PROTOBUF_LIMIT, INLINE_WEIGHTS_LIMIT   the one size rule for ONNX files: every writer (export, calibrate, the ORT
+                    optimisation) keeps weights inside the file up to INLINE_WEIGHTS_LIMIT and puts them in a data file
+                    beside it above; the runner rewrites in memory exactly the models whose weights are inside.
 """
 
 from __future__ import annotations
@@ -111,6 +114,14 @@ TRT_ATTENTION = OpContract(
 )
 
 CUSTOM_OPS: tuple[OpContract, ...] = (DEBX_ATTENTION, TRT_ATTENTION)
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Size limits of ONNX files
+# ---------------------------------------------------------------------------------------------------------------------
+
+PROTOBUF_LIMIT = 2**31  # bytes: one protobuf message (an ONNX file with its weights inside) cannot pass 2 GiB
+GRAPH_ROOM = 64 * 2**20  # bytes kept for the graph itself (nodes, names, attributes, what a rewrite adds)
+INLINE_WEIGHTS_LIMIT = PROTOBUF_LIMIT - GRAPH_ROOM  # weights above this go to an external data file beside the graph
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Checkpoint folders

@@ -32,15 +32,14 @@ import torch
 
 import debx.model as dm
 from debx.artifacts import (check_writable, package_versions, previous_onnx_data, save_onnx_model, staged_files,
-                            write_json_atomic)
-from debx.contract import DEBX_ATTENTION, TOKENIZER_FILES
+                            weights_bytes, write_json_atomic)
+from debx.contract import DEBX_ATTENTION, INLINE_WEIGHTS_LIMIT, TOKENIZER_FILES
 from debx.errors import ConfigError
 from exporters.attention import MODES, check_supported, emitter
 from exporters.onnx_config import BATCH_AXIS, HEADS, OPTIMUM_AXES, SEQUENCE_AXIS, onnx_config_for
 
 FOLDER_MODEL = "model.onnx"  # the graph's name in a folder target (the name Optimum's from_pretrained looks for)
-TWO_GB = 2**31
-EXTERNAL_DATA_THRESHOLD = TWO_GB - 64 * 2**20  # protobuf's 2 GB limit, minus room for the graph itself
+EXTERNAL_DATA_THRESHOLD = INLINE_WEIGHTS_LIMIT  # protobuf's 2 GB limit, minus room for the graph (debx.contract)
 
 
 @dataclass
@@ -217,10 +216,6 @@ def tidy_graph(model, *, name: str, metadata: dict[str, str]):
         entry = model.metadata_props.add()
         entry.key, entry.value = f"debx.{k}", str(v)
     return model
-
-
-def weights_bytes(model) -> int:
-    return sum(len(t.raw_data) or 4 * len(t.float_data) or 2 * len(t.int32_data) for t in model.graph.initializer)
 
 
 def save_onnx(model, path: Path, external_data_threshold: int = EXTERNAL_DATA_THRESHOLD,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from debx.contract import INLINE_WEIGHTS_LIMIT
 from debx.errors import ConfigError, MissingDependencyError
 
 MSFT = "com.microsoft"
@@ -43,7 +44,7 @@ def ort_extended(src: Path, dst: Path, graph=None) -> None:
     so.log_severity_level = 3
     so.add_session_config_entry("session.optimized_model_external_initializers_file_name", dst.name + ".data")
     so.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes",
-                                str(2**31 - 2**26))  # keep weights inline unless the file would pass 2 GB
+                                str(INLINE_WEIGHTS_LIMIT))  # weights inline unless the file would pass 2 GB
     if graph is None:
         import onnx
 
@@ -198,13 +199,13 @@ def optimized_model(src: Path, work: Path, original=None):
     return model, stats
 
 
-LARGE_BYTES = 2**31 - 2**26  # protobuf's 2 GB limit, less room for the graph: weights go beside the graph above it
+LARGE_BYTES = INLINE_WEIGHTS_LIMIT  # protobuf's 2 GB limit, less room for the graph: weights go beside the graph above it
 
 
 def optimize_for_cpu(src: str | Path, dst: str | Path) -> dict[str, int]:
     """Optimise `src` (a .onnx file, typically an INT8 Q/DQ model) for ONNX Runtime's CPU provider into `dst`
     (+ sidecar), committed as one unit (debx.artifacts.staged_files). Returns counts of what the rewrite changed."""
-    from debx.artifacts import previous_onnx_data, save_onnx_model, staged_files, write_json_atomic
+    from debx.artifacts import previous_onnx_data, save_onnx_model, staged_files, weights_bytes, write_json_atomic
 
     src, dst = Path(src), Path(dst)
     if not src.is_file():
@@ -213,7 +214,7 @@ def optimize_for_cpu(src: str | Path, dst: str | Path) -> dict[str, int]:
         raise ConfigError(f"{dst}: the output must end in .onnx")
     with staged_files(dst) as st:
         model, stats = optimized_model(src, st.dir)
-        big = sum(len(t.raw_data) for t in model.graph.initializer) > LARGE_BYTES
+        big = weights_bytes(model) > LARGE_BYTES
         data = save_onnx_model(model, st.primary, st.onnx_data_name() if big else None, copy=False)
         if data is not None:
             st.add(dst.with_name(data.name))

@@ -156,3 +156,58 @@ def test_symbolic_attributes():
     with pytest.raises(ValueError, match="unknown attribute"):
         DEBX_ATTENTION.symbolic_attributes(num_heads=2, scale=0.5, span=4, c2p=1, p2c=0, bf16=1)  # never in files
     assert Attribute("x", "i").required and not Attribute("x", "i", default=0).required
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# One size rule for ONNX files
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_every_writer_and_the_runner_use_one_size_limit():
+    import calib.ranges
+    import debx.runtimes.onnxruntime as ort_runtime
+    import exporters.export
+    import exporters.ort_optimize
+    from debx.contract import INLINE_WEIGHTS_LIMIT, PROTOBUF_LIMIT
+
+    assert (exporters.export.EXTERNAL_DATA_THRESHOLD == calib.ranges.LARGE_MODEL_BYTES
+            == exporters.ort_optimize.LARGE_BYTES == ort_runtime.IN_MEMORY_LIMIT == INLINE_WEIGHTS_LIMIT)
+    assert PROTOBUF_LIMIT - INLINE_WEIGHTS_LIMIT == 64 * 2**20  # room for the graph
+
+
+def test_a_model_just_under_2gb_is_inline_everywhere_and_rewritten_by_the_runner(tmp_path):
+    """1.95 GB of weights: export and calibrate keep them inside the file, and the runner rewrites that file in memory
+    (before: calibrate wrote them to a data file and the runner refused any file over 1.8 GB)."""
+    from types import SimpleNamespace
+
+    import calib.ranges
+    import debx.runtimes.onnxruntime as ort_runtime
+    import exporters.export
+    from debx.artifacts import weights_bytes
+
+    class Sized:  # a tensor's raw_data of n bytes, without the bytes
+        def __init__(self, n):
+            self.n = n
+
+        def __len__(self):
+            return self.n
+
+    class Tensor:
+        def __init__(self, n):
+            self.raw_data = Sized(n)
+
+        def HasField(self, name):  # no external data
+            return False
+
+    n = 1_950_000_000
+    graph = SimpleNamespace(graph=SimpleNamespace(initializer=[Tensor(n)]))
+    assert weights_bytes(graph) == n
+    assert not n > exporters.export.EXTERNAL_DATA_THRESHOLD  # export: inline
+    assert n <= calib.ranges.LARGE_MODEL_BYTES  # calibrate: inline
+    f = tmp_path / "big.onnx"
+    with open(f, "wb") as fh:  # a sparse file of that size (the runner looked at the file size before)
+        fh.truncate(n + 10_000_000)
+    assert ort_runtime._fits_in_memory(f, graph)
+    big = SimpleNamespace(graph=SimpleNamespace(initializer=[Tensor(exporters.export.EXTERNAL_DATA_THRESHOLD + 1)]))
+    with pytest.warns(UserWarning, match="too large"):
+        assert not ort_runtime._fits_in_memory(f, big)

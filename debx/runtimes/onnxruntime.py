@@ -13,7 +13,8 @@ from typing import Mapping
 import numpy as np
 
 from debx.errors import ConfigError, MissingDependencyError, check_at_least
-from debx.artifacts import read_onnx, read_sidecar
+from debx.artifacts import read_onnx, read_sidecar, weights_bytes
+from debx.contract import INLINE_WEIGHTS_LIMIT
 from debx.runtimes import int8_cpu
 from debx.runtimes.base import Runner
 
@@ -140,12 +141,15 @@ def _uses_external_data(model) -> bool:
     return any(uses_external_data(t) for t in model.graph.initializer)
 
 
-IN_MEMORY_LIMIT = 1_800_000_000  # bytes: a protobuf message cannot exceed 2 GiB
+IN_MEMORY_LIMIT = INLINE_WEIGHTS_LIMIT  # the writers' rule (debx.contract): weights inside the file up to this
 
 
 def _fits_in_memory(path: Path, graph) -> bool:
-    """Whether a rewritten copy can be handed to ONNX Runtime as one protobuf (else the file runs as written)."""
-    if not _uses_external_data(graph) and path.stat().st_size < IN_MEMORY_LIMIT:
+    """Whether a rewritten copy can be handed to ONNX Runtime as one protobuf (else the file runs as written): the
+    weights are inside the file and within the limit every debx writer keeps inline, which leaves the graph (and what
+    the rewrite adds) its room under protobuf's 2 GiB. A file debx wrote inline is rewritten; one it wrote with an
+    external data file is not."""
+    if not _uses_external_data(graph) and weights_bytes(graph) <= IN_MEMORY_LIMIT:
         return True
     import warnings
 

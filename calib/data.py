@@ -13,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+from debx.contract import INPUT_NAMES
 from debx.errors import ConfigError, DataError, check_at_least
 
 SPLITS = ("train", "dev")
-FEED_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+FEED_NAMES = INPUT_NAMES  # what debx can feed (debx.contract)
 
 
 @dataclass

@@ -7,6 +7,8 @@
                     are held to it by tests/test_contract.py. Prose contract: plugins/disentangledAttention/README.md.
     TRT_ATTENTION   DisentangledAttention_TRT, the op of TensorRT's own plugin library (the `--attention trt` mode).
     WEIGHT_FILES, TOKENIZER_FILES   the files of a checkpoint folder.
+    INPUT_NAMES, input_names, HEAD_OUTPUTS   a model's inputs (every backend, every exported file) and the output of each
+                    head.
     PROTOBUF_LIMIT, INLINE_WEIGHTS_LIMIT   the one size rule for ONNX files: every writer (export, calibrate, the ORT
                     optimisation) keeps weights inside the file up to INLINE_WEIGHTS_LIMIT and puts them in a data file
                     beside it above; the runner rewrites in memory exactly the models whose weights are inside.
@@ -114,6 +116,26 @@ TRT_ATTENTION = OpContract(
 )
 
 CUSTOM_OPS: tuple[OpContract, ...] = (DEBX_ATTENTION, TRT_ATTENTION)
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Model inputs and outputs
+# ---------------------------------------------------------------------------------------------------------------------
+
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")  # every input a debx model may take, in this order
+
+
+def input_names(type_vocab_size: int) -> list[str]:
+    """The inputs of a model, by name and order: token_type_ids only when it has token types (type_vocab_size > 0)."""
+    return list(INPUT_NAMES if type_vocab_size > 0 else INPUT_NAMES[:2])
+
+
+# head -> (output name, token-level output: (B, N, ...) rather than (B, ...)); the same in every backend
+HEAD_OUTPUTS: dict[str, tuple[str, bool]] = {
+    "classification": ("logits", False),  # (B, num_labels)
+    "regression": ("logits", False),  # (B, 1)
+    "embeddings": ("last_hidden_state", True),  # (B, N, C)
+    "masked-lm": ("logits", True),  # (B, N, vocab)
+}
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Size limits of ONNX files

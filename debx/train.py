@@ -30,6 +30,7 @@ import torch
 
 from debx import device as devices
 from debx.artifacts import atomic_dir, check_writable, commit_files
+from debx.contract import input_names
 from debx.checkpoint import load_model, save_checkpoint
 from debx.errors import ConfigError, DataError, check_at_least
 from debx.metrics import compute_metrics, predictions_from_outputs
@@ -179,7 +180,7 @@ def prepare(cfg: TrainConfig, scratch_dir: Path, tokenizer_path: Path | None = N
 
 
 def _to_torch(batch: dict[str, np.ndarray], with_types: bool, device=None) -> dict[str, torch.Tensor]:
-    names = ["input_ids", "attention_mask"] + (["token_type_ids"] if with_types else [])
+    names = input_names(1 if with_types else 0)
     return {k: torch.from_numpy(batch[k]).to(device) for k in names}
 
 

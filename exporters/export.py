@@ -311,7 +311,7 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
     """Export, check, (convert,) validate and write `cfg.output` + `<output>.json`. Nothing is written on failure."""
     import onnx
 
-    from debx.runtimes import HEAD_OUTPUTS
+    from debx.contract import HEAD_OUTPUTS
     from debx.runtimes.torch import load_for_head
     from debx.variants import describe_variant
     from exporters import checks

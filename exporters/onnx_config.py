@@ -13,7 +13,7 @@ import torch
 
 from debx.errors import ConfigError
 from debx.model import DebertaConfig
-from debx.runtimes import HEAD_OUTPUTS
+from debx.contract import HEAD_OUTPUTS, input_names
 from exporters.attention import supported_modes
 
 MIN_OPSET = 17  # LayerNormalization is a single op from opset 17 (FP16-safe with stash_type=float32)
@@ -47,10 +47,7 @@ class OnnxConfig:
 
     # -- inputs ----------------------------------------------------------------------------------------------------
     def input_names(self, cfg: DebertaConfig) -> list[str]:
-        names = ["input_ids", "attention_mask"]
-        if cfg.type_vocab_size > 0:
-            names.append("token_type_ids")
-        return names
+        return input_names(cfg.type_vocab_size)
 
     def output_names(self, head: str) -> list[str]:
         return [HEAD_OUTPUTS[head][0]]

@@ -16,7 +16,7 @@ import numpy as np
 
 from debx.artifacts import read_onnx, read_sidecar, stale_reason
 from debx.errors import ConfigError, DebxError, GateFailed
-from debx.runtimes import HEAD_OUTPUTS
+from debx.contract import HEAD_OUTPUTS, input_names
 from debx.runtimes.compare import Case, Comparator, OutputDiff
 from exporters.onnx_config import BATCH_AXIS, SEQUENCE_AXIS, Tolerance, tolerance_for
 
@@ -290,7 +290,7 @@ def validate_onnx(onnx_path: str | Path, checkpoint: str | Path | None = None, *
     report = ValidationReport(precision, attention, asdict(tol))
     report.stale = stale_reason(onnx_path, ckpt.path, ckpt.fingerprint, side)
     out_name, token_level = HEAD_OUTPUTS[head]
-    in_names = ["input_ids", "attention_mask"] + (["token_type_ids"] if cfg.type_vocab_size > 0 else [])
+    in_names = input_names(cfg.type_vocab_size)
 
     # 1. names
     if facts["inputs"] != in_names:

@@ -211,3 +211,20 @@ def test_a_model_just_under_2gb_is_inline_everywhere_and_rewritten_by_the_runner
     big = SimpleNamespace(graph=SimpleNamespace(initializer=[Tensor(exporters.export.EXTERNAL_DATA_THRESHOLD + 1)]))
     with pytest.warns(UserWarning, match="too large"):
         assert not ort_runtime._fits_in_memory(f, big)
+
+
+def test_one_definition_of_the_model_inputs_and_head_outputs(tiny_checkpoints):
+    """Exporter, validator, runners, training and calibration name a model's inputs through debx.contract."""
+    import calib.data
+    import debx.runtimes
+    from debx.checkpoint import read_config
+    from debx.contract import HEAD_OUTPUTS, INPUT_NAMES, input_names
+    from debx.runtimes.torch import TorchRunner
+    from exporters.onnx_config import onnx_config_for
+
+    assert input_names(2) == list(INPUT_NAMES) and input_names(0) == ["input_ids", "attention_mask"]
+    assert debx.runtimes.HEAD_OUTPUTS is HEAD_OUTPUTS and calib.data.FEED_NAMES == INPUT_NAMES
+    for variant in ("v1", "v3"):
+        cfg = read_config(tiny_checkpoints[variant])[0]
+        with TorchRunner(tiny_checkpoints[variant]) as runner:
+            assert onnx_config_for(cfg).input_names(cfg) == runner.input_names == input_names(cfg.type_vocab_size)

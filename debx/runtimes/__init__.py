@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+from debx.contract import HEAD_OUTPUTS  # noqa: F401  (head -> (output name, token-level), debx.contract's; re-exported)
 from debx.errors import ConfigError
 
 RUNNERS: dict[str, str] = {
@@ -20,14 +21,6 @@ RUNNERS: dict[str, str] = {
 }
 
 SUFFIX_BACKENDS = {".onnx": "onnxruntime", ".plan": "tensorrt", ".engine": "tensorrt"}
-
-# head -> (output name, token-level output: (B, N, ...) rather than (B, ...))
-HEAD_OUTPUTS: dict[str, tuple[str, bool]] = {
-    "classification": ("logits", False),  # (B, num_labels)
-    "regression": ("logits", False),  # (B, 1)
-    "embeddings": ("last_hidden_state", True),  # (B, N, C)
-    "masked-lm": ("logits", True),  # (B, N, vocab)
-}
 
 
 def runner_class(backend: str):

@@ -8,7 +8,7 @@ from typing import Mapping
 import numpy as np
 
 from debx.errors import ConfigError, check_at_least
-from debx.runtimes import HEAD_OUTPUTS
+from debx.contract import HEAD_OUTPUTS, input_names
 from debx.runtimes.base import Runner
 
 
@@ -76,10 +76,7 @@ class TorchRunner(Runner):
 
     @property
     def input_names(self) -> list[str]:
-        names = ["input_ids", "attention_mask"]
-        if self.config.type_vocab_size > 0:
-            names.append("token_type_ids")
-        return names
+        return input_names(self.config.type_vocab_size)
 
     @property
     def output_names(self) -> list[str]:

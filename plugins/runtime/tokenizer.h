@@ -44,6 +44,10 @@ struct Encoding
     std::vector<int64_t> attentionMask;
 };
 
+//! Thread safety: after construction a tokenizer keeps no state that tokenize(), encode() or padBatch() change (they
+//! are const; SentencePiece's processor is only read), so one instance may be shared by any number of threads
+//! (tests/plugins/test_runtime_install.py checks 8 threads against a single-threaded pass). Construction and
+//! destruction must not overlap a call.
 class DebertaTokenizer
 {
 public:

@@ -1,6 +1,7 @@
 """The C++ tokenizer as an installed CMake package: `cmake --install` writes the library, its header and
 debxConfig.cmake; a program outside the tree (plugins/runtime/examples/tokenize_tsv) finds it with
-find_package(debx), links debx::tokenizer, and tokenizes the SST-2 dev set exactly as transformers does."""
+find_package(debx), links debx::tokenizer, and tokenizes the SST-2 dev set exactly as transformers does, also from
+8 threads sharing one tokenizer."""
 
 from __future__ import annotations
 
@@ -52,3 +53,9 @@ def test_installed_tokenizer_links_and_matches_transformers(tmp_path):
     assert len(got) == len(want) == 872
     differ = [i for i, (g, w) in enumerate(zip(got, want)) if g != w]
     assert not differ, f"{len(differ)} of {len(want)} rows differ, first: {rows[differ[0]]!r}"
+
+    # one tokenizer shared by 8 threads gives the single-threaded ids (tokenizer.h's thread-safety note)
+    p = subprocess.run([str(example / "tokenize_threads"), str(SPM), str(dev), "8"], capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 0, p.stderr
+    assert "8 threads x 2616 encodings: identical" in p.stdout

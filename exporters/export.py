@@ -34,7 +34,7 @@ import debx.model as dm
 from debx.artifacts import (check_writable, package_versions, previous_onnx_data, save_onnx_model, staged_files,
                             weights_bytes, write_json_atomic)
 from debx.contract import DEBX_ATTENTION, INLINE_WEIGHTS_LIMIT, TOKENIZER_FILES
-from debx.errors import ConfigError
+from debx.errors import CheckpointError, ConfigError
 from exporters.attention import MODES, check_supported, emitter
 from exporters.onnx_config import BATCH_AXIS, HEADS, OPTIMUM_AXES, SEQUENCE_AXIS, onnx_config_for
 
@@ -268,7 +268,10 @@ def stage_folder_files(st, checkpoint: Path, folder: Path, sidecar: dict) -> lis
     for name in names:
         staged = st.add(folder / name)
         if name == "tokenizer_config.json":
-            config = json.loads((checkpoint / name).read_text())
+            try:
+                config = json.loads((checkpoint / name).read_text())
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise CheckpointError(f"{checkpoint / name}: invalid JSON ({e})") from None
             write_json_atomic(staged, portable_tokenizer_config(config) if isinstance(config, dict) else config)
         else:
             shutil.copyfile(checkpoint / name, staged)

@@ -96,6 +96,18 @@ def test_folder_target_refusals(case, message, tmp_path, tiny_checkpoints, glue_
     assert sorted(p.name for p in ckpt.iterdir()) == before
 
 
+def test_broken_tokenizer_config_is_one_line(tmp_path, tiny_checkpoints, glue_dir, monkeypatch, capsys):
+    import shutil
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_checkpoints["v1"], ckpt)
+    (ckpt / "tokenizer_config.json").write_text('{"pad_token": ')
+    out = tmp_path / "out"
+    code, _, err = main(monkeypatch, capsys, "export", ckpt, "-o", f"{out}/", "--data-dir", glue_dir)
+    assert code == 2 and err.startswith("debx: error: ") and "tokenizer_config.json: invalid JSON" in err, err
+    assert not out.exists() or not list(out.iterdir())
+
+
 def test_portable_tokenizer_config():
     five = {"pad_token": "[PAD]", "cls_token": "[CLS]", "extra_special_tokens": ["[PAD]", "[CLS]", "<x>"]}
     assert portable_tokenizer_config(five) == {"pad_token": "[PAD]", "cls_token": "[CLS]",

@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # facts and helpers every floor uses: the op contract, errors, artifact files, the device
     ("ground", ("debx", "debx.contract", "debx.errors", "debx.artifacts", "debx.device", "debx.verbosity")),
     # the model and what feeds it: tasks and their metrics, tokenizer, checkpoints, presets, training, GPU kernels
-    ("model", ("debx.model", "debx.kernels", "debx.kernels.", "debx.tasks", "debx.metrics", "debx.tokenizer",
+    ("model", ("debx.relpos", "debx.model", "debx.kernels", "debx.kernels.", "debx.tasks", "debx.metrics", "debx.tokenizer",
                "debx.checkpoint", "debx.presets", "debx.variants", "debx.train")),
     # turning a model into deployable files and running them: export, calibration, the runners, the TensorRT
     # plan builder (debx.engine imports only the ground floor; the TensorRT runner loads plans with its helpers)

@@ -4,7 +4,7 @@ The op is the one `--attention debx` exports (debx::DebxDisentangledAttention) a
 computes:
     s[i, j] = (q_i . k_j + c2p * q_i . pos_key[idx(i, j)] + p2c * k_j . pos_query[idx(i, j)]) * scale
     s[i, j] = -65504 where mask[b, i] == 0 or mask[b, j] == 0;   out_i = sum_j softmax_j(s[i, :]) v_j
-with idx(i, j) = T[i - j + N - 1] and T = debx.model.relative_index_table(N, ...): the bucket/clamp math has one
+with idx(i, j) = T[i - j + N - 1] and T = debx.relpos.relative_index_table(N, ...): the bucket/clamp math has one
 source of truth, the PyTorch function, evaluated once per (N, attributes) on the CPU and cached on the device.
 
 Two steps, no (N, N) tensor anywhere:
@@ -159,7 +159,7 @@ def band_products_triton(x: torch.Tensor, table: torch.Tensor, num_heads: int, l
 @lru_cache(maxsize=256)
 def table_rows(n: int, span: int, buckets: int, max_relative: int) -> tuple[int, int]:
     """(lo, hi): the only position-table rows a length-n input reads (host ints; no device memory is cached)."""
-    from debx.model import relative_index_table  # the one definition of the bucket/clamp math
+    from debx.relpos import relative_index_table  # the one definition of the bucket/clamp math
 
     table = relative_index_table(n, span, buckets, max_relative)  # (2N - 1,), monotone in r
     return int(table.min()), int(table.max())
@@ -167,7 +167,7 @@ def table_rows(n: int, span: int, buckets: int, max_relative: int) -> tuple[int,
 
 def relative_table(n: int, span: int, buckets: int, max_relative: int, device) -> torch.Tensor:
     """T for length n on `device`: T[r + n - 1] = idx of relative distance r (exact for inputs up to n tokens)."""
-    from debx.model import relative_index_table
+    from debx.relpos import relative_index_table
 
     return relative_index_table(n, span, buckets, max_relative).to(device=device, dtype=torch.int32)
 

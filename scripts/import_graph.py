@@ -35,7 +35,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # plan builder (debx.engine imports only the ground floor; the TensorRT runner loads plans with its helpers)
     ("backends", ("exporters", "exporters.", "calib", "calib.", "debx.runtimes", "debx.runtimes.", "debx.engine")),
     # flows that put backends together: evaluation, the accuracy gate, benchmarks, reports
-    ("flows", ("debx.evaluate", "debx.gate", "debx.bench", "debx.opbench", "debx.optimum_baseline", "debx.report")),
+    ("flows", ("debx.evaluate", "debx.gate", "debx.bench", "debx.opbench", "debx.optimum_baseline", "debx.report",
+               "debx.triton")),
     # the Python API (`from debx import export, ...`: the package root reaches it by name, importlib, lazily)
     ("api", ("debx.api",)),
     ("cli", ("debx.cli", "debx.cli.", "debx.__main__")),

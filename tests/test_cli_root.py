@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-MAIN_COMMANDS = ("train", "export", "validate", "calibrate", "build", "eval", "bench", "ops-path")
+MAIN_COMMANDS = ("train", "export", "validate", "calibrate", "build", "eval", "bench", "ops-path", "package")
 
 
 def main(monkeypatch, capsys, *args) -> tuple[int, str, str]:

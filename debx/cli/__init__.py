@@ -25,6 +25,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("eval", "debx.cli.eval"),
     ("bench", "debx.cli.bench"),
     ("ops-path", "debx.cli.ops_path"),
+    ("package", "debx.cli.package"),
 ]
 
 # OSErrors that say something about the user's files or disk, never about debx: one line, exit 2

@@ -79,3 +79,21 @@ def test_quiet_reaches_library_progress(monkeypatch, capsys):
     verbosity.say("info")
     verbosity.say("detail", verbose=True)
     assert seen == ["step"] and capsys.readouterr().err == "info\n"
+
+
+@pytest.mark.parametrize("args, says", [
+    (["train", "--task", "sst2", "--max-eval-samples", "3"], "No such option: --max-eval-samples"),
+    (["nosuch"], "No such command 'nosuch'"),
+    (["eval", "--task", "sst2", "--batch-size", "abc"], "Invalid value for '--batch-size'"),
+    (["export"], "Missing argument"),
+])
+def test_usage_errors_are_one_line(args, says):
+    """Click's usage errors (unknown option or command, bad value, missing argument): one line, exit 2, no panel."""
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "debx", *args], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("debx: error:") and says in lines[0], p.stderr
+    assert "--help" in lines[0] and "Traceback" not in p.stderr and "╭" not in p.stderr

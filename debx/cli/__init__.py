@@ -93,10 +93,28 @@ def _on_signal(signum, frame) -> None:
 def main() -> None:
     """Console entry point: user errors become one line on stderr and a non-zero exit, never a traceback.
     SIGINT and SIGTERM unwind the command (its cleanup runs) and exit 130 / 143 with one line."""
+    try:  # Typer >= 0.20 carries its own copy of Click; older ones use Click itself
+        from typer._click import exceptions as click_errors
+    except ImportError:  # pragma: no cover - depends on the installed Typer
+        from click import exceptions as click_errors
+
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     try:
-        app()
+        rc = app(standalone_mode=False)  # usage errors come back to us instead of Click's boxed panel
+        sys.exit(rc if isinstance(rc, int) else 0)
+    except click_errors.NoArgsIsHelpError as e:  # `debx` / `debx train` alone: the help, as before
+        e.show()
+        sys.exit(e.exit_code)
+    except click_errors.UsageError as e:  # unknown option or command, bad value, missing argument
+        sub = e.ctx.info_name if e.ctx is not None and e.ctx.parent is not None else None
+        print(f"debx: error: {e.format_message().splitlines()[0]} (see 'debx {sub + ' ' if sub else ''}--help')",
+              file=sys.stderr)
+        sys.exit(e.exit_code)
+    except typer.Abort:  # Click's name for Ctrl-C outside standalone mode
+        signum = _STOPPED[0] if _STOPPED else signal.SIGINT
+        print(f"debx: {'terminated' if signum == signal.SIGTERM else 'interrupted'}", file=sys.stderr)
+        sys.exit(128 + signum)
     except DebxError as e:
         print(f"debx: error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)

@@ -6,22 +6,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
 from debx.artifacts import Source, artifact_source, stale_reason
+from cli_helpers import run_main as main  # noqa: E402 (tests/ is on sys.path)
 
 
-def main(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    from debx.cli import main as debx_main
-
-    monkeypatch.setattr(sys, "argv", ["debx", *map(str, args)])
-    with pytest.raises(SystemExit) as e:
-        debx_main()
-    out = capsys.readouterr()
-    return e.value.code or 0, out.out, out.err
 
 
 def test_one_reader_for_every_sidecar_spelling(tmp_path):

@@ -12,19 +12,11 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from cli_helpers import run_main as main  # noqa: E402 (tests/ is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def main(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    """debx.cli.main in this process: (exit code, stdout, stderr)."""
-    from debx.cli import main as debx_main
-
-    monkeypatch.setattr(sys, "argv", ["debx", *map(str, args)])
-    with pytest.raises(SystemExit) as e:
-        debx_main()
-    out = capsys.readouterr()
-    return e.value.code or 0, out.out, out.err
 
 
 def one_line_error(code: int, err: str, message: str) -> None:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from cli_helpers import run_main as main  # noqa: E402 (tests/ is on sys.path)
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
 
@@ -31,15 +32,6 @@ def test_export_then_validate(tmp_path, tiny_checkpoints, glue_dir):
     assert "PASS" in p.stdout
 
 
-def main(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    """debx.cli.main in this process: (exit code, stdout, stderr)."""
-    from debx.cli import main as debx_main
-
-    monkeypatch.setattr(sys, "argv", ["debx", *map(str, args)])
-    with pytest.raises(SystemExit) as e:
-        debx_main()
-    out = capsys.readouterr()
-    return e.value.code or 0, out.out, out.err
 
 
 def test_default_output_name(tmp_path, tiny_checkpoints, glue_dir, monkeypatch, capsys):

@@ -7,25 +7,17 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from debx.checkpoint import TOKENIZER_FILES
 from exporters.export import portable_tokenizer_config
+from cli_helpers import run_main as main  # noqa: E402 (tests/ is on sys.path)
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
 
 
-def main(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    from debx.cli import main as debx_main
-
-    monkeypatch.setattr(sys, "argv", ["debx", *map(str, args)])
-    with pytest.raises(SystemExit) as e:
-        debx_main()
-    out = capsys.readouterr()
-    return e.value.code or 0, out.out, out.err
 
 
 def axis_names(path: Path) -> dict[str, list]:

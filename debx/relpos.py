@@ -5,6 +5,8 @@ graph and op; it imports nothing of debx but its errors, so the model and the ke
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 
 
@@ -26,6 +28,7 @@ def relative_index_table(max_len: int, span: int, buckets: int, max_relative: in
     return torch.clamp(r + span, 0, 2 * span - 1)
 
 
+@lru_cache(maxsize=64)  # pure function of three ints; every attention layer asks
 def relative_index_reach(span: int, buckets: int, max_relative: int) -> int:
     """The table length L at which the slot stops changing: every distance |r| >= L - 1 uses the slot of +-(L - 1).
 

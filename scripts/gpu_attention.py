@@ -1,4 +1,6 @@
 """Check and time the fused CUDA attention (debx.kernels) on an NVIDIA GPU, side by side with the alternatives.
+The op-level table is also `debx bench --op attention` (same baselines, from debx.opbench); this script adds the
+float64 correctness sweep, tile-configuration sweeps and the whole-model / torch.compile comparisons.
 
     python scripts/gpu_attention.py correct            # float64 reference: v1, v3, c2p-only, p2c-only, N 1..2048
     python scripts/gpu_attention.py op                 # op latency at v3-base shapes (H=12, D=64, FP16)
@@ -20,12 +22,13 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from debx.kernels import attention_triton  # noqa: E402
 from debx.model import disentangled_attention, relative_index, relative_index_table  # noqa: E402
+from debx.opbench import _flash_floor as flash_lower_bound  # noqa: E402
+from debx.opbench import _sdpa_with_bias as sdpa_with_bias  # noqa: E402
 
 SHAPES = [(1, 128), (8, 128), (32, 128), (8, 512), (1, 2048), (4, 2048)]
 V3 = dict(span=256, position_buckets=256, max_relative_positions=512)
@@ -85,31 +88,6 @@ def cmd_correct(args) -> list[dict]:
     for r in bad:
         print("FAIL", r)
     return rows
-
-
-def sdpa_with_bias(q, k, v, pk, pq, mask, index, H, scale):
-    B, N, HD = q.shape
-    D = HD // H
-    qh, kh, vh = (t.view(B, N, H, D).transpose(1, 2) for t in (q, k, v))
-    idx = index.expand(B, H, N, N)
-    c2p = torch.gather(qh @ pk.view(-1, H, D).transpose(0, 1).transpose(-1, -2), -1, idx)
-    p2c = torch.gather(kh @ pq.view(-1, H, D).transpose(0, 1).transpose(-1, -2), -1, idx.transpose(-1, -2))
-    bias = (c2p + p2c.transpose(-1, -2)) * scale
-    keep = mask.bool()[:, None, :, None] & mask.bool()[:, None, None, :]
-    bias = bias.masked_fill(~keep, -65504.0)
-    # SDPA scales QK^T by its own scale: pass ours so the sum matches the op
-    o = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=bias, scale=scale)
-    return o.transpose(1, 2).reshape(B, N, HD)
-
-
-def flash_lower_bound(q, k, v, pk, pq, H, scale):
-    B, N, HD = q.shape
-    D = HD // H
-    qh, kh, vh = (t.view(B, N, H, D).transpose(1, 2) for t in (q, k, v))
-    _ = qh @ pk.view(-1, H, D).transpose(0, 1).transpose(-1, -2)  # the two position products
-    _ = kh @ pq.view(-1, H, D).transpose(0, 1).transpose(-1, -2)
-    o = F.scaled_dot_product_attention(qh, kh, vh, scale=scale)
-    return o.transpose(1, 2).reshape(B, N, HD)
 
 
 def cmd_op(args) -> list[dict]:

@@ -25,12 +25,12 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from calib.data import CalibDataConfig
-from calib.fp16 import FP16Config
-from calib.qdq import QDQPolicy
-from calib.ranges import METHODS, RangeConfig
-from calib.sensitivity import AutoConfig
-from calib.trt_cache import DEFAULT_TRT_VERSION
+from debx.calib.data import CalibDataConfig
+from debx.calib.fp16 import FP16Config
+from debx.calib.qdq import QDQPolicy
+from debx.calib.ranges import METHODS, RangeConfig
+from debx.calib.sensitivity import AutoConfig
+from debx.calib.trt_cache import DEFAULT_TRT_VERSION
 from debx.artifacts import (artifact_source, check_writable, file_digest, package_versions, previous_onnx_data,
                             read_sidecar, staged_files)
 from debx.errors import ConfigError, GateFailed
@@ -220,7 +220,7 @@ class _Candidates:
         self.count = 0
 
     def __call__(self, model):
-        from calib.ranges import save_model_copy
+        from debx.calib.ranges import save_model_copy
 
         self.count += 1
         path = self.work / f"auto_candidate_{self.count}.onnx"
@@ -241,8 +241,8 @@ def calibrate(cfg: CalibrateConfig, log: Callable[[str], None] = lambda s: None,
               evaluator: Evaluator | None = None) -> CalibrateResult:
     """Measure, convert, check, (fall back,) and write OUT + its sidecar, ranges and TensorRT cache atomically.
     `evaluator`: what --auto (cfg.auto) gates candidates with; the caller builds it (debx.evaluate.candidate_gate)."""
-    from calib.data import calibration_data, model_input_names
-    from calib.ranges import compute_ranges, save_model_copy
+    from debx.calib.data import calibration_data, model_input_names
+    from debx.calib.ranges import compute_ranges, save_model_copy
     from debx.runtimes.reference_ops import custom_nodes
     from debx.tasks import get_task
 
@@ -291,7 +291,7 @@ def calibrate(cfg: CalibrateConfig, log: Callable[[str], None] = lambda s: None,
         ranges.save(st.add(paths["ranges"]))
         cache = None
         if cfg.precision == "int8":
-            from calib.trt_cache import scales_from_ranges, write_cache
+            from debx.calib.trt_cache import scales_from_ranges, write_cache
 
             cache = paths["trt_cache"]
             write_cache(st.add(cache), scales_from_ranges(ranges), cfg.trt_version)
@@ -308,10 +308,10 @@ def calibrate(cfg: CalibrateConfig, log: Callable[[str], None] = lambda s: None,
 
 
 def _optimize_for_ort(model, staged: Path, scratch: Path, data_name: str) -> tuple[bool, dict]:
-    """Write `model` to `staged` through exporters.ort_optimize.optimized_model (ORT EXTENDED + bias folding,
+    """Write `model` to `staged` through debx.exporters.ort_optimize.optimized_model (ORT EXTENDED + bias folding,
     outputs bit-identical). Returns (weights in `data_name` beside `staged`, what the rewrite did)."""
-    from calib.ranges import save_model_copy
-    from exporters.ort_optimize import optimized_model
+    from debx.calib.ranges import save_model_copy
+    from debx.exporters.ort_optimize import optimized_model
 
     plain = scratch / "unoptimized.onnx"
     save_model_copy(model, plain)
@@ -320,8 +320,8 @@ def _optimize_for_ort(model, staged: Path, scratch: Path, data_name: str) -> tup
 
 
 def _int8(cfg, model, ranges, data, sidecar_in, scratch, log, evaluator: Evaluator | None):
-    from calib.qdq import qdq_summary, quantize_int8
-    from calib.sensitivity import auto_fallback
+    from debx.calib.qdq import qdq_summary, quantize_int8
+    from debx.calib.sensitivity import auto_fallback
 
     meta: dict = {}
     if cfg.auto:
@@ -349,7 +349,7 @@ def _int8(cfg, model, ranges, data, sidecar_in, scratch, log, evaluator: Evaluat
 
 
 def _fp16(cfg, model, data, sidecar_in, scratch, log, evaluator: Evaluator | None):
-    from calib.fp16 import make_fp16
+    from debx.calib.fp16 import make_fp16
 
     half, plan, stats = make_fp16(model, data.batches, cfg.fp16, cfg.threads, scratch)
     kept = plan.to_list(model)

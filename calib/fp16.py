@@ -2,7 +2,7 @@
 in FP32 every node that touches a tensor FP16 cannot carry.
 
 Rules (each kept node is reported with its reason):
-  policy     op types FP16 is unsafe for by construction (exporters.fp16.KEEP_FP32: LayerNormalization, whose
+  policy     op types FP16 is unsafe for by construction (debx.exporters.fp16.KEEP_FP32: LayerNormalization, whose
              variance overflows FP16 on large activations)
   overflow   a tensor whose largest |x| exceeds 65504 / margin (margin 4 by default: head room for inputs
              larger than any calibration row); the FP16-safe mask fill -65504 is exact in FP16 and not counted
@@ -42,7 +42,7 @@ class FP16Failed(DebxError):
 class FP16Config:
     overflow_margin: float = 4.0
     underflow_share: float = 0.5
-    keep_op_types: tuple[str, ...] | None = None  # None: exporters.fp16.KEEP_FP32
+    keep_op_types: tuple[str, ...] | None = None  # None: debx.exporters.fp16.KEEP_FP32
     max_rounds: int = 3
 
 
@@ -84,7 +84,7 @@ class FP16Plan:
 def tensor_stats(model, batches: list[dict[str, np.ndarray]], threads: int | None = None) -> dict[str, TensorStats]:
     """Statistics of every float node output of `model` (onnx.ModelProto) over `batches`."""
     from debx.runtimes.onnxruntime import session_for_model
-    from exporters.fp16 import expose_intermediates
+    from debx.exporters.fp16 import expose_intermediates
 
     session = session_for_model(expose_intermediates(model), threads=threads)
     names = [o.name for o in session.get_outputs()]
@@ -101,7 +101,7 @@ def plan_fp16(model, stats: dict[str, TensorStats], cfg: FP16Config) -> FP16Plan
     """Which nodes stay in FP32, and why (see the module doc)."""
     from onnx import numpy_helper
 
-    from exporters.fp16 import KEEP_FP32
+    from debx.exporters.fp16 import KEEP_FP32
 
     keep_types = tuple(KEEP_FP32 if cfg.keep_op_types is None else cfg.keep_op_types)
     plan = FP16Plan(keep_op_types=keep_types)
@@ -138,9 +138,9 @@ def plan_fp16(model, stats: dict[str, TensorStats], cfg: FP16Config) -> FP16Plan
 
 def convert(model, plan: FP16Plan):
     """FP16 copy of `model` with plan.kept nodes and plan.keep_op_types in FP32, FP32 graph inputs/outputs
-    (exporters.fp16.convert_to_fp16, the conversion `debx export --fp16` uses)."""
-    from calib.ranges import quiet
-    from exporters.fp16 import convert_to_fp16
+    (debx.exporters.fp16.convert_to_fp16, the conversion `debx export --fp16` uses)."""
+    from debx.calib.ranges import quiet
+    from debx.exporters.fp16 import convert_to_fp16
 
     with quiet():
         return convert_to_fp16(model, plan.keep_op_types, list(plan.kept))
@@ -157,8 +157,8 @@ def session_crash(model, folder: str | Path | None = None) -> str | None:
     import sys
     import tempfile
 
-    from calib.ranges import save_model_copy
-    from exporters.fp16 import expose_intermediates
+    from debx.calib.ranges import save_model_copy
+    from debx.exporters.fp16 import expose_intermediates
 
     code = ("import sys, onnx\n"
             "from debx.runtimes.onnxruntime import session_for_model\n"
@@ -186,7 +186,7 @@ def make_fp16(model, batches: list[dict[str, np.ndarray]], cfg: FP16Config | Non
 
     scratch: a folder for the models the crash check writes (default: the system's temporary folder)."""
     cfg = cfg or FP16Config()
-    from exporters.fp16 import name_nodes
+    from debx.exporters.fp16 import name_nodes
 
     work = type(model)()
     work.CopyFrom(model)

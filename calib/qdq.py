@@ -196,7 +196,7 @@ def _unnamed_nodes_named(model) -> None:
 
 
 def quantize_int8(model, ranges, policy: QDQPolicy, work_dir: str | Path):
-    """(quantized onnx.ModelProto, Placement). `ranges`: calib.ranges.Ranges of this model's float tensors.
+    """(quantized onnx.ModelProto, Placement). `ranges`: debx.calib.ranges.Ranges of this model's float tensors.
 
     The Q/DQ pairs are written by onnxruntime.quantization.quantize_static (QDQ format) from our measured ranges
     (handed over as its calibration cache, so it does not calibrate again) and our placement."""
@@ -204,7 +204,7 @@ def quantize_int8(model, ranges, policy: QDQPolicy, work_dir: str | Path):
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import CalibrationMethod, save_tensors_data
 
-    from calib.ranges import LARGE_MODEL_BYTES, quiet, weights_bytes
+    from debx.calib.ranges import LARGE_MODEL_BYTES, quiet, weights_bytes
 
     work_dir = Path(work_dir)
     model_copy = onnx.ModelProto()

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from debx.artifacts import weights_bytes  # noqa: F401  (re-exported for calib.qdq)
+from debx.artifacts import weights_bytes  # noqa: F401  (re-exported for debx.calib.qdq)
 from debx.contract import INLINE_WEIGHTS_LIMIT
 from debx.errors import ConfigError
 
@@ -189,7 +189,7 @@ def compute_ranges(model, batches: list[dict[str, np.ndarray]], cfg: RangeConfig
 
     work_dir: a scratch folder (the calibrator writes the model and its augmented copy there)."""
 
-    from calib.data import as_calibration_reader
+    from debx.calib.data import as_calibration_reader
     from debx.runtimes.onnxruntime import native_ops_enabled
     from debx.runtimes.reference_ops import adapt_for_ort, custom_nodes
 

@@ -174,7 +174,7 @@ class AutoResult:
 def auto_fallback(fp32_model, ranges, policy, batches, evaluate_candidate: Callable, cfg: AutoConfig,
                   work_dir: Path, threads: int | None = None, log: Callable[[str], None] = lambda s: None) -> AutoResult:
     """Quantize, evaluate (evaluate_candidate(model) -> GateResult), fall back node by node until the gate passes."""
-    from calib.qdq import quantize_int8
+    from debx.calib.qdq import quantize_int8
 
     model, placement = quantize_int8(fp32_model, ranges, policy, work_dir)
     errors = node_errors(fp32_model, model, placement.quantize, batches, threads) if placement.quantize else {}

@@ -103,5 +103,5 @@ def read_cache(path: str | Path) -> tuple[int, str, dict[str, float]]:
 
 
 def scales_from_ranges(ranges) -> dict[str, float]:
-    """calib.ranges.Ranges -> {tensor: amax / 127}; tensors that never saw a non-zero value are left out."""
+    """debx.calib.ranges.Ranges -> {tensor: amax / 127}; tensors that never saw a non-zero value are left out."""
     return {name: r.scale for name, r in ranges.tensors.items() if r.amax > 0}

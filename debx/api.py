@@ -22,22 +22,22 @@ from typing import Sequence
 
 
 def export(checkpoint: str | Path, output: str | Path, **options):
-    """Export a checkpoint folder to ONNX, validated against PyTorch (exporters.export.ExportConfig fields as
+    """Export a checkpoint folder to ONNX, validated against PyTorch (debx.exporters.export.ExportConfig fields as
     keywords: attention="onnx|fast|trt|debx", fp16, opset, optimum_axes, ...). `output`: a .onnx file, or a folder
     ("dir/" or an existing folder) that Optimum's ORTModel*.from_pretrained loads. Returns an ExportResult
     (.output, .sidecar, .metadata, .report); raises ValidationFailed (no file written) when validation fails."""
-    from exporters.export import ExportConfig, export_onnx
+    from debx.exporters.export import ExportConfig, export_onnx
 
     return export_onnx(ExportConfig(checkpoint=Path(checkpoint), output=output, **options))
 
 
 def calibrate(model: str | Path, output: str | Path, task: str, **options):
-    """Quantize an FP32 ONNX export to INT8 (or FP16) with calibration data from `task` (calib.calibrate.
+    """Quantize an FP32 ONNX export to INT8 (or FP16) with calibration data from `task` (debx.calib.calibrate.
     CalibrateConfig fields as keywords: precision, method, target="trt|ort", num_samples, auto, ...). With auto=True,
     `gate` (a debx.gate.GateConfig or its mode: paper, relative, none) and `tolerance` set the gate the candidates
     must pass, as `debx calibrate --auto --gate --tolerance`. Returns a CalibrateResult (.output, .sidecar, .ranges,
     .metadata); progress lines go to stderr (silenced by DEBX_VERBOSITY=-1, the CLI's -q)."""
-    from calib.calibrate import CalibrateConfig, calibrate as run
+    from debx.calib.calibrate import CalibrateConfig, calibrate as run
 
     from debx.gate import GateConfig
     from debx.verbosity import say

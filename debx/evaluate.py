@@ -314,7 +314,7 @@ def gate_against(cfg: EvalConfig, result: EvalResult, reference: Path, gate_cfg)
 class CandidateGate:
     """Scores candidate model files on one split and gates each against a reference, evaluated once (at the first
     candidate) with the same settings. The evaluator of `debx calibrate --auto`: the CLI builds it
-    (`candidate_gate`) and hands it to calib.calibrate.calibrate, so calibration never imports evaluation."""
+    (`candidate_gate`) and hands it to debx.calib.calibrate.calibrate, so calibration never imports evaluation."""
 
     def __init__(self, cfg: EvalConfig, gate_cfg) -> None:
         self.cfg, self.gate_cfg = cfg, gate_cfg  # cfg.engine: the reference
@@ -337,7 +337,7 @@ class CandidateGate:
 
 
 def candidate_gate(calib_cfg, gate_cfg) -> CandidateGate:
-    """The `--auto` evaluator for a calib.calibrate.CalibrateConfig: candidates scored on its --auto split (and row
+    """The `--auto` evaluator for a debx.calib.calibrate.CalibrateConfig: candidates scored on its --auto split (and row
     limit), gated against its reference (default: the input model)."""
     auto = calib_cfg.auto_cfg
     return CandidateGate(EvalConfig(task=calib_cfg.task, engine=calib_cfg.reference or calib_cfg.model,

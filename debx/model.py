@@ -376,7 +376,7 @@ class Embeddings(nn.Module):
 
 class DisentangledSelfAttention(nn.Module):
     # the attention op this module calls: None = debx.model.attention_core. Set per instance to run another on one
-    # model only (the exporter sets its emission for the length of an export: exporters.export.export_patches)
+    # model only (the exporter sets its emission for the length of an export: debx.exporters.export.export_patches)
     core: Callable | None = None
 
     def __init__(self, cfg: DebertaConfig, layer_index: int = 0):

@@ -237,7 +237,7 @@ def package_triton(cfg: TritonConfig) -> TritonResult:
         if (tdir / "tokenizer" / "tokenizer_config.json").is_file():  # transformers 4.x reads it too (Triton images)
             import json
 
-            from exporters.export import portable_tokenizer_config
+            from debx.exporters.export import portable_tokenizer_config
 
             conf = tdir / "tokenizer" / "tokenizer_config.json"
             conf.write_text(json.dumps(portable_tokenizer_config(json.loads(conf.read_text())), indent=2) + "\n")

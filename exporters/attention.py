@@ -1,7 +1,7 @@
 """How each `--attention` mode is emitted into the ONNX graph. The one place that decides what a layer's attention
 looks like in an exported file (the Speed issue optimises these functions).
 
-Every emission has the signature of `debx.model.attention_core` and is set, by `exporters.export.export_patches`,
+Every emission has the signature of `debx.model.attention_core` and is set, by `debx.exporters.export.export_patches`,
 as the attention core of one model's attention modules (their `core` attribute) for the length of an export:
 
     emit(attn, q, k, v, pk, pq, mask, index) -> context (B, N, HD)
@@ -29,7 +29,7 @@ from debx.errors import ConfigError
 from debx.model import MASK_FILL, DebertaConfig, DisentangledSelfAttention, disentangled_attention
 from debx.contract import DEBX_ATTENTION, TRT_ATTENTION
 from debx.runtimes.reference_ops import debx_attention_reference, trt_disentangled_reference
-from exporters.fastpath import FastEmission, emit_fast
+from debx.exporters.fastpath import FastEmission, emit_fast
 
 MODES = ("onnx", "trt", "debx", "fast")
 

@@ -35,8 +35,8 @@ from debx.artifacts import (check_writable, package_versions, previous_onnx_data
                             weights_bytes, write_json_atomic)
 from debx.contract import DEBX_ATTENTION, INLINE_WEIGHTS_LIMIT, TOKENIZER_FILES
 from debx.errors import CheckpointError, ConfigError
-from exporters.attention import MODES, check_supported, emitter
-from exporters.onnx_config import BATCH_AXIS, HEADS, OPTIMUM_AXES, SEQUENCE_AXIS, onnx_config_for
+from debx.exporters.attention import MODES, check_supported, emitter
+from debx.exporters.onnx_config import BATCH_AXIS, HEADS, OPTIMUM_AXES, SEQUENCE_AXIS, onnx_config_for
 
 FOLDER_MODEL = "model.onnx"  # the graph's name in a folder target (the name Optimum's from_pretrained looks for)
 EXTERNAL_DATA_THRESHOLD = INLINE_WEIGHTS_LIMIT  # protobuf's 2 GB limit, minus room for the graph (debx.contract)
@@ -56,7 +56,7 @@ class ExportConfig:
     head: str | None = None  # None: the checkpoint's own head
     validate: bool = True
     data_dir: Path | None = None  # GLUE folder for validation sentences (default: $GLUE_DIR / ../shared/glue)
-    keep_fp32: tuple[str, ...] | None = None  # --fp16: op types kept in FP32 (None: exporters.fp16.KEEP_FP32)
+    keep_fp32: tuple[str, ...] | None = None  # --fp16: op types kept in FP32 (None: debx.exporters.fp16.KEEP_FP32)
     external_data_threshold: int = EXTERNAL_DATA_THRESHOLD  # bytes of weights above which weights go to <output>.data
     gi_max_scope: str | None = None  # giMLP threshold: "batch" | "example" (None: the checkpoint's config.json)
     # a folder target: <output>/model.onnx with config.json and the tokenizer files beside it, the layout Optimum's
@@ -95,7 +95,7 @@ class ExportResult:
     metadata: dict
     external_data: Path | None = None
     folder_files: list[Path] = field(default_factory=list)  # folder target: config.json and tokenizer files written
-    report: object | None = None  # exporters.validate.ValidationReport when validated
+    report: object | None = None  # debx.exporters.validate.ValidationReport when validated
     warnings: list[str] = field(default_factory=list)  # for the user, one line each (the CLI prints them)
 
 
@@ -317,9 +317,9 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
     from debx.contract import HEAD_OUTPUTS
     from debx.runtimes.torch import load_for_head
     from debx.variants import describe_variant
-    from exporters import checks
-    from exporters.fp16 import KEEP_FP32
-    from exporters.validate import ValidationFailed, expected_axes, validate_onnx
+    from debx.exporters import checks
+    from debx.exporters.fp16 import KEEP_FP32
+    from debx.exporters.validate import ValidationFailed, expected_axes, validate_onnx
 
     _check_request(cfg)
     model, ckpt, head = load_for_head(cfg.checkpoint, cfg.head)
@@ -355,11 +355,11 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
                       batch=cfg.batch, seq=cfg.seq, axis_names=cfg.axis_names)
         graph = tidy_graph(onnx.load(str(traced)), name=f"debx-{variant}-{head}", metadata=meta)
         if cfg.attention in CPU_SPEED_MODES and not cfg.fp16:
-            from exporters.ort_optimize import residual_adds_as_sum
+            from debx.exporters.ort_optimize import residual_adds_as_sum
 
             residual_adds_as_sum(graph)  # keeps ONNX Runtime from fusing them into its slower SkipLayerNormalization
         if cfg.fp16:
-            from exporters.fp16 import convert_to_fp16
+            from debx.exporters.fp16 import convert_to_fp16
 
             graph = convert_to_fp16(graph, cfg.keep_fp32)
         staged = st.primary

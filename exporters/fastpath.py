@@ -70,7 +70,7 @@ def skew(x: torch.Tensor) -> torch.Tensor:
 
 
 def emit_fast(attn: DisentangledSelfAttention, q, k, v, pk, pq, mask, index, plan: RelativePlan | None = None):
-    """Fast standard-ops disentangled attention; same contract as exporters.attention emitters. (B, N, HD) out.
+    """Fast standard-ops disentangled attention; same contract as debx.exporters.attention emitters. (B, N, HD) out.
     `plan`: the distance rows of `index` when the caller already has them (FastEmission shares them by layer)."""
     B, N, HD = q.shape
     H = attn.num_heads

@@ -89,9 +89,9 @@ def _set_value_info(model, entries) -> None:
 
 
 def _inferred_intermediates(model) -> list:
-    """Inferred value_info (exporters.checks.inferred_value_info: any model size) of intermediate tensors only:
+    """Inferred value_info (debx.exporters.checks.inferred_value_info: any model size) of intermediate tensors only:
     no entries for initializers, graph inputs or outputs, whose types are their own."""
-    from exporters.checks import inferred_value_info
+    from debx.exporters.checks import inferred_value_info
 
     own = {t.name for t in model.graph.initializer} | {v.name for v in [*model.graph.input, *model.graph.output]}
     return [vi for vi in inferred_value_info(model) if vi.name not in own]
@@ -157,7 +157,7 @@ def type_custom_outputs(model) -> None:
     from onnx import helper
 
     from debx.runtimes.reference_ops import custom_nodes
-    from exporters.checks import inferred_value_info
+    from debx.exporters.checks import inferred_value_info
 
     pending = [n for n in custom_nodes(model) if n.output[0] not in {vi.name for vi in model.graph.value_info}]
     while pending:

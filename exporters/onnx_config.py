@@ -14,7 +14,7 @@ import torch
 from debx.errors import ConfigError
 from debx.model import DebertaConfig
 from debx.contract import HEAD_OUTPUTS, input_names
-from exporters.attention import supported_modes
+from debx.exporters.attention import supported_modes
 
 MIN_OPSET = 17  # LayerNormalization is a single op from opset 17 (FP16-safe with stash_type=float32)
 DEFAULT_OPSET = 17

@@ -18,7 +18,7 @@ from debx.artifacts import read_onnx, read_sidecar, stale_reason
 from debx.errors import ConfigError, DebxError, GateFailed
 from debx.contract import HEAD_OUTPUTS, input_names
 from debx.runtimes.compare import Case, Comparator, OutputDiff
-from exporters.onnx_config import BATCH_AXIS, SEQUENCE_AXIS, Tolerance, tolerance_for
+from debx.exporters.onnx_config import BATCH_AXIS, SEQUENCE_AXIS, Tolerance, tolerance_for
 
 FALLBACK_SENTENCES = [  # used when no GLUE folder is around (e.g. a user's machine); plain, varied English
     "The film is a quiet, patient portrait of a family that slowly learns to talk again.",
@@ -257,7 +257,7 @@ def validate_onnx(onnx_path: str | Path, checkpoint: str | Path | None = None, *
 
     from debx.runtimes.onnxruntime import OnnxRuntimeRunner
     from debx.runtimes.torch import TorchRunner, load_for_head, resolve_head
-    from exporters import checks
+    from debx.exporters import checks
 
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
@@ -319,7 +319,7 @@ def validate_onnx(onnx_path: str | Path, checkpoint: str | Path | None = None, *
                      "argmax": f"{d.argmax_same}/{d.argmax_total}" if d.argmax_total else None} for d in diffs]
     # FP16: no intermediate may overflow on these real inputs
     if precision == "fp16" and check_overflow:
-        from exporters.fp16 import overflow_problems
+        from debx.exporters.fp16 import overflow_problems
 
         from onnx.external_data_helper import uses_external_data
 

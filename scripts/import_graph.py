@@ -21,6 +21,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("debx", "exporters", "calib")
+# folders outside debx/ that install as its subpackages (pyproject.toml [tool.setuptools.package-dir])
+INSTALLED_AS = {"exporters": "debx.exporters", "calib": "debx.calib"}
 MAX_UPWARD = 1
 
 # The layers, ground first. A module belongs to the first layer with a prefix that matches it (a prefix ending in "."
@@ -33,7 +35,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                "debx.checkpoint", "debx.presets", "debx.variants", "debx.train")),
     # turning a model into deployable files and running them: export, calibration, the runners, the TensorRT
     # plan builder (debx.engine imports only the ground floor; the TensorRT runner loads plans with its helpers)
-    ("backends", ("exporters", "exporters.", "calib", "calib.", "debx.runtimes", "debx.runtimes.", "debx.engine")),
+    ("backends", ("debx.exporters", "debx.exporters.", "debx.calib", "debx.calib.", "debx.runtimes", "debx.runtimes.", "debx.engine")),
     # flows that put backends together: evaluation, the accuracy gate, benchmarks, reports
     ("flows", ("debx.evaluate", "debx.gate", "debx.bench", "debx.opbench", "debx.optimum_baseline", "debx.report",
                "debx.triton")),
@@ -59,6 +61,7 @@ def modules(root: Path = ROOT) -> dict[str, Path]:
             parts = list(path.relative_to(root).with_suffix("").parts)
             if parts[-1] == "__init__":
                 parts = parts[:-1]
+            parts[0] = INSTALLED_AS.get(parts[0], parts[0])
             out[".".join(parts)] = path
     return out
 

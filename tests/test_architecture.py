@@ -76,9 +76,9 @@ def test_the_checker_sees_circles_and_upward_imports_inside_functions(tmp_path):
     (tmp_path / "exporters" / "a.py").write_text("from . import b\n")
     (tmp_path / "exporters" / "b.py").write_text(textwrap.dedent("""\
         def f():
-            from exporters.a import thing
+            from debx.exporters.a import thing
         """))
     es = ig.edges(tmp_path)
-    assert ig.circles(es) == [["exporters.a", "exporters.b"]]
-    assert [(e.src, e.dst, e.in_function) for e in es if e.src == "exporters.b"] == [("exporters.b", "exporters.a", True)]
+    assert ig.circles(es) == [["debx.exporters.a", "debx.exporters.b"]]
+    assert [(e.src, e.dst, e.in_function) for e in es if e.src == "debx.exporters.b"] == [("debx.exporters.b", "debx.exporters.a", True)]
     assert [(e.src, e.dst) for e in ig.upward(es)] == [("debx.errors", "debx.gate")]

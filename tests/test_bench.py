@@ -131,7 +131,7 @@ def test_bench_tiny_model_two_engines(tmp_path, tiny_checkpoints):
 
 
 def test_bench_onnx_engine_against_the_checkpoint(tmp_path, tiny_checkpoints, glue_dir):
-    from exporters.export import ExportConfig, export_onnx
+    from debx.exporters.export import ExportConfig, export_onnx
 
     ckpt = tiny_checkpoints["v3"]
     onnx_file = export_onnx(ExportConfig(ckpt, tmp_path / "m.onnx", attention="fast", data_dir=glue_dir,
@@ -234,7 +234,7 @@ def test_bench_of_a_model_with_a_small_vocabulary(tmp_path):
     """A vocabulary under 1000 (e.g. `debx train --vocab-size 600`): the PyTorch model raised IndexError and ONNX
     Runtime 'Gather ... indices element out of data bounds' on ids drawn up to 1000 (issue 11)."""
     from debx.variants import build_checkpoint
-    from exporters.export import ExportConfig, export_onnx
+    from debx.exporters.export import ExportConfig, export_onnx
 
     ckpt = build_checkpoint("v3", tmp_path / "v3-300", vocab_size=300)
     onnx_path = tmp_path / "v3-300.onnx"

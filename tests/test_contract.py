@@ -164,14 +164,14 @@ def test_symbolic_attributes():
 
 
 def test_every_writer_and_the_runner_use_one_size_limit():
-    import calib.ranges
+    import debx.calib.ranges
     import debx.runtimes.onnxruntime as ort_runtime
-    import exporters.export
-    import exporters.ort_optimize
+    import debx.exporters.export
+    import debx.exporters.ort_optimize
     from debx.contract import INLINE_WEIGHTS_LIMIT, PROTOBUF_LIMIT
 
-    assert (exporters.export.EXTERNAL_DATA_THRESHOLD == calib.ranges.LARGE_MODEL_BYTES
-            == exporters.ort_optimize.LARGE_BYTES == ort_runtime.IN_MEMORY_LIMIT == INLINE_WEIGHTS_LIMIT)
+    assert (debx.exporters.export.EXTERNAL_DATA_THRESHOLD == debx.calib.ranges.LARGE_MODEL_BYTES
+            == debx.exporters.ort_optimize.LARGE_BYTES == ort_runtime.IN_MEMORY_LIMIT == INLINE_WEIGHTS_LIMIT)
     assert PROTOBUF_LIMIT - INLINE_WEIGHTS_LIMIT == 64 * 2**20  # room for the graph
 
 
@@ -180,9 +180,9 @@ def test_a_model_just_under_2gb_is_inline_everywhere_and_rewritten_by_the_runner
     (before: calibrate wrote them to a data file and the runner refused any file over 1.8 GB)."""
     from types import SimpleNamespace
 
-    import calib.ranges
+    import debx.calib.ranges
     import debx.runtimes.onnxruntime as ort_runtime
-    import exporters.export
+    import debx.exporters.export
     from debx.artifacts import weights_bytes
 
     class Sized:  # a tensor's raw_data of n bytes, without the bytes
@@ -202,28 +202,28 @@ def test_a_model_just_under_2gb_is_inline_everywhere_and_rewritten_by_the_runner
     n = 1_950_000_000
     graph = SimpleNamespace(graph=SimpleNamespace(initializer=[Tensor(n)]))
     assert weights_bytes(graph) == n
-    assert not n > exporters.export.EXTERNAL_DATA_THRESHOLD  # export: inline
-    assert n <= calib.ranges.LARGE_MODEL_BYTES  # calibrate: inline
+    assert not n > debx.exporters.export.EXTERNAL_DATA_THRESHOLD  # export: inline
+    assert n <= debx.calib.ranges.LARGE_MODEL_BYTES  # calibrate: inline
     f = tmp_path / "big.onnx"
     with open(f, "wb") as fh:  # a sparse file of that size (the runner looked at the file size before)
         fh.truncate(n + 10_000_000)
     assert ort_runtime._fits_in_memory(f, graph)
-    big = SimpleNamespace(graph=SimpleNamespace(initializer=[Tensor(exporters.export.EXTERNAL_DATA_THRESHOLD + 1)]))
+    big = SimpleNamespace(graph=SimpleNamespace(initializer=[Tensor(debx.exporters.export.EXTERNAL_DATA_THRESHOLD + 1)]))
     with pytest.warns(UserWarning, match="too large"):
         assert not ort_runtime._fits_in_memory(f, big)
 
 
 def test_one_definition_of_the_model_inputs_and_head_outputs(tiny_checkpoints):
     """Exporter, validator, runners, training and calibration name a model's inputs through debx.contract."""
-    import calib.data
+    import debx.calib.data
     import debx.runtimes
     from debx.checkpoint import read_config
     from debx.contract import HEAD_OUTPUTS, INPUT_NAMES, input_names
     from debx.runtimes.torch import TorchRunner
-    from exporters.onnx_config import onnx_config_for
+    from debx.exporters.onnx_config import onnx_config_for
 
     assert input_names(2) == list(INPUT_NAMES) and input_names(0) == ["input_ids", "attention_mask"]
-    assert debx.runtimes.HEAD_OUTPUTS is HEAD_OUTPUTS and calib.data.FEED_NAMES == INPUT_NAMES
+    assert debx.runtimes.HEAD_OUTPUTS is HEAD_OUTPUTS and debx.calib.data.FEED_NAMES == INPUT_NAMES
     for variant in ("v1", "v3"):
         cfg = read_config(tiny_checkpoints[variant])[0]
         with TorchRunner(tiny_checkpoints[variant]) as runner:

@@ -65,7 +65,7 @@ def test_eval_refuses_a_report_that_is_an_input(trained_rte, tmp_path, target):
 
 
 def test_onnx_runtime_gives_identical_predictions(trained_rte, tmp_path):
-    from exporters.export import ExportConfig, export_onnx
+    from debx.exporters.export import ExportConfig, export_onnx
 
     onnx_path = tmp_path / "m.onnx"
     export_onnx(ExportConfig(checkpoint=trained_rte, output=onnx_path))

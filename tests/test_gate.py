@@ -218,7 +218,7 @@ def gate_setup(tmp_path_factory, tiny_checkpoints, glue_dir):
     from onnx import numpy_helper
 
     from debx.evaluate import EvalConfig, evaluate
-    from exporters.export import ExportConfig, export_onnx
+    from debx.exporters.export import ExportConfig, export_onnx
 
     root = tmp_path_factory.mktemp("gate")
     ckpt = tiny_checkpoints["v3"]

@@ -31,7 +31,7 @@ def _alone_vs_batched(infer, feeds) -> float:
 
 @pytest.fixture(scope="module")
 def gimlp_exports(tmp_path_factory, tiny_checkpoints):
-    from exporters.export import ExportConfig, export_onnx
+    from debx.exporters.export import ExportConfig, export_onnx
 
     root = tmp_path_factory.mktemp("gimlp")
     ckpt = tiny_checkpoints["gimlp"]
@@ -76,7 +76,7 @@ def test_pytorch_runner_takes_the_scope(tiny_checkpoints):
 
 def test_validate_uses_the_scope_the_file_was_exported_with(gimlp_exports, glue_dir):
     """`debx validate` loads the checkpoint again: it must compare with the exported scope, not config.json's."""
-    from exporters.validate import validate_onnx
+    from debx.exporters.validate import validate_onnx
 
     res = gimlp_exports["example"]
     report = validate_onnx(res.output, res.metadata["source"]["checkpoint"], data_dir=glue_dir)
@@ -89,7 +89,7 @@ def test_validate_uses_the_scope_the_file_was_exported_with(gimlp_exports, glue_
 ])
 def test_bad_scope_requests_are_one_line(tmp_path, tiny_checkpoints, variant, scope, match):
     from debx.evaluate import EvalConfig, evaluate
-    from exporters.export import ExportConfig, export_onnx
+    from debx.exporters.export import ExportConfig, export_onnx
 
     with pytest.raises(ConfigError, match=match):
         export_onnx(ExportConfig(tiny_checkpoints[variant], tmp_path / "m.onnx", gi_max_scope=scope, validate=False))

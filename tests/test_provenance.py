@@ -41,7 +41,7 @@ def stale(tmp_path_factory, tiny_checkpoints, glue_dir):
     import torch
     from safetensors.torch import load_file, save_file
 
-    from exporters.export import ExportConfig, export_onnx
+    from debx.exporters.export import ExportConfig, export_onnx
 
     root = tmp_path_factory.mktemp("provenance")
     ckpt = root / "ckpt"

@@ -28,7 +28,7 @@ def one_line_error(code: int, err: str, message: str) -> None:
 @pytest.fixture(scope="module")
 def onnx_model(tmp_path_factory, tiny_checkpoints, glue_dir) -> Path:
     """An FP32 export of the tiny v3 checkpoint (2 labels) with its sidecar."""
-    from exporters.export import ExportConfig, export_onnx
+    from debx.exporters.export import ExportConfig, export_onnx
 
     out = tmp_path_factory.mktemp("user-errors") / "m.onnx"
     export_onnx(ExportConfig(checkpoint=tiny_checkpoints["v3"], output=out, data_dir=glue_dir))

@@ -60,10 +60,10 @@ def command(
     fall back layer by layer until the accuracy gate passes."""
     from rich.console import Console
 
-    from calib.calibrate import CalibrateConfig, calibrate
-    from calib.fp16 import FP16Config
-    from calib.qdq import QDQPolicy
-    from calib.sensitivity import AutoConfig
+    from debx.calib.calibrate import CalibrateConfig, calibrate
+    from debx.calib.fp16 import FP16Config
+    from debx.calib.qdq import QDQPolicy
+    from debx.calib.sensitivity import AutoConfig
     from debx.evaluate import candidate_gate
     from debx.gate import GateConfig
 

@@ -55,8 +55,8 @@ def command(
     from rich.console import Console
 
     from debx import verbosity
-    from exporters.export import ExportConfig, export_onnx
-    from exporters.validate import print_report
+    from debx.exporters.export import ExportConfig, export_onnx
+    from debx.exporters.validate import print_report
 
     out = output or default_output(checkpoint, attention, fp16)
     cfg = ExportConfig(checkpoint=checkpoint, output=out, attention=attention, fp16=fp16, opset=opset,

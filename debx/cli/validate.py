@@ -30,7 +30,7 @@ def command(
 
     from debx.errors import ConfigError
     from debx.artifacts import artifact_source
-    from exporters.validate import print_report, validate_onnx
+    from debx.exporters.validate import print_report, validate_onnx
 
     if model is None:
         model = artifact_source(onnx_file).checkpoint

@@ -12,7 +12,7 @@ import pytest
 def exports(tmp_path_factory, tiny_checkpoints) -> dict[str, Path]:
     """{name: FP32 .onnx} — v3 in the portable mode ("v3"), v3 with the debx plugin node ("v3-debx"), v3 with
     TensorRT's DisentangledAttention_TRT ("v3-trt"), and v2 (token type ids, nGiE conv)."""
-    from exporters.export import ExportConfig, export_onnx
+    from debx.exporters.export import ExportConfig, export_onnx
 
     root = tmp_path_factory.mktemp("calib-exports")
     specs = {"v3": ("v3", "onnx"), "v3-debx": ("v3", "debx"), "v3-trt": ("v3", "trt"), "v2": ("v2", "onnx")}
@@ -24,7 +24,7 @@ def exports(tmp_path_factory, tiny_checkpoints) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def calib_batches(tiny_checkpoints, glue_dir):
     """32 SST-2 train rows for the v3 checkpoint (input_ids, attention_mask), 4 length-sorted batches."""
-    from calib.data import CalibDataConfig, calibration_data
+    from debx.calib.data import CalibDataConfig, calibration_data
     from debx.tokenizer import load_tokenizer
 
     tok = load_tokenizer(tiny_checkpoints["v3"])

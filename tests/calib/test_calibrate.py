@@ -12,10 +12,10 @@ from pathlib import Path
 import onnx
 import pytest
 
-from calib.calibrate import CalibrateConfig, calibrate
-from calib.ranges import Ranges
-from calib.sensitivity import AutoConfig
-from calib.trt_cache import read_cache
+from debx.calib.calibrate import CalibrateConfig, calibrate
+from debx.calib.ranges import Ranges
+from debx.calib.sensitivity import AutoConfig
+from debx.calib.trt_cache import read_cache
 from debx.errors import ConfigError, GateFailed
 from debx.evaluate import EvalConfig, candidate_gate, evaluate, gate_notes
 from debx.gate import GateConfig
@@ -105,11 +105,11 @@ def test_auto_records_its_steps(exports, glue_dir, tmp_path):
 
 
 def test_auto_failure_leaves_nothing_behind(exports, glue_dir, tmp_path, monkeypatch):
-    import calib.sensitivity as sens
+    import debx.calib.sensitivity as sens
 
     def never_passes(fp32_model, ranges, policy, batches, evaluate_candidate, cfg, work_dir, threads=None,
                      log=lambda s: None):
-        from calib.qdq import quantize_int8
+        from debx.calib.qdq import quantize_int8
 
         model, placement = quantize_int8(fp32_model, ranges, policy, work_dir)
         step = {"step": 0, "float_nodes": [], "metric": "accuracy", "delta": -3.0, "allowed_drop": 0.3,
@@ -205,9 +205,9 @@ def test_an_interrupted_calibration_leaves_the_previous_set_complete(exports, gl
     """The five files (graph, weights, sidecar, ranges, TensorRT cache) are committed as one unit: an interrupt in
     the middle of the renames leaves the previous set exactly as it was; the next run replaces all of it and removes
     what the new set no longer has (the old weights, the INT8-only cache)."""
-    import calib.ranges
+    import debx.calib.ranges
 
-    monkeypatch.setattr(calib.ranges, "LARGE_MODEL_BYTES", 0)  # weights in an external file, as for big models
+    monkeypatch.setattr(debx.calib.ranges, "LARGE_MODEL_BYTES", 0)  # weights in an external file, as for big models
     out = tmp_path / "m.onnx"
     calibrate(_cfg(exports, glue_dir, out))
     old = {p.name: p.read_bytes() for p in tmp_path.iterdir()}

@@ -19,11 +19,11 @@ import numpy as np
 import onnx
 import pytest
 
-from calib.calibrate import CalibrateConfig, calibrate
-from calib.qdq import QDQPolicy
+from debx.calib.calibrate import CalibrateConfig, calibrate
+from debx.calib.qdq import QDQPolicy
 from debx.errors import ConfigError
-from exporters.export import ExportConfig, export_onnx
-from exporters.validate import validate_onnx
+from debx.exporters.export import ExportConfig, export_onnx
+from debx.exporters.validate import validate_onnx
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -107,7 +107,7 @@ def test_fp16_of_an_overflowing_model_is_a_file_or_one_line(overflowing, glue_di
 
 
 def test_session_crash_probe_passes_a_sound_model(trained_exports):
-    from calib.fp16 import session_crash
+    from debx.calib.fp16 import session_crash
 
     assert session_crash(onnx.load(str(trained_exports["onnx"]))) is None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from calib.data import CalibDataConfig, FeedReader, calibration_data, sample_indices
+from debx.calib.data import CalibDataConfig, FeedReader, calibration_data, sample_indices
 from debx.errors import ConfigError, DataError
 
 

@@ -8,8 +8,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from calib.calibrate import parity
-from calib.fp16 import FP16Config, make_fp16, plan_fp16, tensor_stats
+from debx.calib.calibrate import parity
+from debx.calib.fp16 import FP16Config, make_fp16, plan_fp16, tensor_stats
 
 
 def test_tiny_model_in_fp16(exports, calib_batches):
@@ -70,7 +70,7 @@ def test_margin_decides_overflow():
 def test_overflow_missed_by_the_plan_is_caught_after_conversion(monkeypatch):
     """The re-check after conversion: with a plan that keeps nothing, the FP16 run shows inf in h1 (~1e5), and the
     node that wrote it goes back to FP32."""
-    import calib.fp16 as fp16
+    import debx.calib.fp16 as fp16
 
     model = _toy(scale_up=40000.0, scale_down=1.0)
     batches = [{"x": np.full((2, 4), 0.9, np.float32)}]
@@ -81,7 +81,7 @@ def test_overflow_missed_by_the_plan_is_caught_after_conversion(monkeypatch):
 
 
 def test_fp32_model_that_overflows_is_refused():
-    from calib.fp16 import FP16Failed
+    from debx.calib.fp16 import FP16Failed
 
     model = _toy(scale_up=1e38, scale_down=1e38)
     with pytest.raises(FP16Failed, match="FP32 model itself"):

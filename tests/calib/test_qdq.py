@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from onnx import TensorProto, numpy_helper
 
-from calib.calibrate import parity
-from calib.qdq import QDQPolicy, place_qdq, qdq_summary, quantize_int8
-from calib.ranges import RangeConfig, compute_ranges
+from debx.calib.calibrate import parity
+from debx.calib.qdq import QDQPolicy, place_qdq, qdq_summary, quantize_int8
+from debx.calib.ranges import RangeConfig, compute_ranges
 from debx.errors import ConfigError
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 import pytest
 
-from calib.ranges import Ranges, RangeConfig, TensorRange, compute_ranges
+from debx.calib.ranges import Ranges, RangeConfig, TensorRange, compute_ranges
 from debx.errors import ConfigError
 
 

@@ -6,9 +6,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from calib.qdq import QDQPolicy, quantize_int8
-from calib.ranges import RangeConfig, compute_ranges
-from calib.sensitivity import AutoConfig, auto_fallback, fake_quantize, node_errors
+from debx.calib.qdq import QDQPolicy, quantize_int8
+from debx.calib.ranges import RangeConfig, compute_ranges
+from debx.calib.sensitivity import AutoConfig, auto_fallback, fake_quantize, node_errors
 from debx.gate import GateResult
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import pytest
 
-from calib.calibrate import CalibrateConfig, calibrate
+from debx.calib.calibrate import CalibrateConfig, calibrate
 from debx.errors import ConfigError
 
 
@@ -90,7 +90,7 @@ def test_cpu_export_calibrated_for_ort_evaluates(tiny_checkpoints, glue_dir, tmp
     import onnx
 
     from debx.evaluate import EvalConfig, evaluate
-    from exporters.export import ExportConfig, export_onnx
+    from debx.exporters.export import ExportConfig, export_onnx
 
     fp32 = export_onnx(ExportConfig(tiny_checkpoints["v3"], tmp_path / f"v3.{attention}.onnx", attention=attention,
                                     validate=False)).output

@@ -7,8 +7,8 @@ import struct
 import numpy as np
 import pytest
 
-from calib.ranges import Ranges, TensorRange
-from calib.trt_cache import (format_cache, hex_to_scale, parse_cache, read_cache, scale_to_hex, scales_from_ranges,
+from debx.calib.ranges import Ranges, TensorRange
+from debx.calib.trt_cache import (format_cache, hex_to_scale, parse_cache, read_cache, scale_to_hex, scales_from_ranges,
                              version_code, write_cache)
 from debx.errors import ConfigError
 

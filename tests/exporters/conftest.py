@@ -10,7 +10,7 @@ import pytest
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory, tiny_checkpoints, glue_dir):
     """export(variant, attention="onnx", fp16=False, **ExportConfig fields) -> ExportResult (cached)."""
-    from exporters.export import ExportConfig, export_onnx
+    from debx.exporters.export import ExportConfig, export_onnx
 
     root = tmp_path_factory.mktemp("exports")
     cache: dict = {}

@@ -58,7 +58,7 @@ def test_bad_input_is_one_line_no_traceback_no_file(tmp_path, tiny_checkpoints, 
 
 
 def test_failed_validation_exits_1_and_leaves_no_file(tmp_path, tiny_checkpoints, glue_dir, monkeypatch, capsys):
-    from exporters import onnx_config
+    from debx.exporters import onnx_config
 
     monkeypatch.setitem(onnx_config.TOLERANCES, "fp32", onnx_config.Tolerance(atol=-1.0, argmax_agreement=1.0))
     code, _, err = main(monkeypatch, capsys, "export", tiny_checkpoints["v3"], "-o", tmp_path / "m.onnx",

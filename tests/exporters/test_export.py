@@ -1,4 +1,4 @@
-"""`exporters.export`: every variant in every attention mode it supports, FP32 and FP16, validated against PyTorch;
+"""`debx.exporters.export`: every variant in every attention mode it supports, FP32 and FP16, validated against PyTorch;
 the graph rules; the sidecar; atomic writes and clean refusals."""
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from debx.checkpoint import fingerprint, load_model
 from debx.errors import CheckpointError, ConfigError
 from debx.runtimes.reference_ops import DEBX_DOMAIN, DEBX_OP, TRT_OP
 from debx.variants import VARIANTS
-from exporters.attention import MODES, supported_modes
-from exporters.export import ExportConfig, export_onnx
-from exporters.validate import ValidationFailed
+from debx.exporters.attention import MODES, supported_modes
+from debx.exporters.export import ExportConfig, export_onnx
+from debx.exporters.validate import ValidationFailed
 
 SUPPORTED = {"v1": ("onnx", "debx", "fast"), "v2": ("onnx", "debx", "fast"), "v3": MODES, "mdeberta": MODES, "gimlp": MODES}
 MATRIX = [(v, m, p) for v in VARIANTS for m in MODES for p in (False, True)]
@@ -66,7 +66,7 @@ def test_every_variant_exports_and_validates(exported, tmp_path, tiny_checkpoint
 
 @pytest.mark.parametrize("variant, mode", [("v1", "onnx"), ("v2", "debx"), ("v3", "trt"), ("gimlp", "debx")])
 def test_graph_rules(exported, variant, mode):
-    from exporters.checks import _elem_types
+    from debx.exporters.checks import _elem_types
 
     for fp16 in (False, True):
         g = _graph(exported(variant, mode, fp16))
@@ -219,7 +219,7 @@ def test_fp16_graph_keeps_layernorm_in_fp32_and_has_no_overflow(exported):
 def test_fp16_overflow_is_detected():
     from onnx import TensorProto, helper
 
-    from exporters.fp16 import overflow_problems
+    from debx.exporters.fp16 import overflow_problems
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT16, [2])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT16, [2])
@@ -319,7 +319,7 @@ def test_an_interrupted_export_leaves_the_previous_one_complete(tmp_path, tiny_c
 
 
 def test_failed_validation_leaves_nothing(tmp_path, tiny_checkpoints, glue_dir, monkeypatch):
-    from exporters import onnx_config
+    from debx.exporters import onnx_config
 
     monkeypatch.setitem(onnx_config.TOLERANCES, "fp32", onnx_config.Tolerance(atol=-1.0, argmax_agreement=1.0))
     out = tmp_path / "model.onnx"
@@ -379,7 +379,7 @@ def test_portable_file_runs_in_plain_onnxruntime_without_debx(exported, tmp_path
 def test_graph_checks_catch_what_they_forbid():
     from onnx import TensorProto, helper
 
-    from exporters.checks import graph_problems
+    from debx.exporters.checks import graph_problems
 
     ids = helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", 7])  # sequence pinned by mistake
     mask = helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "sequence"])
@@ -411,7 +411,7 @@ def test_export_patches_change_only_the_model_being_exported(tiny_checkpoints, m
     import torch
 
     import debx.model as dm
-    from exporters.export import export_patches
+    from debx.exporters.export import export_patches
 
     model, ckpt = load_model(tiny_checkpoints["v3"])
     other, _ = load_model(tiny_checkpoints["v3"])

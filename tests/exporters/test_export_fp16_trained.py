@@ -16,8 +16,8 @@ import onnx
 import pytest
 
 from debx.variants import VARIANTS
-from exporters.attention import MODES, supported_modes
-from exporters.export import ExportConfig, export_onnx
+from debx.exporters.attention import MODES, supported_modes
+from debx.exporters.export import ExportConfig, export_onnx
 
 HF_VARIANTS = [v for v in VARIANTS if not VARIANTS[v].gated]  # transformers has no giMLP
 FP16_ATOL = 2e-2

@@ -12,7 +12,7 @@ import torch
 
 from debx.model import DebertaConfig, DisentangledSelfAttention, disentangled_attention, relative_index, \
     relative_index_table
-from exporters.fastpath import FastEmission, emit_fast
+from debx.exporters.fastpath import FastEmission, emit_fast
 
 # ---------------------------------------------------------------------------------------------------------------------
 # The function itself, in PyTorch (many shapes, cheap)
@@ -79,7 +79,7 @@ def test_fast_emission_shares_one_plan_per_index():
 def test_distance_rows_are_the_slots_of_each_distance():
     """c2p rows run over r = N-1 ... -(N-1), p2c rows over r = -(N-1) ... N-1 (plus one spare): at most 2N rows of
     the 2k-row table are multiplied, whatever the length."""
-    from exporters.fastpath import RelativePlan
+    from debx.exporters.fastpath import RelativePlan
 
     for buckets, k, L in ((256, 256, 512), (16, 16, 128), (0, 16, 64)):
         table = relative_index_table(L, k, buckets, L)
@@ -93,7 +93,7 @@ def test_distance_rows_are_the_slots_of_each_distance():
 
 
 def test_skew_is_the_relative_shift():
-    from exporters.fastpath import skew
+    from debx.exporters.fastpath import skew
 
     for n in (1, 2, 3, 8):
         x = torch.randn(2, 3, n, 2 * n)
@@ -202,7 +202,7 @@ def test_ort_optimize_folds_biases_and_keeps_outputs(fast_exports, tiny_checkpoi
 
     from debx.runtimes.onnxruntime import OnnxRuntimeRunner
     from debx.runtimes.torch import TorchRunner
-    from exporters.ort_optimize import optimize_for_cpu
+    from debx.exporters.ort_optimize import optimize_for_cpu
 
     fp32 = fast_exports("v3").output
     with TorchRunner(tiny_checkpoints["v3"]) as ref:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from debx.checkpoint import TOKENIZER_FILES
-from exporters.export import portable_tokenizer_config
+from debx.exporters.export import portable_tokenizer_config
 from cli_helpers import run_main as main  # noqa: E402 (tests/ is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -90,7 +90,7 @@ def long_setup(tmp_path_factory, long_checkpoints):
     """variant -> (transformers model, debx model, {mode: ORT session}); built on first use."""
     from debx.checkpoint import load_model
     from debx.runtimes.onnxruntime import open_session
-    from exporters.export import ExportConfig, export_onnx
+    from debx.exporters.export import ExportConfig, export_onnx
 
     root = tmp_path_factory.mktemp("long-exports")
     cache = {}
@@ -187,7 +187,7 @@ def test_relative_index_of_any_length_matches_transformers(buckets, max_rel):
 def test_absolute_positions_past_their_table_are_one_clear_error(tiny_checkpoints, tmp_path):
     """The v1 fixture has absolute position embeddings (128): transformers fails past them, debx says why."""
     from debx.checkpoint import load_model
-    from exporters.export import ExportConfig, export_onnx
+    from debx.exporters.export import ExportConfig, export_onnx
 
     ckpt = tiny_checkpoints["v1"]
     ours = load_model(ckpt)[0]
@@ -222,7 +222,7 @@ def test_eval_takes_lengths_past_max_positions(tmp_path, long_checkpoints, tiny_
     ~1000-token rows with identical predictions; on a model with absolute positions it is one clear error."""
     from debx.evaluate import EvalConfig, evaluate
     from debx.tokenizer import encode, load_tokenizer
-    from exporters.export import ExportConfig, export_onnx
+    from debx.exporters.export import ExportConfig, export_onnx
 
     spec = _long_task(tmp_path)
     ckpt = long_checkpoints["v3"]

@@ -10,7 +10,7 @@ ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from exporters.ort_optimize import residual_adds_as_sum, split_skip_layernorm  # noqa: E402
+from debx.exporters.ort_optimize import residual_adds_as_sum, split_skip_layernorm  # noqa: E402
 
 H = 16
 

@@ -1,4 +1,4 @@
-"""`exporters.validate` on its own: settings from the sidecar or the graph, and every failure in one error."""
+"""`debx.exporters.validate` on its own: settings from the sidecar or the graph, and every failure in one error."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 
 from debx.errors import ConfigError
 from debx.runtimes.compare import Case, compare_output
-from exporters.onnx_config import Tolerance
-from exporters.validate import ValidationFailed, judge, validate_onnx, validation_cases
+from debx.exporters.onnx_config import Tolerance
+from debx.exporters.validate import ValidationFailed, judge, validate_onnx, validation_cases
 
 
 def test_validate_without_sidecar_reads_the_graph(exported, tiny_checkpoints, glue_dir, tmp_path):

@@ -69,7 +69,7 @@ def test_torch_runner_uses_token_types_only_when_the_model_has_them(tiny_checkpo
 
 
 def test_onnxruntime_runner_and_comparator(tmp_path, tiny_checkpoints, glue_dir):
-    from exporters.export import ExportConfig, export_onnx
+    from debx.exporters.export import ExportConfig, export_onnx
 
     onnx_file = tmp_path / "v2.debx.onnx"  # custom nodes: the runner registers the references by itself
     export_onnx(ExportConfig(tiny_checkpoints["v2"], onnx_file, attention="debx", data_dir=glue_dir))

@@ -3,7 +3,8 @@
  *
  * Everything here is header-only, `__host__ __device__` inline and free of TensorRT and CUDA runtime types, so the
  * exact same index, bucket, mask and online-softmax code runs in the GPU kernel and in the CPU build that the Python
- * tests compare with PyTorch. The op contract (inputs, attributes, math) is notes/OP_SPEC.md; the summary:
+ * tests compare with PyTorch. The op contract (inputs, outputs, attributes) is debx/contract.py DEBX_ATTENTION, held to
+ * the C++ registrations by tests/test_contract.py; the prose is ../disentangledAttention/README.md. The math:
  *
  *   r(i, j)  = i - j, or log_bucket(i - j) when position_buckets > 0
  *   idx      = clamp(r + span, 0, 2 * span - 1)

@@ -2,7 +2,8 @@
 
 debx_attention_host walks keys in the kernel's tiles with the kernel's math header (relative index, log bucket,
 mask fill, online softmax). Here it is compared with two PyTorch references on real shapes: an independent one
-written from OP_SPEC in this file, and debx.model.disentangled_attention (what the model and the exporters use).
+written in this file from the op math (plugins/disentangledAttention/README.md), and debx.model.disentangled_attention
+(what the model and the exporters use).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ BF16_TOL = 3e-2
 PRECISION = {"fp32": 0, "fp16": 1, "bf16": 2}
 
 
-# ---- independent reference, written from OP_SPEC ----------------------------------------------------------------------
+# ---- independent reference, written from the op math in the plugin README -------------------------------------------
 
 
 def spec_log_bucket(rel: torch.Tensor, buckets: int, max_rel: int) -> torch.Tensor:

@@ -25,15 +25,23 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from debx.artifacts import (
+    artifact_source,
+    check_writable,
+    file_digest,
+    package_versions,
+    previous_onnx_data,
+    read_sidecar,
+    staged_files,
+)
 from debx.calib.data import CalibDataConfig
 from debx.calib.fp16 import FP16Config
 from debx.calib.qdq import QDQPolicy
 from debx.calib.ranges import METHODS, RangeConfig
 from debx.calib.sensitivity import AutoConfig
 from debx.calib.trt_cache import DEFAULT_TRT_VERSION
-from debx.artifacts import (artifact_source, check_writable, file_digest, package_versions, previous_onnx_data,
-                            read_sidecar, staged_files)
 from debx.errors import ConfigError, GateFailed
+from debx.tasks import get_task
 
 PRECISIONS = ("int8", "fp16")
 TARGETS = ("trt", "ort")  # trt: symmetric int8 activations (TensorRT and ONNX Runtime); ort: ONNX Runtime CPU only
@@ -244,7 +252,6 @@ def calibrate(cfg: CalibrateConfig, log: Callable[[str], None] = lambda s: None,
     from debx.calib.data import calibration_data, model_input_names
     from debx.calib.ranges import compute_ranges, save_model_copy
     from debx.runtimes.reference_ops import custom_nodes
-    from debx.tasks import get_task
 
     if cfg.auto and evaluator is None:
         raise ValueError("calibrate: cfg.auto needs an evaluator (debx.evaluate.candidate_gate(cfg, gate_cfg))")

@@ -15,6 +15,7 @@ import numpy as np
 
 from debx.contract import INPUT_NAMES
 from debx.errors import ConfigError, DataError, check_at_least
+from debx.tasks import get_task, load_split, split_path
 
 SPLITS = ("train", "dev")
 FEED_NAMES = INPUT_NAMES  # what debx can feed (debx.contract)
@@ -72,7 +73,6 @@ def sample_indices(n_rows: int, num_samples: int, seed: int) -> np.ndarray:
 def calibration_data(cfg: CalibDataConfig, tokenizer, input_names: list[str] | tuple[str, ...],
                      max_len: int) -> CalibData:
     """Encode the sampled rows of `cfg.split`; each batch holds exactly the feeds named in `input_names`."""
-    from debx.tasks import get_task, load_split, split_path
     from debx.tokenizer import encode
 
     unknown = [n for n in input_names if n not in FEED_NAMES]

@@ -20,6 +20,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from debx.errors import ConfigError
+from debx.runtimes import native_ops, runner_for
+from debx.verbosity import say
+
 
 def export(checkpoint: str | Path, output: str | Path, **options):
     """Export a checkpoint folder to ONNX, validated against PyTorch (debx.exporters.export.ExportConfig fields as
@@ -37,10 +41,9 @@ def calibrate(model: str | Path, output: str | Path, task: str, **options):
     `gate` (a debx.gate.GateConfig or its mode: paper, relative, none) and `tolerance` set the gate the candidates
     must pass, as `debx calibrate --auto --gate --tolerance`. Returns a CalibrateResult (.output, .sidecar, .ranges,
     .metadata); progress lines go to stderr (silenced by DEBX_VERBOSITY=-1, the CLI's -q)."""
-    from debx.calib.calibrate import CalibrateConfig, calibrate as run
-
+    from debx.calib.calibrate import CalibrateConfig
+    from debx.calib.calibrate import calibrate as run
     from debx.gate import GateConfig
-    from debx.verbosity import say
 
     gate, tolerance = options.pop("gate", None), options.pop("tolerance", None)
     gate_cfg = gate if isinstance(gate, GateConfig) else GateConfig(mode=gate or "paper", tolerance=tolerance)
@@ -103,8 +106,6 @@ def load_runner(path: str | Path, *, tokenizer: str | Path | None = None, max_se
     The tokenizer comes from the checkpoint, the folder of a folder export, or the artifact's source checkpoint
     (its sidecar); `tokenizer=` overrides. `max_seq_len`: truncation length (default: the exported limit)."""
     from debx.artifacts import artifact_source, read_sidecar
-    from debx.errors import ConfigError
-    from debx.runtimes import runner_for
     from debx.tokenizer import load_tokenizer
 
     path = Path(path)
@@ -135,9 +136,6 @@ def load_runner(path: str | Path, *, tokenizer: str | Path | None = None, max_se
 def ops_library() -> Path:
     """The path of libdebx_ort_ops.so, the ONNX Runtime library of debx's custom nodes (built on first use, with a
     progress line on stderr): `onnxruntime.SessionOptions().register_custom_ops_library(str(ops_library()))`."""
-    from debx.runtimes import native_ops
-    from debx.verbosity import say
-
     cxx = native_ops._compiler()
     try:
         built = cxx is None or native_ops.verified(native_ops.cache_root() / native_ops._key(cxx) / native_ops.LIBRARY)

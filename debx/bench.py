@@ -44,6 +44,7 @@ import numpy as np
 
 from debx.artifacts import artifact_source, check_writable, package_versions, read_sidecar, stale_reason
 from debx.errors import ConfigError, DebxError, MissingDependencyError
+from debx.runtimes import backend_for, runner_for
 
 COMPARE = ("pytorch", "hf", "optimum", "optimum-fp32", "optimum-int8")
 FEED_VOCAB = 1000  # random input ids are drawn below this (and below every entry's vocabulary)
@@ -321,8 +322,6 @@ def file_engine(path: Path, threads: int | None, name: str | None = None, kind: 
     """An .onnx file or TensorRT plan, through the one runner constructor (debx.runtimes.runner_for). threads and
     provider (the ONNX Runtime execution provider: cpu | cuda | tensorrt; None: cpu) apply to the runtimes that
     take them (a TensorRT plan has neither)."""
-    from debx.runtimes import backend_for, runner_for
-
     backend = backend_for(path)
     try:
         runner = runner_for(path, where_taken=("threads", "provider"), threads=threads, provider=provider)

@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+import debx
 from debx.artifacts import check_writable, file_digest, read_onnx, read_sidecar, stale_reason
 from debx.contract import DEBX_ATTENTION, TRT_ATTENTION
 from debx.errors import ConfigError, DebxError, MissingDependencyError
@@ -393,8 +394,6 @@ class BuildResult:
 
 def build_engine(config: BuildConfig, log: Callable[[str], None] = lambda s: None) -> BuildResult:
     """ONNX -> serialized TensorRT engine (+ JSON sidecar), written atomically. `log` gets warnings (a stale ONNX)."""
-    import debx
-
     validate_config(config)
     facts = onnx_facts(config.onnx)
     plugins = default_plugins(config)

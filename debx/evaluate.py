@@ -10,8 +10,8 @@ from __future__ import annotations
 import itertools
 import json
 import sys
-import types
 import time
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -22,6 +22,7 @@ from debx import artifacts
 from debx.artifacts import file_digest, package_versions, write_json_atomic
 from debx.errors import ConfigError, DataError, check_at_least
 from debx.metrics import compute_metrics, predictions_from_outputs
+from debx.runtimes import runner_for
 from debx.tasks import Example, TaskSpec, check_model_labels, get_task, iter_split, split_path
 from debx.tokenizer import OVERFLOW, encode, load_tokenizer
 
@@ -165,7 +166,6 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
     """Score `cfg.engine` on a task split, streaming it: the split is read, tokenized and scored one chunk at a
     time (BatchStream), so memory stays flat whatever the split's size."""
     from debx.checkpoint import fingerprint, read_config
-    from debx.runtimes import runner_for
 
     engine = Path(cfg.engine)
     if not engine.exists():

@@ -22,6 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from debx.errors import ConfigError
+
 # the relative-position math lives below the model and the kernels (re-exported here: debx.model.relative_index etc.)
 from debx.relpos import log_bucket, relative_index, relative_index_reach, relative_index_table  # noqa: F401
 
@@ -92,8 +94,6 @@ class DebertaConfig:
     def validate(self) -> None:
         """Every value the model's shapes and switches depend on, checked before anything is allocated: one
         ConfigError naming the key and what it must be (a config.json typo or an absurd size is a user error)."""
-        from debx.errors import ConfigError
-
         def need(ok: bool, msg: str) -> None:
             if not ok:
                 raise ConfigError(msg)
@@ -177,8 +177,6 @@ class DebertaConfig:
         """One clear error (not an IndexError deep in an embedding) for a length past the absolute position table."""
         limit = self.length_limit
         if limit is not None and n > limit:
-            from debx.errors import ConfigError
-
             raise ConfigError(f"{what} {n} exceeds the model's limit of {limit} tokens (absolute position embeddings: "
                               f"max_position_embeddings {limit}, position_biased_input)")
 
@@ -197,8 +195,6 @@ class DebertaConfig:
     def set_gi_max_scope(self, scope: str, flag: str = "--gi-max-scope") -> None:
         """Override the giMLP threshold scope (a choice of the deployment, not a weight): "batch" as the reference
         code (one request's output depends on the others batched with it) or "example"."""
-        from debx.errors import ConfigError
-
         if scope not in GI_MAX_SCOPES:
             raise ConfigError(f"{flag} {scope!r}: choose one of {', '.join(GI_MAX_SCOPES)}")
         if not self.gated_layers():
@@ -212,8 +208,6 @@ class DebertaConfig:
         known = {f.name for f in fields(cls)}
         stray = sorted(k for k in d if k.startswith("gi_") and k not in known)
         if stray:  # a misspelt giMLP key would otherwise be ignored and the model silently behave otherwise
-            from debx.errors import ConfigError
-
             raise ConfigError(f"unknown giMLP key{'s' if len(stray) > 1 else ''} {', '.join(stray)} (known: "
                               f"{', '.join(sorted(k for k in known if k.startswith('gi_')))}, inhibition_level)")
         kw = {k: v for k, v in d.items() if k in known}
@@ -756,8 +750,6 @@ def check_fits_in_memory(cfg: DebertaConfig, head: str) -> None:
     except (ValueError, OSError, AttributeError):
         return
     if 4 * params > memory:
-        from debx.errors import ConfigError
-
         raise ConfigError(f"the model is too large for this machine: {params / 1e9:.1f}B parameters, "
                           f"{4 * params / 2**30:.1f} GiB in float32 (hidden_size {cfg.hidden_size}, "
                           f"{cfg.num_hidden_layers} layers, intermediate_size {cfg.intermediate_size}, vocab_size "

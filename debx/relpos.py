@@ -9,6 +9,8 @@ from functools import lru_cache
 
 import torch
 
+from debx.errors import ConfigError
+
 
 def log_bucket(relative_pos: torch.Tensor, buckets: int, max_position: int) -> torch.Tensor:
     """DeBERTa-v2 log-bucket positions: exact for |r| < buckets/2, logarithmic beyond (float32 math, as the reference)."""
@@ -45,8 +47,6 @@ def relative_index_reach(span: int, buckets: int, max_relative: int) -> int:
         if int(t[0]) == 0 and int(t[-1]) == 2 * span - 1 and bool((t[1:] >= t[:-1]).all()):
             return length
         if length >= cap:
-            from debx.errors import ConfigError
-
             raise ConfigError(f"log-bucket relative positions (position_buckets {buckets}, max_relative_positions "
                               f"{max_relative}) never reach the ends of the {2 * span}-slot table")
         length = min(2 * length, cap)

@@ -17,6 +17,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from debx.contract import DEBX_ATTENTION, TOKENIZER_FILES
 from debx.errors import ConfigError
 
 DEFAULT_OPS_LIBRARY = "/opt/debx/lib/libdebx_ort_ops.so"  # where the Dockerfile installs it
@@ -187,9 +188,14 @@ def ensemble_config(cfg: TritonConfig, inputs: list[str], outputs: list[dict], t
 
 def package_triton(cfg: TritonConfig) -> TritonResult:
     """Write the model repository of `cfg.model` (see the module docstring); ConfigError for what cannot be served."""
-    from debx.artifacts import artifact_source, atomic_dir, input_files, read_onnx, read_sidecar, \
-        refuse_overwriting_inputs
-    from debx.contract import DEBX_ATTENTION, TOKENIZER_FILES
+    from debx.artifacts import (
+        artifact_source,
+        atomic_dir,
+        input_files,
+        read_onnx,
+        read_sidecar,
+        refuse_overwriting_inputs,
+    )
 
     if cfg.model.suffix.lower() != ".onnx":
         raise ConfigError(f"{cfg.model}: debx package --triton takes an ONNX export (.onnx)")

@@ -15,6 +15,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from debx.errors import ConfigError
+
 TINY = dict(  # shared by every tiny variant: 2 layers, 4 heads of 8, odd FFN width to catch shape slips;
     # weights 10x the usual init scale so attention is peaked and outputs are O(1), not a near-uniform blur that
     # would hide position-index mistakes
@@ -78,8 +80,6 @@ HF_CLASSES = {  # (model_type, head) -> (config class, model class) in transform
 
 
 def get_variant(name: str) -> Variant:
-    from debx.errors import ConfigError
-
     if name not in VARIANTS:
         raise ConfigError(f"unknown variant {name!r}: choose one of {', '.join(VARIANTS)}")
     return VARIANTS[name]

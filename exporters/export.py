@@ -31,12 +31,21 @@ from typing import Iterator
 import torch
 
 import debx.model as dm
-from debx.artifacts import (check_writable, package_versions, previous_onnx_data, save_onnx_model, staged_files,
-                            weights_bytes, write_json_atomic)
+from debx import __version__
+from debx.artifacts import (
+    check_writable,
+    package_versions,
+    previous_onnx_data,
+    save_onnx_model,
+    staged_files,
+    weights_bytes,
+    write_json_atomic,
+)
 from debx.contract import DEBX_ATTENTION, INLINE_WEIGHTS_LIMIT, TOKENIZER_FILES
 from debx.errors import CheckpointError, ConfigError
 from debx.exporters.attention import MODES, check_supported, emitter
 from debx.exporters.onnx_config import BATCH_AXIS, HEADS, OPTIMUM_AXES, SEQUENCE_AXIS, onnx_config_for
+from debx.runtimes.native_ops import LIBRARY
 
 FOLDER_MODEL = "model.onnx"  # the graph's name in a folder target (the name Optimum's from_pretrained looks for)
 EXTERNAL_DATA_THRESHOLD = INLINE_WEIGHTS_LIMIT  # protobuf's 2 GB limit, minus room for the graph (debx.contract)
@@ -208,7 +217,6 @@ def tidy_graph(model, *, name: str, metadata: dict[str, str]):
         t.name = new
     model.graph.name = name
     model.producer_name = "debx"
-    from debx import __version__
 
     model.producer_version = __version__
     del model.metadata_props[:]
@@ -233,7 +241,6 @@ def custom_ops_entry(mode: str) -> dict | None:
     ops only, or TensorRT's own DisentangledAttention_TRT plugin)."""
     if mode != "debx":
         return None
-    from debx.runtimes.native_ops import LIBRARY
 
     return {"domain": DEBX_ATTENTION.domain, "ops": [DEBX_ATTENTION.name], "onnxruntime_library": LIBRARY,
             "tensorrt_library": "libdebx_plugins.so",
@@ -315,11 +322,11 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
     import onnx
 
     from debx.contract import HEAD_OUTPUTS
-    from debx.runtimes.torch import load_for_head
-    from debx.variants import describe_variant
     from debx.exporters import checks
     from debx.exporters.fp16 import KEEP_FP32
     from debx.exporters.validate import ValidationFailed, expected_axes, validate_onnx
+    from debx.runtimes.torch import load_for_head
+    from debx.variants import describe_variant
 
     _check_request(cfg)
     model, ckpt, head = load_for_head(cfg.checkpoint, cfg.head)

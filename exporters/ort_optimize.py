@@ -21,6 +21,7 @@ from pathlib import Path
 
 from debx.contract import INLINE_WEIGHTS_LIMIT
 from debx.errors import ConfigError, MissingDependencyError
+from debx.runtimes.native_ops import library_path
 
 MSFT = "com.microsoft"
 
@@ -64,7 +65,6 @@ def _register_custom_ops(so, src: Path, graph) -> None:
     if found != {(DEBX_DOMAIN, DEBX_OP)}:
         raise ConfigError(f"{src.name}: ONNX Runtime's offline optimisation supports debx attention nodes only "
                           "(export with --attention debx, fast or onnx)")
-    from debx.runtimes.native_ops import library_path
 
     so.register_custom_ops_library(str(library_path()))
 

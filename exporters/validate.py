@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from debx.artifacts import read_onnx, read_sidecar, stale_reason
-from debx.errors import ConfigError, DebxError, GateFailed
 from debx.contract import HEAD_OUTPUTS, input_names
-from debx.runtimes.compare import Case, Comparator, OutputDiff
+from debx.errors import ConfigError, DebxError, GateFailed
 from debx.exporters.onnx_config import BATCH_AXIS, SEQUENCE_AXIS, Tolerance, tolerance_for
+from debx.runtimes.compare import Case, Comparator, OutputDiff
+from debx.tasks import load_split
 
 FALLBACK_SENTENCES = [  # used when no GLUE folder is around (e.g. a user's machine); plain, varied English
     "The film is a quiet, patient portrait of a family that slowly learns to talk again.",
@@ -66,8 +67,6 @@ class ValidationReport:
 def real_sentences(data_dir: str | Path | None = None) -> tuple[list[str], list[tuple[str, str]], str]:
     """(single sentences, sentence pairs, where they came from): GLUE SST-2 and MRPC dev, else the built-in set."""
     try:
-        from debx.tasks import load_split
-
         singles = [e.text_a for e in load_split("sst2", data_dir, "dev", limit=64)]
         pairs = [(e.text_a, e.text_b) for e in load_split("mrpc", data_dir, "dev", limit=16)]
         return singles, pairs, "GLUE SST-2 + MRPC dev"
@@ -255,9 +254,9 @@ def validate_onnx(onnx_path: str | Path, checkpoint: str | Path | None = None, *
     """
     import onnx
 
+    from debx.exporters import checks
     from debx.runtimes.onnxruntime import OnnxRuntimeRunner
     from debx.runtimes.torch import TorchRunner, load_for_head, resolve_head
-    from debx.exporters import checks
 
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
@@ -319,9 +318,9 @@ def validate_onnx(onnx_path: str | Path, checkpoint: str | Path | None = None, *
                      "argmax": f"{d.argmax_same}/{d.argmax_total}" if d.argmax_total else None} for d in diffs]
     # FP16: no intermediate may overflow on these real inputs
     if precision == "fp16" and check_overflow:
-        from debx.exporters.fp16 import overflow_problems
-
         from onnx.external_data_helper import uses_external_data
+
+        from debx.exporters.fp16 import overflow_problems
 
         external = any(uses_external_data(t) for t in graph.graph.initializer)
         report.failures += overflow_problems(graph, [c.feeds for c in cases],

@@ -24,6 +24,12 @@ PACKAGES = ("debx", "exporters", "calib")
 # folders outside debx/ that install as its subpackages (pyproject.toml [tool.setuptools.package-dir])
 INSTALLED_AS = {"exporters": "debx.exporters", "calib": "debx.calib"}
 MAX_UPWARD = 1
+# Imports inside functions are how debx stays quick to start (`debx --help`, `import debx`) and how `train`/`export`
+# run without a GPU stack: one is deferred FOR A REASON when the module it reaches pulls in one of these at module
+# level (itself or through the internal modules it imports at module level). Any other internal import belongs at the
+# top of the file, where a reader sees what the module stands on.
+HEAVY = ("torch", "onnx", "onnxruntime", "onnxruntime_extensions", "onnxscript", "transformers", "triton", "tensorrt",
+         "sklearn", "scipy", "matplotlib", "sentencepiece", "safetensors", "numpy", "rich", "typer")
 
 # The layers, ground first. A module belongs to the first layer with a prefix that matches it (a prefix ending in "."
 # covers a whole package; otherwise the name must match exactly).
@@ -75,7 +81,13 @@ class Edge:
 
     def __str__(self) -> str:
         where = "inside a function" if self.in_function else "module level"
-        return f"{self.src} -> {self.dst}  ({self.src.replace('.', '/')}.py:{self.line}, {where})"
+        return f"{self.src} -> {self.dst}  ({source_file(self.src)}:{self.line}, {where})"
+
+
+def source_file(module: str, root: Path = ROOT) -> str:
+    """The file of an internal module, relative to the checkout (exporters/x.py for debx.exporters.x)."""
+    path = modules(root).get(module)
+    return str(path.relative_to(root)) if path else module.replace(".", "/") + ".py"
 
 
 def _resolve(name: str, known: dict[str, Path]) -> str | None:
@@ -86,6 +98,56 @@ def _resolve(name: str, known: dict[str, Path]) -> str | None:
         if cand in known:
             return cand
     return None
+
+
+def external_imports(root: Path = ROOT) -> dict[str, set[str]]:
+    """Module -> the top-level external packages it imports at module level (outside functions)."""
+    known = modules(root)
+    out: dict[str, set[str]] = {}
+    for mod, path in known.items():
+        tree = ast.parse(path.read_text(), filename=str(path))
+        names: set[str] = set()
+        for node in tree.body:  # module level only (a try/if at module level counts too)
+            for sub in ast.walk(node):
+                if isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    continue
+                if isinstance(sub, ast.Import):
+                    names |= {a.name.split(".")[0] for a in sub.names}
+                elif isinstance(sub, ast.ImportFrom) and not sub.level and sub.module:
+                    names.add(sub.module.split(".")[0])
+        out[mod] = {n for n in names if _resolve(n, known) is None}
+    return out
+
+
+def heavy_at_import(es: list[Edge], root: Path = ROOT) -> dict[str, set[str]]:
+    """Module -> the HEAVY packages importing it loads (through its module-level internal imports, transitively)."""
+    ext = external_imports(root)
+    below: dict[str, list[str]] = {}
+    for e in es:
+        if not e.in_function:
+            below.setdefault(e.src, []).append(e.dst)
+    out: dict[str, set[str]] = {}
+
+    def visit(m: str, seen: set[str]) -> set[str]:
+        if m in out:
+            return out[m]
+        seen.add(m)
+        heavy = {n for n in ext.get(m, ()) if n in HEAVY}
+        for d in below.get(m, ()):
+            if d not in seen:
+                heavy |= visit(d, seen)
+        out[m] = heavy
+        return heavy
+
+    for m in ext:
+        visit(m, set())
+    return out
+
+
+def needless_deferred(es: list[Edge], root: Path = ROOT) -> list[Edge]:
+    """Imports inside functions of modules that load no HEAVY package: nothing is saved by deferring them."""
+    heavy = heavy_at_import(es, root)
+    return [e for e in es if e.in_function and not heavy.get(e.dst)]
 
 
 def edges(root: Path = ROOT) -> list[Edge]:
@@ -178,7 +240,11 @@ def report(es: list[Edge]) -> str:
     for i, (name, prefixes) in enumerate(LAYERS):
         lines.append(f"  {i} {name:9s} {', '.join(p.rstrip('.') + ('.*' if p.endswith('.') else '') for p in prefixes)}")
     inside = sum(e.in_function for e in es)
-    lines.append(f"{len(es)} internal imports ({inside} inside functions)")
+    needless = needless_deferred(es)
+    lines.append(f"{len(es)} internal imports ({inside} inside functions: {inside - len(needless)} defer a heavy "
+                 f"package, {len(needless)} defer nothing)")
+    for e in needless:
+        lines.append(f"  defers nothing: {e}")
     cs = circles(es)
     lines.append(f"{len(cs)} import circle(s)")
     for c in cs:

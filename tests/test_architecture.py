@@ -58,6 +58,29 @@ def test_imports_run_downhill(edges):
     assert len(ups) <= max(ig.MAX_UPWARD, len(KNOWN_UPWARD)), ig.report(edges)
 
 
+def test_imports_inside_functions_defer_a_heavy_package(edges):
+    """An internal import is deferred into a function only when importing it at the top would load a heavy stack
+    (torch, onnx, onnxruntime, transformers, ...; scripts/import_graph.HEAVY): the others sit at the top of the file."""
+    needless = ig.needless_deferred(edges)
+    assert not needless, "imports inside functions that defer nothing:\n" + "\n".join(map(str, needless))
+
+
+def test_the_checker_tells_deferred_from_needlessly_deferred(tmp_path):
+    for pkg in ig.PACKAGES:
+        (tmp_path / pkg).mkdir()
+        (tmp_path / pkg / "__init__.py").write_text("")
+    (tmp_path / "debx" / "heavy.py").write_text("import torch\n")
+    (tmp_path / "debx" / "via.py").write_text("from debx import heavy\n")  # heavy through another module
+    (tmp_path / "debx" / "light.py").write_text("import os\n")
+    (tmp_path / "debx" / "user.py").write_text(textwrap.dedent("""\
+        def f():
+            from debx import via
+            from debx import light
+        """))
+    es = ig.edges(tmp_path)
+    assert [(e.src, e.dst) for e in ig.needless_deferred(es, tmp_path)] == [("debx.user", "debx.light")]
+
+
 def test_known_violations_are_still_there(edges):
     """A fixed violation leaves the known lists (so they only shrink)."""
     gone_c = [c for c in KNOWN_CIRCLES if c not in ig.circles(edges)]

@@ -14,6 +14,7 @@ import sys
 
 import typer
 
+from debx import __version__, verbosity
 from debx.errors import ConfigError, DebxError
 
 COMMANDS: list[tuple[str, str]] = [
@@ -44,8 +45,6 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        from debx import __version__
-
         print(f"debx {__version__}")
         raise typer.Exit()
 
@@ -59,8 +58,6 @@ def _root(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only results and errors: no progress or info lines."),
 ) -> None:
     """Root flags: --version, -v/-q (before the command: `debx -q eval ...`)."""
-    from debx import verbosity
-
     if verbose and quiet:
         raise ConfigError("-v and -q contradict each other: choose one")
     verbosity.set_level(verbosity.VERBOSE if verbose else verbosity.QUIET if quiet else verbosity.NORMAL)

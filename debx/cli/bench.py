@@ -7,6 +7,8 @@ from typing import List, Optional
 
 import typer
 
+from debx import verbosity
+from debx.errors import ConfigError
 
 EXAMPLES = (
     ("debx bench --model runs/sst2 --engine runs/sst2.onnx --engine runs/sst2.int8.onnx --batch 1,8 --seq 128",
@@ -63,7 +65,6 @@ def command(
                       compare=tuple(c.strip() for c in compare.split(",") if c.strip()), warmup=warmup,
                       iters=iters, seconds=seconds, block=block, ratio_to=ratio_to, seed=seed, json_path=json_out, plot_path=plot,
                       device=device, provider=provider)
-    from debx import verbosity
 
     con = Console(stderr=True)
     res = run_bench(cfg, progress=verbosity.progress(lambda msg: con.print(f"[dim]{msg}[/dim]")))
@@ -92,7 +93,6 @@ def _op_bench(op, dtype, batch, seq, device, compare, warmup, iters, seed, json_
 
     from debx.artifacts import refuse_overwriting_inputs
     from debx.bench import parse_int_list
-    from debx.errors import ConfigError
     from debx.opbench import LAYER_ENTRIES, OP_ENTRIES, OpBenchConfig, op_table_rows, run_op_bench
 
     if model or engine:
@@ -102,7 +102,6 @@ def _op_bench(op, dtype, batch, seq, device, compare, warmup, iters, seed, json_
     cfg = OpBenchConfig(op=op, batches=parse_int_list(batch, "--batch"), seqs=parse_int_list(seq, "--seq"),
                         device=device or "cuda", dtype=dtype, compare=entries, warmup=max(1, warmup),
                         iters=iters or 50, seed=seed)
-    from debx import verbosity
 
     con = Console(stderr=True)
     report = run_op_bench(cfg, progress=verbosity.progress(lambda msg: con.print(f"[dim]{msg}[/dim]")))

@@ -8,6 +8,8 @@ from typing import List, Optional
 
 import typer
 
+from debx import verbosity
+from debx.errors import ConfigError
 
 EXAMPLES = (
     ("debx build runs/sst2.onnx -o runs/sst2.plan --fp16", "an FP16 TensorRT plan"),
@@ -36,7 +38,6 @@ def command(
     10 precision flags or the TensorRT 11 strongly typed path, debx/NVIDIA attention plugins, and a JSON sidecar
     (versions, flags, profiles). Needs TensorRT and an NVIDIA GPU; says so in one line when they are missing."""
     from debx.engine import BuildConfig, build_engine, parse_shape
-    from debx.errors import ConfigError
 
     chosen = [name for name, on in (("fp16", fp16), ("int8", int8), ("bf16", bf16)) if on]
     if len(chosen) > 1:
@@ -45,7 +46,6 @@ def command(
                       strongly_typed=strongly_typed, plugins=list(plugins),
                       min_shape=parse_shape(min_shape, "--min"), opt_shape=parse_shape(opt_shape, "--opt"),
                       max_shape=parse_shape(max_shape, "--max"), workspace_mib=workspace)
-    from debx import verbosity
 
     result = build_engine(cfg, log=verbosity.progress(lambda msg: print(msg, file=sys.stderr)))
     flags = ", ".join(result.selection.builder_flags) or "none"

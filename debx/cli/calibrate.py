@@ -7,6 +7,7 @@ from typing import List, Optional
 
 import typer
 
+from debx import verbosity
 
 EXAMPLES = (
     ("debx calibrate runs/sst2.onnx --task sst2 -o runs/sst2.int8.onnx", "INT8 for TensorRT and ONNX Runtime"),
@@ -78,7 +79,6 @@ def command(
         auto_cfg=AutoConfig(max_steps=max_steps, step=step, eval_limit=eval_limit), reference=reference,
         trt_version=trt_version, threads=threads, target=target, activations=activations,
     )
-    from debx import verbosity
 
     con = Console()
     # --auto gates candidates with debx eval: built here and handed down (calibration does not import evaluation)

@@ -7,6 +7,8 @@ from typing import List, Optional
 
 import typer
 
+from debx import verbosity
+from debx.errors import ConfigError, GateFailed
 
 EXAMPLES = (
     ("debx eval --task sst2 --model runs/sst2", "the PyTorch checkpoint"),
@@ -50,8 +52,6 @@ def command(
     from rich.console import Console
     from rich.table import Table
 
-    from debx import verbosity
-    from debx.errors import ConfigError
     from debx.evaluate import EvalConfig, evaluate, write_report
 
     if (model is None) == (engine is None):
@@ -110,7 +110,6 @@ def command(
 
 
 def _gate(cfg, res, reference, gate_cfg, report, con) -> None:
-    from debx.errors import GateFailed
     from debx.evaluate import gate_against, gate_notes, write_gate_outputs
     from debx.report import markdown_table
 

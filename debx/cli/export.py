@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from debx import verbosity
 
 EXAMPLES = (
     ("debx export runs/sst2 -o runs/sst2.onnx", "FP32, standard ops, validated against PyTorch"),
@@ -54,7 +55,6 @@ def command(
     """Export a checkpoint to ONNX and validate it against PyTorch (exit 1 and no file when validation fails)."""
     from rich.console import Console
 
-    from debx import verbosity
     from debx.exporters.export import ExportConfig, export_onnx
     from debx.exporters.validate import print_report
 

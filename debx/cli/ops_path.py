@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from debx.api import ops_library
+
 EXAMPLES = (
     ("debx ops-path", "the path alone on stdout (a progress line on stderr when it builds)"),
     ("export DEBX_ORT_OPS=$(debx -q ops-path)", "for a service's so.register_custom_ops_library($DEBX_ORT_OPS)"),
@@ -18,6 +20,4 @@ def command() -> None:
         so.register_custom_ops_library("$(debx ops-path)")
         onnxruntime.InferenceSession("model.onnx", so)
     """
-    from debx.api import ops_library
-
     print(ops_library())

@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from debx.triton import TritonConfig, package_triton
+
 EXAMPLES = (
     ("debx package runs/sst2.onnx --triton runs/triton", "ensemble debx = debx_tokenizer (Python) -> debx_model"),
     ("debx package runs/sst2.debx.onnx --triton repo --name sst2 --max-batch-size 64 --pad-to 64",
@@ -29,8 +31,6 @@ def command(
 ) -> None:
     """Write a Triton Inference Server model repository for an ONNX export: the model (ONNX Runtime backend, dynamic
     batching), tokenization as a Python-backend model, and an ensemble that takes text."""
-    from debx.triton import TritonConfig, package_triton
-
     res = package_triton(TritonConfig(model=model, output=triton, name=name, max_batch_size=max_batch_size,
                                       pad_to=pad_to, max_queue_delay_us=max_queue_delay_us, ops_library=ops_library,
                                       tokenizer=tokenizer))

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from debx import verbosity
 
 EXAMPLES = (
     ("debx train --task sst2 --preset tiny -o runs/sst2 --epochs 1", "a tiny DeBERTa-v3 from scratch"),
@@ -48,7 +49,6 @@ def command(
     from rich.console import Console
     from rich.table import Table
 
-    from debx import verbosity
     from debx.train import TrainConfig, train
 
     cfg = TrainConfig(task=task, output_dir=output, data_dir=data_dir, model=model, preset=preset, tokenizer=tokenizer,

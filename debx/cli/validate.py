@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from debx import verbosity
+from debx.errors import ConfigError
 
 EXAMPLES = (
     ("debx validate runs/sst2.onnx", "against the checkpoint its sidecar names"),
@@ -28,7 +30,6 @@ def command(
     (exit 1 listing every failure)."""
     from rich.console import Console
 
-    from debx.errors import ConfigError
     from debx.artifacts import artifact_source
     from debx.exporters.validate import print_report, validate_onnx
 
@@ -37,7 +38,6 @@ def command(
         if model is None:
             raise ConfigError(f"{onnx_file}: no sidecar names the source checkpoint; pass --model CKPT_DIR")
     precision = None if fp16 is None else ("fp16" if fp16 else "fp32")
-    from debx import verbosity
 
     con = Console()
     with verbosity.status(con, f"validating {onnx_file} against {model}"):

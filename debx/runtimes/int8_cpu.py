@@ -31,6 +31,9 @@ import math
 import os
 from collections import defaultdict
 
+from debx.errors import ConfigError
+from debx.runtimes import native_ops
+
 MATMUL = ("com.microsoft", "MatMulIntegerToFloat")
 MATMUL_OPS = ("DebxMatMulInt8", "DebxMatMulInt8Add", "DebxMatMulInt8GeluQuantize")
 NORM_OP = "DebxLayerNormQuantize"
@@ -39,8 +42,6 @@ BF16_ATTENTION = "DebxDisentangledAttention(bf16)"  # a count key: attention nod
 
 
 def native() -> bool:
-    from debx.runtimes import native_ops
-
     return native_ops.available()
 
 
@@ -54,22 +55,16 @@ def family_available(name: str) -> bool:
         return True
     if not native():
         return False
-    from debx.runtimes import native_ops
-
     return native_ops.int8_family_available(FAMILIES.index(name))
 
 
 def _forced() -> str | None:
-    from debx.errors import ConfigError
-
     name = os.environ.get(FAMILY_ENV, "").strip()
     if not name:
         return None
     if name not in FAMILIES:
         raise ConfigError(f"{FAMILY_ENV}={name}: unknown kernel family (choose from {', '.join(FAMILIES)})")
     if not family_available(name):
-        from debx.runtimes import native_ops
-
         why = ("the native ops are unavailable: " + native_ops.unavailable_reason() if not native()
                else "this CPU (or OS) lacks its instructions" + (" (AMX-INT8 tiles)" if name == "amx" else
                                                                  " (AVX-512 F/BW/VL/DQ + VNNI)"))
@@ -101,8 +96,6 @@ def amx_bf16() -> bool:
     $DEBX_CPU_KERNELS naming another family)."""
     if os.environ.get("DEBX_AMX", "1") == "0" or _forced() not in (None, "amx") or not native():
         return False
-    from debx.runtimes import native_ops
-
     return native_ops.amx_bf16_available()
 
 

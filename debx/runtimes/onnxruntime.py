@@ -12,11 +12,12 @@ from typing import Mapping
 
 import numpy as np
 
-from debx.errors import ConfigError, MissingDependencyError, check_at_least
 from debx.artifacts import read_onnx, read_sidecar, weights_bytes
 from debx.contract import INLINE_WEIGHTS_LIMIT
-from debx.runtimes import int8_cpu
+from debx.errors import ConfigError, MissingDependencyError, check_at_least
+from debx.runtimes import int8_cpu, native_ops
 from debx.runtimes.base import Runner
+from debx.runtimes.native_ops import library_path
 
 PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
@@ -49,8 +50,6 @@ def session_options(threads: int | None = None, custom_ops: bool = False):
 
         so.register_custom_ops_library(register())
         if native_ops_enabled():
-            from debx.runtimes.native_ops import library_path
-
             so.register_custom_ops_library(str(library_path()))
     return so
 
@@ -61,8 +60,6 @@ _warned_native = False
 def native_ops_enabled() -> bool:
     """Whether debx nodes run on the native kernel (else on the NumPy reference, with a one-time warning)."""
     global _warned_native
-    from debx.runtimes import native_ops
-
     if native_ops.available():
         return True
     if not _warned_native:

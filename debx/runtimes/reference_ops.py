@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from debx.contract import CUSTOM_OPS, DEBX_ATTENTION, TRT_ATTENTION
+from debx.errors import MissingDependencyError
 
 # the ops' identity is debx.contract's (held against the C++ registrations by tests/test_contract.py)
 DEBX_DOMAIN = DEBX_ATTENTION.domain
@@ -142,8 +143,6 @@ def register() -> str:
     try:
         from onnxruntime_extensions import PyCustomOpDef, get_library_path, onnx_op
     except ImportError:
-        from debx.errors import MissingDependencyError
-
         raise MissingDependencyError("graphs with custom attention nodes need onnxruntime-extensions for their CPU "
                                      "reference: pip install 'debx[onnx]'") from None
     if not _registered:

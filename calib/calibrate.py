@@ -46,6 +46,7 @@ from debx.tasks import get_task
 PRECISIONS = ("int8", "fp16")
 TARGETS = ("trt", "ort")  # trt: symmetric int8 activations (TensorRT and ONNX Runtime); ort: ONNX Runtime CPU only
 TARGET_ACTIVATIONS = {"trt": "int8", "ort": "uint8"}
+EMBEDDINGS = ("int8", "float")  # int8: embedding tables with per-row scales (calib/qdq.py quantize_embeddings)
 RANGES_SUFFIX = ".ranges.json"
 TRT_CACHE_SUFFIX = ".calib.cache"
 
@@ -77,6 +78,9 @@ class CalibrateConfig:
     # otherwise, and the written model is optimised offline for ONNX Runtime's CPU provider (exporters/ort_optimize.py)
     target: str = "trt"
     activations: str | None = None  # explicit --activations: wins over the target's default
+    # embedding tables (word, absolute position): int8 with per-row scales, or float; default int8 for --target ort,
+    # float otherwise (TensorRT files keep them float)
+    embeddings: str | None = None
 
     def __post_init__(self) -> None:
         self.model, self.output = Path(self.model), Path(self.output)
@@ -90,6 +94,13 @@ class CalibrateConfig:
         act = self.activations or (TARGET_ACTIVATIONS["ort"] if self.target == "ort" else None)
         if act is not None and act != self.policy.activation_type:
             self.policy = replace(self.policy, activation_type=act)
+        if self.embeddings is None:
+            self.embeddings = "int8" if self.target == "ort" else "float"
+        elif self.embeddings not in EMBEDDINGS:
+            raise ConfigError(f"--embeddings {self.embeddings!r}: choose one of {', '.join(EMBEDDINGS)}")
+        elif self.embeddings == "int8" and self.target != "ort":
+            raise ConfigError("--embeddings int8 applies to --target ort (ONNX Runtime CPU); TensorRT files keep "
+                              "their embedding tables in float")
         if self.method not in METHODS:
             raise ConfigError(f"--method {self.method!r}: choose one of {', '.join(METHODS)}")
 
@@ -275,11 +286,15 @@ def calibrate(cfg: CalibrateConfig, log: Callable[[str], None] = lambda s: None,
         scratch.mkdir()
         meta: dict = {}
         if cfg.precision == "int8":
+            # embedding tables first: ranges, placement and --auto's candidates all see the graph that ships
+            base, embeddings = _embeddings(cfg, model, log)
             range_cfg = RangeConfig(method=cfg.method, percentile=cfg.percentile, num_bins=cfg.num_bins,
                                     op_types=cfg.policy.op_types)
-            ranges = compute_ranges(model, data.batches, range_cfg, scratch, cfg.threads)
+            ranges = compute_ranges(base, data.batches, range_cfg, scratch, cfg.threads)
             log(f"ranges: {len(ranges.tensors)} tensors ({cfg.method})")
-            result_model, int8_meta = _int8(cfg, model, ranges, data, sidecar_in, scratch, log, evaluator)
+            result_model, int8_meta = _int8(cfg, base, ranges, data, sidecar_in, scratch, log, evaluator)
+            del base
+            int8_meta["quantization"]["embeddings"] = embeddings
             meta.update(int8_meta)
         else:
             ranges = compute_ranges(model, data.batches, RangeConfig(method="minmax", op_types=None), scratch,
@@ -324,6 +339,19 @@ def _optimize_for_ort(model, staged: Path, scratch: Path, data_name: str) -> tup
     save_model_copy(model, plain)
     optimized, stats = optimized_model(plain, scratch)
     return save_model_copy(optimized, staged, data_name), {"level": "ORT_ENABLE_EXTENDED", **stats}
+
+
+def _embeddings(cfg, model, log):
+    """(the model whose matmuls get quantized, what happened to its embedding tables for the sidecar)."""
+    if cfg.embeddings != "int8":
+        return model, {"format": "float", "tables": {}}
+    from debx.calib.qdq import quantize_embeddings
+
+    quantized, summary = quantize_embeddings(model)
+    for name, t in summary["tables"].items():
+        log(f"embeddings: {name} {t['shape'][0]}x{t['shape'][1]} int8 with per-row scales "
+            f"({t['float_bytes'] / 2**20:.1f} -> {t['int8_bytes'] / 2**20:.1f} MiB, max |error| {t['max_abs_error']:.2g})")
+    return quantized, summary
 
 
 def _int8(cfg, model, ranges, data, sidecar_in, scratch, log, evaluator: Evaluator | None):

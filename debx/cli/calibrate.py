@@ -44,6 +44,9 @@ def command(
     activations: Optional[str] = typer.Option(None, "--activations", help="int8 (symmetric; ONNX Runtime and "
                                               "TensorRT) or uint8 (asymmetric; ONNX Runtime CPU only). Default: "
                                               "the --target's (trt: int8, ort: uint8)."),
+    embeddings: Optional[str] = typer.Option(None, "--embeddings", help="Embedding tables (word, absolute "
+                                             "position): int8 (one scale per row; a quarter of the size) or float. "
+                                             "Default: int8 for --target ort, float for trt."),
     exclude: List[str] = typer.Option([], "--exclude", help="Node name (or substring) kept in float; repeatable."),
     auto: bool = typer.Option(False, "--auto", help="Evaluate on dev and move the most sensitive matmuls back to "
                               "float, one step at a time, until the gate passes."),
@@ -78,6 +81,7 @@ def command(
         fp16=FP16Config(overflow_margin=fp16_margin), auto=auto,
         auto_cfg=AutoConfig(max_steps=max_steps, step=step, eval_limit=eval_limit), reference=reference,
         trt_version=trt_version, threads=threads, target=target, activations=activations,
+        embeddings=embeddings,
     )
 
     con = Console()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Compile everything under plugins/ the way CI does: the TensorRT plugin library (CUDA kernels for sm_80 and sm_90),
 # the C++ unit tests of the plugin classes, the CPU build of the op and the C++ runtime (tokenizer tool + engine
-# objects). No GPU is needed: nothing here launches a kernel.
+# library; debx_serve is linked only where libnvinfer is). No GPU is needed: nothing here launches a kernel.
 #
 # TensorRT 10 headers come from the kernel-lens sdist on PyPI; they are unpacked into a cache folder, never into the
 # repository.
@@ -15,37 +15,18 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-CACHE="${DEBX_CACHE:-$HOME/.cache/debx}"
-VERSION="2.0.1"
-HEADERS_ROOT="$CACHE/kernel-lens-$VERSION"
-TRT_INCLUDE="$HEADERS_ROOT/kernel_lens/include/tensorrt"
 BUILD="${DEBX_BUILD_DIR:-$(dirname "$HERE")/build/plugins}"  # per checkout: a CMake cache is tied to its source folder
 ARCHS="${DEBX_CUDA_ARCHITECTURES:-80;90}"
 JOBS="${DEBX_JOBS:-2}"
-PIP="${PIP:-python3 -m pip}"
 
 fail() { echo "ci_compile: error: $*" >&2; exit 1; }
 
 command -v cmake >/dev/null || fail "cmake not found"
 command -v nvcc >/dev/null || fail "nvcc not found (install the CUDA toolkit, or put it on PATH)"
 
-# ---- TensorRT headers (kernel-lens sdist) -------------------------------------------------------------------------
-if [ ! -f "$TRT_INCLUDE/NvInferRuntime.h" ]; then
-  mkdir -p "$CACHE"
-  download="$(mktemp -d "$CACHE/download.XXXXXX")"
-  trap 'rm -rf "$download"' EXIT
-  echo "ci_compile: downloading kernel-lens==$VERSION (TensorRT 10 headers)"
-  $PIP download --quiet --no-deps --no-binary :all: "kernel-lens==$VERSION" -d "$download" \
-    || fail "pip download kernel-lens==$VERSION failed"
-  sdist="$(ls "$download"/kernel_lens-"$VERSION".tar.gz 2>/dev/null || true)"
-  [ -n "$sdist" ] || fail "kernel-lens sdist not found after download"
-  unpack="$(mktemp -d "$CACHE/unpack.XXXXXX")"
-  tar -xzf "$sdist" -C "$unpack" --strip-components=1
-  rm -rf "$HEADERS_ROOT"
-  mv "$unpack" "$HEADERS_ROOT" # atomic: the folder appears complete or not at all
-  [ -f "$TRT_INCLUDE/NvInferRuntime.h" ] || fail "NvInferRuntime.h not in the kernel-lens sdist"
-fi
-grep -q "define TRT_MAJOR_ENTERPRISE 10" "$TRT_INCLUDE/NvInferVersion.h" || fail "expected TensorRT 10 headers"
+# ---- TensorRT headers (kernel-lens sdist, cached; trt_headers.sh) ------------------------------------------------
+TRT_INCLUDE="$(bash "$HERE/trt_headers.sh" | tail -n1)" || fail "TensorRT headers not available"
+TRT_INCLUDE="${TRT_INCLUDE#TENSORRT_INCLUDE_DIR=}"
 
 # ---- configure + build --------------------------------------------------------------------------------------------
 echo "ci_compile: configuring $BUILD (CUDA architectures $ARCHS)"
@@ -60,6 +41,7 @@ cmake --build "$BUILD" -j"$JOBS"
 test -f "$BUILD/libdebx_plugins.so" || fail "libdebx_plugins.so was not built"
 test -x "$BUILD/debx_plugin_tests" || fail "debx_plugin_tests was not built"
 test -x "$BUILD/runtime/debx_tokenize" || fail "debx_tokenize was not built"
+test -f "$BUILD/runtime/libdebx_engine.a" || fail "libdebx_engine.a (the engine library) was not built"
 # Every requested architecture has device code in the library (cuobjdump when the toolkit has it, else the
 # fatbinary's embedded target names).
 for arch in ${ARCHS//;/ }; do
@@ -69,5 +51,5 @@ for arch in ${ARCHS//;/ }; do
     strings "$BUILD/libdebx_plugins.so" | grep "sm_$arch" >/dev/null || fail "libdebx_plugins.so has no sm_$arch code"
   fi
 done
-echo "ci_compile: built $BUILD/libdebx_plugins.so, debx_plugin_tests, libdebx_attention_host.so, runtime/debx_tokenize"
+echo "ci_compile: built $BUILD/libdebx_plugins.so, debx_plugin_tests, libdebx_attention_host.so, runtime/debx_tokenize, runtime/libdebx_engine.a"
 echo "TENSORRT_INCLUDE_DIR=$TRT_INCLUDE"

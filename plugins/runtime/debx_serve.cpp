@@ -136,7 +136,7 @@ nlohmann::json answer(debx::runtime::Output const& out, debx::runtime::Encoding 
     return nlohmann::json{{"embedding", pooled}};
 }
 
-void flush(debx::runtime::DebertaTokenizer const& tok, debx::runtime::TensorRTEngine& engine,
+void flush(debx::runtime::DebertaTokenizer const& tok, debx::runtime::Session& session,
     std::vector<std::string> const& lines, Options const& o)
 {
     debx::runtime::EncodedBatch b = debx::runtime::encodeLines(tok, lines, o.maxLength);
@@ -147,7 +147,7 @@ void flush(debx::runtime::DebertaTokenizer const& tok, debx::runtime::TensorRTEn
     {
         try
         {
-            std::vector<debx::runtime::Output> const outputs = engine.run(rows);
+            std::vector<debx::runtime::Output> const outputs = session.run(rows);
             debx::runtime::Output const* chosen = nullptr;
             for (auto const& out : outputs)
             {
@@ -188,11 +188,13 @@ int main(int argc, char** argv)
 {
     Options const o = parseArgs(argc, argv);
     std::unique_ptr<debx::runtime::DebertaTokenizer> tok;
-    std::unique_ptr<debx::runtime::TensorRTEngine> engine;
+    std::unique_ptr<debx::runtime::Engine> engine;
+    std::unique_ptr<debx::runtime::Session> session; // one thread: one session (engine.h's thread-safety contract)
     try
     {
         tok = std::make_unique<debx::runtime::DebertaTokenizer>(o.spm);
-        engine = std::make_unique<debx::runtime::TensorRTEngine>(o.plan, o.plugins);
+        engine = std::make_unique<debx::runtime::Engine>(o.plan, o.plugins);
+        session = engine->createSession();
     }
     catch (std::exception const& e)
     {
@@ -200,6 +202,6 @@ int main(int argc, char** argv)
         return 2;
     }
     debx::runtime::forEachBatch(
-        std::cin, o.batchSize, [&](std::vector<std::string> const& lines) { flush(*tok, *engine, lines, o); });
+        std::cin, o.batchSize, [&](std::vector<std::string> const& lines) { flush(*tok, *session, lines, o); });
     return 0;
 }

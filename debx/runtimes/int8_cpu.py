@@ -6,12 +6,13 @@ the runner rewrites a copy of the graph before opening the session:
 
 - LayerNormalization -> QuantizeLinear [-> DequantizeLinear]               -> debx::DebxLayerNormQuantize (one pass)
 - and where a native INT8 matmul kernel family runs (AMX-INT8 tiles on Intel Sapphire Rapids and later, else AVX-512
-  VNNI on Ice Lake / Cascade Lake Xeons and AMD Zen 4 and later):
+  VNNI on Ice Lake / Cascade Lake Xeons and AMD Zen 4 and later, else AVX-VNNI on Alder Lake and later client CPUs,
+  else AVX2 on any x86-64 CPU since Haswell / AMD Zen 1):
   MatMulIntegerToFloat (constant symmetric per-column int8 weights)         -> debx::DebxMatMulInt8
   that, when its only consumer is a two-input Sum (the residual add)        -> debx::DebxMatMulInt8Add
   that, followed by Gelu and QuantizeLinear (the FFN's first half)          -> debx::DebxMatMulInt8GeluQuantize
-  each with the attribute family = the kernel family chosen here (kernel_family(): amx > avx512-vnni > ort, by CPUID;
-  on CPUs with neither, AVX2-only ones included, the matmuls stay on ONNX Runtime's own INT8 kernels: "ort");
+  each with the attribute family = the kernel family chosen here (kernel_family(): amx > avx512-vnni > avx-vnni >
+  avx2 > ort, by CPUID; on CPUs without AVX2 + FMA the matmuls stay on ONNX Runtime's own INT8 kernels: "ort");
 - and on CPUs with AMX-BF16: debx::DebxDisentangledAttention gets bf16 = 1, its mixed-precision mode (the c2p / p2c
   products and P . V on bfloat16 operands with float32 accumulation; scores and softmax stay float32). Only INT8
   graphs get it: their activations are already 8-bit, and the gate of `debx eval` measures this recipe as a whole.
@@ -20,7 +21,7 @@ The integer sums are exact, so the matmuls agree with the graph as written to fl
 quantizations agree up to one step where a value lands on a rounding boundary; the bf16 attention to about 1e-2 of its
 output scale (tests/runtimes/test_int8_cpu.py). The file on disk keeps the standard ops and runs anywhere.
 
-Switches: `DEBX_CPU_KERNELS=ort|avx512-vnni|amx` forces a matmul family (for tests and measurements; a family this CPU
+Switches: `DEBX_CPU_KERNELS=ort|avx2|avx-vnni|avx512-vnni|amx` forces a matmul family (for tests and measurements; a family this CPU
 cannot run is an error, and only amx keeps the attention's bf16 mode); `DEBX_AMX=0` turns the AMX family off (matmuls
 and the bf16 attention: the best other family runs); `DEBX_NATIVE_OPS=0` turns every native op off.
 """
@@ -45,8 +46,14 @@ def native() -> bool:
     return native_ops.available()
 
 
-FAMILIES = ("ort", "avx512-vnni", "amx")  # the index is the op's `family` attribute (matMulInt8Cpu.h Family)
+FAMILIES = ("ort", "avx512-vnni", "amx", "avx2", "avx-vnni")  # the index is the op's `family` attribute (matMulInt8Cpu.h)
+BEST_FIRST = ("amx", "avx512-vnni", "avx-vnni", "avx2")  # the order kernel_family() tries them in
 FAMILY_ENV = "DEBX_CPU_KERNELS"
+# the CPUID features (and OS state) each native family needs, for the error that forcing one names
+NEEDS = {"amx": "AMX-INT8 tiles (AMX_TILE, AMX_INT8) granted by the OS",
+         "avx512-vnni": "AVX-512 F/BW/VL/DQ + AVX512_VNNI",
+         "avx-vnni": "AVX2 + FMA + AVX_VNNI (the VEX form)",
+         "avx2": "AVX2 + FMA"}
 
 
 def family_available(name: str) -> bool:
@@ -63,22 +70,21 @@ def _forced() -> str | None:
     if not name:
         return None
     if name not in FAMILIES:
-        raise ConfigError(f"{FAMILY_ENV}={name}: unknown kernel family (choose from {', '.join(FAMILIES)})")
+        raise ConfigError(f"{FAMILY_ENV}={name}: unknown kernel family (choose from {', '.join(('ort', *BEST_FIRST))})")
     if not family_available(name):
         why = ("the native ops are unavailable: " + native_ops.unavailable_reason() if not native()
-               else "this CPU (or OS) lacks its instructions" + (" (AMX-INT8 tiles)" if name == "amx" else
-                                                                 " (AVX-512 F/BW/VL/DQ + VNNI)"))
+               else f"this CPU (or OS) lacks its instructions ({NEEDS[name]})")
         raise ConfigError(f"{FAMILY_ENV}={name}: cannot run here, {why}")
     return name
 
 
 def kernel_family() -> str:
     """The INT8 matmul kernel family the rewrite uses here: $DEBX_CPU_KERNELS when set, else the best this CPU runs
-    (amx unless $DEBX_AMX=0, then avx512-vnni), else "ort" (ONNX Runtime's own kernels)."""
+    (amx unless $DEBX_AMX=0, then avx512-vnni, avx-vnni, avx2), else "ort" (ONNX Runtime's own kernels)."""
     forced = _forced()
     if forced is not None:
         return forced
-    for name in ("amx", "avx512-vnni"):
+    for name in BEST_FIRST:
         if name == "amx" and os.environ.get("DEBX_AMX", "1") == "0":
             continue
         if family_available(name):
@@ -100,8 +106,8 @@ def amx_bf16() -> bool:
 
 
 def kernel_summary(described: dict) -> str | None:
-    """One line for reports: which INT8 matmul kernel family ran an engine (amx, avx512-vnni, or ort: ONNX Runtime's
-    own) and which debx native INT8 CPU ops the in-memory rewrite made; None when it ran no INT8 graph on the CPU.
+    """One line for reports: which INT8 matmul kernel family ran an engine (amx, avx512-vnni, avx-vnni, avx2, or ort:
+    ONNX Runtime's own) and which debx native INT8 CPU ops the in-memory rewrite made; None when it ran no INT8 graph on the CPU.
     `described`: a runner's describe() (keys int8_kernels, native_int8_ops)."""
     family, ops = described.get("int8_kernels"), described.get("native_int8_ops")
     if not (family or ops):

@@ -4,7 +4,7 @@
 translation units, some seconds) into a cache keyed by the sources, the flags and the compiler
 (`$DEBX_CACHE`, default ~/.cache/debx/ort_ops/<key>/libdebx_ort_ops.so), writing to a temporary file and renaming, so
 concurrent builds and failed builds never leave a broken library behind. No `-march=native`: the library is baseline
-x86-64 with per-ISA translation units (AVX-512, AVX-512 VNNI, AMX; ISA_FLAGS) chosen at run time by CPUID, so one build
+x86-64 with per-ISA translation units (AVX2, AVX-VNNI, AVX-512, AVX-512 VNNI, AMX; ISA_FLAGS) chosen at run time by CPUID, so one build
 runs on any x86-64 CPU (a wheel, a Docker image, a shared cache). Sessions register it with
 `SessionOptions.register_custom_ops_library`.
 
@@ -37,16 +37,20 @@ PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
 SOURCES = ("ortOps/debxOrtOps.cpp", "ortOps/matMulInt8Op.cpp", "ortOps/matMulInt8Cpu.cpp", "ortOps/isaTwins.cpp",
            "ortOps/layerNormQuantizeOp.cpp", "ortOps/layerNormQuantizeCpu.cpp",
            "disentangledAttention/disentangledAttentionCpu.cpp", "disentangledAttention/disentangledAttentionAmx.cpp",
-           "ortOps/matMulInt8Vnni.cpp", "ortOps/matMulInt8Amx.cpp", "ortOps/isaAvx512.cpp", "ortOps/isaAmx.cpp")
+           "ortOps/matMulInt8Avx2.cpp", "ortOps/matMulInt8AvxVnni.cpp", "ortOps/matMulInt8Vnni.cpp",
+           "ortOps/matMulInt8Amx.cpp", "ortOps/isaAvx512.cpp", "ortOps/isaAmx.cpp")
 HEADERS = ("ortOps/ortAbi.h", "ortOps/ortHelpers.h", "ortOps/matMulInt8Op.h", "ortOps/matMulInt8Cpu.h",
-           "ortOps/matMulInt8Kernels.h", "ortOps/matMulInt8Epilogue.h", "ortOps/isaTwins.h",
+           "ortOps/matMulInt8Kernels.h", "ortOps/matMulInt8Epilogue.h", "ortOps/matMulInt8Avx2Kernel.h", "ortOps/isaTwins.h",
            "ortOps/layerNormQuantizeOp.h", "ortOps/layerNormQuantizeCpu.h", "common/cpuVecMath.h",
            "common/amxTiles.h", "disentangledAttention/disentangledAttentionAmx.h",
            "disentangledAttention/disentangledAttentionCpu.h", "disentangledAttention/disentangledAttentionMath.h")
 # No -march=native: the library runs on any x86-64 CPU and picks its best code there (plugins/ortOps/isaTwins.h).
 FLAGS = ("-O3", "-std=c++17", "-fPIC", "-fvisibility=hidden", "-Wall", "-Wno-maybe-uninitialized")
 AVX512 = ("-mavx2", "-mfma", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq")
+AVX2 = ("-mavx2", "-mfma")  # no AVX-512: these units run on AVX2-only CPUs
 ISA_FLAGS = {
+    "ortOps/matMulInt8Avx2.cpp": AVX2,
+    "ortOps/matMulInt8AvxVnni.cpp": (*AVX2, "-mavxvnni"),
     "ortOps/matMulInt8Vnni.cpp": (*AVX512, "-mavx512vnni"),
     "ortOps/matMulInt8Amx.cpp": (*AVX512, "-mamx-tile", "-mamx-int8"),
     "ortOps/isaAvx512.cpp": AVX512,
@@ -235,7 +239,8 @@ def amx_available() -> bool:
 
 @lru_cache(maxsize=None)
 def int8_family_available(family: int) -> bool:
-    """True when the library's INT8 matmul kernel family `family` (1 = avx512-vnni, 2 = amx) runs on this machine."""
+    """True when the library's INT8 matmul kernel family `family` (1 = avx512-vnni, 2 = amx, 3 = avx2, 4 = avx-vnni)
+    runs on this machine."""
     if not available():
         return False
     import ctypes

@@ -399,11 +399,11 @@ DEBX_ORT_EXPORT int debx_ort_ops_amx_available()
     return debx::int8::familyAvailable(debx::int8::Family::kAmx) ? 1 : 0;
 }
 
-//! 1 when this CPU can run the INT8 matmul kernel family `family` (1 = avx512-vnni, 2 = amx; 0 = ort, always 1),
-//! else 0. For the Python runner, which picks the family and writes it into the rewritten nodes.
+//! 1 when this CPU can run the INT8 matmul kernel family `family` (1 = avx512-vnni, 2 = amx, 3 = avx2, 4 = avx-vnni;
+//! 0 = ort, always 1), else 0. For the Python runner, which picks the family and writes it into the rewritten nodes.
 DEBX_ORT_EXPORT int debx_ort_ops_int8_family_available(int family)
 {
-    if (family < 0 || family > static_cast<int>(debx::int8::Family::kAmx))
+    if (family < 0 || family >= debx::int8::kFamilyCount)
     {
         return 0;
     }

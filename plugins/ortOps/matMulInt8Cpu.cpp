@@ -1,7 +1,7 @@
 /*
  * debx: INT8 matrix product, the ISA-independent part (see matMulInt8Cpu.h): weight packing, activation padding,
- * the task split and the choice of kernel family by CPUID. Baseline x86-64; the kernels live in matMulInt8Amx.cpp
- * and matMulInt8Vnni.cpp, each compiled for its own instructions.
+ * the task split and the choice of kernel family by CPUID. Baseline x86-64; the kernels live in matMulInt8Amx.cpp,
+ * matMulInt8Vnni.cpp, matMulInt8AvxVnni.cpp and matMulInt8Avx2.cpp, each compiled for its own instructions.
  */
 #include "matMulInt8Cpu.h"
 
@@ -33,14 +33,29 @@ char const* familyName(Family family)
     {
     case Family::kAmx: return "amx";
     case Family::kAvx512Vnni: return "avx512-vnni";
+    case Family::kAvx2: return "avx2";
+    case Family::kAvxVnni: return "avx-vnni";
     case Family::kNone: break;
     }
     return "ort";
 }
 
+char const* familyNeeds(Family family)
+{
+    switch (family)
+    {
+    case Family::kAmx: return "AMX-INT8 tiles";
+    case Family::kAvx512Vnni: return "AVX-512 F/BW/VL/DQ + AVX512_VNNI";
+    case Family::kAvx2: return "AVX2 + FMA";
+    case Family::kAvxVnni: return "AVX2 + FMA + AVX_VNNI";
+    case Family::kNone: break;
+    }
+    return "nothing";
+}
+
 bool familyByName(char const* name, Family* out)
 {
-    for (Family f : {Family::kNone, Family::kAvx512Vnni, Family::kAmx})
+    for (Family f : {Family::kNone, Family::kAvx512Vnni, Family::kAmx, Family::kAvx2, Family::kAvxVnni})
     {
         if (std::strcmp(name, familyName(f)) == 0)
         {
@@ -70,6 +85,28 @@ bool avx512VnniAvailable()
 #endif
 }
 
+bool avx2Available()
+{
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    // __builtin_cpu_supports also checks that the OS saves the YMM state (XGETBV)
+    static bool const available = avx2Compiled() && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return available;
+#else
+    return false;
+#endif
+}
+
+bool avxVnniAvailable()
+{
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    static bool const available = avxVnniCompiled() && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
+        && __builtin_cpu_supports("avxvnni");
+    return available;
+#else
+    return false;
+#endif
+}
+
 bool familyAvailable(Family family)
 {
     if (family != Family::kNone && isa::baselineOnly())
@@ -80,6 +117,8 @@ bool familyAvailable(Family family)
     {
     case Family::kAmx: return amxAvailable();
     case Family::kAvx512Vnni: return avx512VnniAvailable();
+    case Family::kAvx2: return avx2Available();
+    case Family::kAvxVnni: return avxVnniAvailable();
     case Family::kNone: break;
     }
     return true;
@@ -91,7 +130,14 @@ Family bestFamily()
     {
         return Family::kNone;
     }
-    return amxAvailable() ? Family::kAmx : avx512VnniAvailable() ? Family::kAvx512Vnni : Family::kNone;
+    for (Family f : {Family::kAmx, Family::kAvx512Vnni, Family::kAvxVnni, Family::kAvx2})
+    {
+        if (familyAvailable(f))
+        {
+            return f;
+        }
+    }
+    return Family::kNone;
 }
 
 void packWeights(int8_t const* B, int64_t K, int64_t N, PackedWeights* out)
@@ -162,6 +208,14 @@ void runTask(MatMulArgs const& args, int64_t task)
     else if (args.family == Family::kAvx512Vnni)
     {
         runTaskVnni(args, task);
+    }
+    else if (args.family == Family::kAvxVnni)
+    {
+        runTaskAvxVnni(args, task);
+    }
+    else if (args.family == Family::kAvx2)
+    {
+        runTaskAvx2(args, task);
     }
 }
 

@@ -10,6 +10,10 @@
  *
  * No ONNX Runtime types: plugins/ortOps/matMulInt8Op.cpp wraps it as the debx::DebxMatMulInt8* ops.
  *
+ * Where AVX-512 is absent, the 256-bit kernel (matMulInt8Avx2Kernel.h) reads the same panels: VEX VPDPBUSD where
+ * the CPU has AVX-VNNI (matMulInt8AvxVnni.cpp), else AVX2 with both operands widened to int16 and VPMADDWD, exact
+ * (matMulInt8Avx2.cpp).
+ *
  * The same packed panels serve AVX-512 VNNI: a B tile row is exactly one VPDPBUSD operand (16 columns x 4 values of
  * k), so matMulInt8Vnni.cpp walks the panel 4 values of k at a time, 8 rows x 32 columns of int32 accumulators in
  * 16 ZMM registers (A's 4 bytes broadcast), with the same next-panel prefetch and the same epilogues
@@ -38,29 +42,39 @@ namespace debx
 namespace int8
 {
 
-//! The instruction families the matmul runs on, best last. Each lives in its own translation unit compiled for its
-//! ISA (matMulInt8Amx.cpp, matMulInt8Vnni.cpp); the rest of the library is baseline x86-64, and the family is chosen
-//! at run time by CPUID, so one build runs on any x86-64 CPU.
+//! The instruction families the matmul runs on. Each lives in its own translation unit compiled for its ISA
+//! (matMulInt8Amx.cpp, matMulInt8Vnni.cpp, matMulInt8AvxVnni.cpp, matMulInt8Avx2.cpp); the rest of the library is
+//! baseline x86-64, and the family is chosen at run time by CPUID (amx > avx512-vnni > avx-vnni > avx2 > none), so
+//! one build runs on any x86-64 CPU. The values are the ops' `family` attribute (never renumbered).
 enum class Family
 {
     kNone = 0,       //!< no native matmul here: ONNX Runtime's MatMulIntegerToFloat runs the graph as written
     kAvx512Vnni = 1, //!< AVX-512 VNNI (VPDPBUSD): Ice Lake / Cascade Lake Xeons, AMD Zen 4 and later
     kAmx = 2,        //!< AMX-INT8 tiles (TDPBUSD): Sapphire Rapids and later
+    kAvx2 = 3,       //!< AVX2 + FMA without VNNI (int16 VPMADDWD): Haswell and later, AMD Zen 1-3
+    kAvxVnni = 4,    //!< AVX-VNNI (VEX VPDPBUSD, 256-bit) without AVX-512: Alder Lake and later client CPUs
 };
+constexpr int kFamilyCount = 5;
 
-//! "ort", "avx512-vnni", "amx": the names debx's rewrite and reports use.
+//! "ort", "avx512-vnni", "amx", "avx2", "avx-vnni": the names debx's rewrite and reports use.
 char const* familyName(Family family);
 //! The family named `name`; false when the name is unknown.
 bool familyByName(char const* name, Family* out);
 //! True when this CPU (and OS) can run `family`; kNone always can.
 bool familyAvailable(Family family);
-//! The best family this CPU can run (amx > avx512-vnni > none).
+//! The best family this CPU can run (amx > avx512-vnni > avx-vnni > avx2 > none).
 Family bestFamily();
+//! The CPUID features `family` needs, for error messages ("AVX2 + FMA", ...).
+char const* familyNeeds(Family family);
 
 //! True when this CPU has AMX-INT8 and the OS granted this process the tile data state (asked once).
 bool amxAvailable();
 //! True when this CPU has AVX-512 F/BW/VL/DQ with VNNI and the OS saves the ZMM state.
 bool avx512VnniAvailable();
+//! True when this CPU has AVX2 and FMA and the OS saves the YMM state.
+bool avx2Available();
+//! True when this CPU has AVX2, FMA and AVX-VNNI and the OS saves the YMM state.
+bool avxVnniAvailable();
 
 struct PackedWeights
 {
@@ -77,7 +91,7 @@ struct PackedWeights
 void packWeights(int8_t const* B, int64_t K, int64_t N, PackedWeights* out);
 
 //! True when A (M, K) must be copied into a padded buffer for `family`: AMX tiles read 32 rows x 64 bytes at a
-//! time (M a multiple of 32 and K of 64); VPDPBUSD reads 4 bytes of a row at a time (K a multiple of 4).
+//! time (M a multiple of 32 and K of 64); the other kernels read 4 bytes of a row at a time (K a multiple of 4).
 bool needsPadding(int64_t M, PackedWeights const& W, Family family);
 //! Bytes of the padded copy: ceil(M / 32) * 32 rows of kBlocks * 64 bytes.
 size_t paddedSize(int64_t M, PackedWeights const& W);
@@ -93,7 +107,7 @@ enum class Epilogue
 
 struct MatMulArgs
 {
-    Family family;     //!< kAmx or kAvx512Vnni, available here (the caller checks)
+    Family family;     //!< a family other than kNone, available here (the caller checks)
     uint8_t const* A;  //!< (M, K) at row stride lda, readable for ceil(M / 32) * 32 rows of kBlocks * 64 bytes
     int64_t lda;
     int64_t M;

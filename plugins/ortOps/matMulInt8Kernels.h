@@ -20,5 +20,11 @@ void runTaskAmx(MatMulArgs const& args, int64_t task);
 bool vnniCompiled();
 void runTaskVnni(MatMulArgs const& args, int64_t task);
 
+//! matMulInt8Avx2.cpp / matMulInt8AvxVnni.cpp: the 256-bit kernel (matMulInt8Avx2Kernel.h) without and with VNNI.
+bool avx2Compiled();
+void runTaskAvx2(MatMulArgs const& args, int64_t task);
+bool avxVnniCompiled();
+void runTaskAvxVnni(MatMulArgs const& args, int64_t task);
+
 } // namespace int8
 } // namespace debx

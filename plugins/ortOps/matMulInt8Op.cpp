@@ -74,17 +74,23 @@ Status* create(CustomOp const*, void const* apiTable, KernelInfo const* info, vo
         api.releaseStatus(status);
         family = static_cast<int64_t>(int8::bestFamily());
     }
-    if (family != static_cast<int64_t>(int8::Family::kAmx) && family != static_cast<int64_t>(int8::Family::kAvx512Vnni)
-        && family != static_cast<int64_t>(int8::Family::kNone))
+    if (family < 0 || family >= int8::kFamilyCount)
     {
-        return fail(api, V, "unknown kernel family " + std::to_string(family) + " (1 = avx512-vnni, 2 = amx)");
+        return fail(api, V, "unknown kernel family " + std::to_string(family)
+                + " (1 = avx512-vnni, 2 = amx, 3 = avx2, 4 = avx-vnni)");
     }
     auto const chosen = static_cast<int8::Family>(family);
-    if (chosen == int8::Family::kNone || !int8::familyAvailable(chosen))
+    if (chosen == int8::Family::kNone)
+    {
+        return fail(api, V, "this CPU (or OS) runs none of the native kernel families (they need AVX2 + FMA at "
+                            "least); run the graph with com.microsoft MatMulIntegerToFloat instead (debx does this "
+                            "where none runs)");
+    }
+    if (!int8::familyAvailable(chosen))
     {
         return fail(api, V, std::string("this CPU (or OS) cannot run the ") + int8::familyName(chosen)
-                + " kernels (it needs AMX-INT8 tiles or AVX-512 VNNI); run the graph with com.microsoft "
-                  "MatMulIntegerToFloat instead (debx does this where neither is present)");
+                + " kernels (they need " + int8::familyNeeds(chosen) + "); run the graph with com.microsoft "
+                  "MatMulIntegerToFloat instead, or another family");
     }
     std::vector<int64_t> bDims, sDims, zDims;
     void const* b = nullptr;

@@ -1,7 +1,8 @@
 """debx's native INT8 CPU ops (plugins/ortOps/matMulInt8*, layerNormQuantize*) and the in-memory rewrite that puts
 INT8 graphs on them (debx.runtimes.int8_cpu). The rewrite is checked everywhere; the matmul ops run in every kernel
-family this CPU has (amx: AMX-INT8 tiles, Intel Sapphire Rapids and later; avx512-vnni: AVX-512 VNNI) and the
-others are skipped with the reason."""
+family this CPU has (amx: AMX-INT8 tiles, Intel Sapphire Rapids and later; avx512-vnni: AVX-512 VNNI; avx-vnni: the
+VEX AVX-VNNI of Alder Lake and later client CPUs; avx2: AVX2 + FMA) and the others are skipped with the reason: the
+CPUID feature this CPU lacks."""
 
 from __future__ import annotations
 
@@ -19,16 +20,22 @@ def amx_here() -> bool:
     return native_ops.available() and native_ops.amx_available()
 
 
-NATIVE_FAMILIES = ("avx512-vnni", "amx")
-WHY_NOT = {"amx": "this CPU has no AMX-INT8 tiles (or no C++ compiler)",
-           "avx512-vnni": "this CPU has no AVX-512 VNNI (or no C++ compiler)"}
+NATIVE_FAMILIES = int8_cpu.BEST_FIRST  # amx, avx512-vnni, avx-vnni, avx2
+
+
+def why_not(family: str) -> str:
+    if not native_ops.available():
+        return f"{family}: no native library here ({native_ops.unavailable_reason()})"
+    return f"{family}: this CPU (or OS) lacks {int8_cpu.NEEDS[family]}"
+
+
 # every native matmul family, skipped with the reason where this CPU cannot run it
-FAMILIES_HERE = [pytest.param(f, marks=pytest.mark.skipif(not int8_cpu.family_available(f), reason=WHY_NOT[f]))
+FAMILIES_HERE = [pytest.param(f, marks=pytest.mark.skipif(not int8_cpu.family_available(f), reason=why_not(f)))
                  for f in NATIVE_FAMILIES]
 
 
 def best_here() -> str:
-    return next((f for f in ("amx", "avx512-vnni") if int8_cpu.family_available(f)), "ort")
+    return next((f for f in NATIVE_FAMILIES if int8_cpu.family_available(f)), "ort")
 
 
 needs_native = pytest.mark.skipif(not native_ops.available(), reason="no C++ compiler for the native ops")
@@ -117,7 +124,7 @@ def test_switches(monkeypatch):
     monkeypatch.delenv("DEBX_CPU_KERNELS", raising=False)
     monkeypatch.setenv("DEBX_AMX", "0")
     assert not int8_cpu.amx() and not int8_cpu.amx_bf16()
-    assert int8_cpu.kernel_family() == ("avx512-vnni" if int8_cpu.family_available("avx512-vnni") else "ort")
+    assert int8_cpu.kernel_family() == next((f for f in NATIVE_FAMILIES[1:] if int8_cpu.family_available(f)), "ort")
     monkeypatch.delenv("DEBX_AMX")
     assert int8_cpu.amx() == amx_here()
     assert int8_cpu.kernel_family() == best_here()
@@ -133,10 +140,10 @@ def test_switches(monkeypatch):
             assert {a.name: a.i for n in model.graph.node if n.domain == "debx" for a in n.attribute} == {
                 "family": int8_cpu.FAMILIES.index(family)}
         else:
-            with pytest.raises(ConfigError, match=f"DEBX_CPU_KERNELS={family}: cannot run here"):
+            with pytest.raises(ConfigError, match=f"DEBX_CPU_KERNELS={family}: cannot run here, .*lacks"):
                 int8_cpu.kernel_family()
-    monkeypatch.setenv("DEBX_CPU_KERNELS", "avx2")
-    with pytest.raises(ConfigError, match="DEBX_CPU_KERNELS=avx2: unknown kernel family"):
+    monkeypatch.setenv("DEBX_CPU_KERNELS", "avx3")
+    with pytest.raises(ConfigError, match="DEBX_CPU_KERNELS=avx3: unknown kernel family"):
         int8_cpu.kernel_family()
     monkeypatch.delenv("DEBX_CPU_KERNELS")
     assert int8_cpu.wants(ffn_model()) == native_ops.available()
@@ -333,3 +340,126 @@ def test_reports_name_the_kernel_family():
     assert kernel_notes({"runner": ran}) == [line] and line in gate_notes({"runner": ran})
     assert kernel_notes({"runner": {"int8_kernels": "ort", "native_int8_ops": None}}) == ["INT8 matmul kernels ort"]
     assert kernel_notes({"runner": {"runner": "pytorch"}}) == []  # not an INT8 file on the CPU: nothing to say
+
+
+# ---- each family against an exact NumPy reference ------------------------------------------------------------------
+
+def op_model(op: str, K: int, N: int, family: str, seed: int = 0):
+    """One debx matmul node, A (M, K) uint8 -> (M, N), with power-of-two scales and a bias on the same grid, so every
+    float it writes is exact: the integer sums can be read back from the output exactly (|sum| < 2**21)."""
+    rng = np.random.default_rng(seed)
+    w = rng.integers(-128, 128, (K, N), dtype=np.int8)
+    b_scale = (2.0 ** -rng.integers(6, 10, N)).astype(np.float32)
+    bias = (rng.integers(-2 ** 12, 2 ** 12, N) * 2.0 ** -13).astype(np.float32)
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array(2.0 ** -4, np.float32), "a_s"),
+             numpy_helper.from_array(b_scale, "w_s"), numpy_helper.from_array(np.array(131, np.uint8), "a_z"),
+             numpy_helper.from_array(np.zeros(N, np.int8), "w_z"), numpy_helper.from_array(bias, "bias")]
+    inputs = ["a", "w", "a_s", "w_s", "a_z", "w_z", "bias"]
+    graph_inputs = [helper.make_tensor_value_info("a", TensorProto.UINT8, ["m", K])]
+    out_type = TensorProto.FLOAT
+    if op == "DebxMatMulInt8Add":
+        inputs.append("r")
+        graph_inputs.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, ["m", N]))
+    elif op == "DebxMatMulInt8GeluQuantize":
+        inits += [numpy_helper.from_array(np.array(0.011, np.float32), "y_s"),
+                  numpy_helper.from_array(np.array(7, np.uint8), "y_z")]
+        inputs += ["y_s", "y_z"]
+        out_type = TensorProto.UINT8
+    node = helper.make_node(op, inputs, ["y"], domain="debx", family=int8_cpu.FAMILIES.index(family))
+    graph = helper.make_graph([node], "mm", graph_inputs, [helper.make_tensor_value_info("y", out_type, ["m", N])],
+                              inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("debx", 1)],
+                              ir_version=9)
+    return model, {"w": w, "scale": 2.0 ** -4 * b_scale.astype(np.float64), "bias": bias.astype(np.float64)}
+
+
+def reference(op: str, a: np.ndarray, r: np.ndarray | None, p: dict) -> np.ndarray:
+    """The ops' math in exact integers and float64: sum_k (A - 131) B, scaled, + bias [+ residual | GELU, quantize]."""
+    acc = (a.astype(np.int64) - 131) @ p["w"].astype(np.int64)
+    assert np.abs(acc).max() < 2 ** 21  # the floats below are exact
+    y = acc * p["scale"] + p["bias"]
+    if op == "DebxMatMulInt8":
+        return y.astype(np.float32)
+    if op == "DebxMatMulInt8Add":
+        return (y + r).astype(np.float32)
+    from math import erf
+
+    g = 0.5 * y * (1.0 + np.vectorize(erf)(y / np.sqrt(2.0)))
+    return np.clip(np.rint(g / np.float64(np.float32(0.011))) + 7, 0, 255).astype(np.uint8)
+
+
+MATMUL_SHAPES = [(1, 5, 1), (1, 3, 17), (1, 768, 96), (3, 30, 33), (7, 66, 40), (2, 100, 50), (13, 192, 96),
+                 (33, 130, 65), (37, 64, 8), (700, 3072, 40)]  # K % 4, K % 64, N % 8 / 16 / 32 tails, M = 1; 3 row groups
+
+
+@pytest.mark.parametrize("family", FAMILIES_HERE)
+@pytest.mark.parametrize("op", int8_cpu.MATMUL_OPS)
+@pytest.mark.parametrize("M,K,N", MATMUL_SHAPES)
+def test_family_matches_exact_reference(family, op, M, K, N):
+    """Every family, every epilogue, odd shapes: the plain and residual outputs equal the exact reference bit for bit
+    (so the integer sums are exact); GELU + QuantizeLinear within one step, on at most 0.1% of the values (GELU's
+    polynomial at a rounding boundary)."""
+    model, p = op_model(op, K, N, family, seed=K + N)
+    rng = np.random.default_rng(M)
+    a = rng.integers(0, 256, (M, K), dtype=np.uint8)
+    feeds = {"a": a}
+    r = None
+    if op == "DebxMatMulInt8Add":
+        r = (rng.integers(-2 ** 20, 2 ** 20, (M, N)) * 2.0 ** -13).astype(np.float32)
+        feeds["r"] = r
+    got = _session(model).run(["y"], feeds)[0]
+    want = reference(op, a, None if r is None else r.astype(np.float64), p)
+    if op == "DebxMatMulInt8GeluQuantize":
+        steps = np.abs(got.astype(int) - want.astype(int))
+        assert steps.max() <= 1 and (steps > 0).sum() <= max(1, steps.size // 1000), (steps.max(), (steps > 0).sum())
+    else:
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("family", NATIVE_FAMILIES)
+def test_forcing_a_family_this_cpu_lacks_is_one_clear_line(family, monkeypatch):
+    from debx.errors import ConfigError
+
+    if int8_cpu.family_available(family):
+        pytest.skip(f"this CPU runs {family}: nothing to refuse")
+    monkeypatch.setenv("DEBX_CPU_KERNELS", family)
+    with pytest.raises(ConfigError) as e:
+        int8_cpu.kernel_family()
+    assert "\n" not in str(e.value) and f"DEBX_CPU_KERNELS={family}: cannot run here" in str(e.value)
+    if native_ops.available():
+        assert int8_cpu.NEEDS[family] in str(e.value)
+
+
+@pytest.mark.slow
+def test_every_family_gives_the_same_predictions_on_a_tiny_int8_model(tiny_checkpoints, glue_dir, tmp_path,
+                                                                       monkeypatch):
+    """`debx export --attention debx` -> `debx calibrate --target ort` on a tiny DeBERTa-v3, then the file opened with
+    each kernel family forced in turn: the matmuls' integer sums are exact in every family, so the logits agree to
+    float rounding (the fused GELU + quantize may move a value by one step) and the predictions are the same."""
+    from debx.calib.calibrate import CalibrateConfig, calibrate
+    from debx.exporters.export import ExportConfig, export_onnx
+    from debx.runtimes.onnxruntime import open_session
+
+    fp32 = export_onnx(ExportConfig(tiny_checkpoints["v3"], tmp_path / "v3.onnx", attention="debx",
+                                    validate=False)).output
+    out = tmp_path / "v3.int8.onnx"
+    calibrate(CalibrateConfig(model=fp32, output=out, task="sst2", data_dir=glue_dir, method="minmax",
+                              num_samples=16, threads=1, target="ort"))
+    ids = np.random.default_rng(0).integers(5, 200, (8, 37)).astype(np.int64)
+    mask = np.ones_like(ids)
+    mask[::2, 20:] = 0
+    feeds = {"input_ids": ids, "attention_mask": mask}
+    logits = {}
+    for family in ("ort", *(f for f in NATIVE_FAMILIES if int8_cpu.family_available(f))):
+        monkeypatch.setenv("DEBX_CPU_KERNELS", family)
+        info: dict = {}
+        session = open_session(out, threads=2, info=info)
+        assert info["int8_kernels"] == family
+        if family != "ort":
+            assert info["int8_cpu"]["DebxMatMulInt8GeluQuantize"] > 0 and info["int8_cpu"]["DebxMatMulInt8Add"] > 0
+        logits[family] = session.run(None, {i.name: feeds[i.name] for i in session.get_inputs()})[0]
+    assert len(logits) >= 2, "no native family runs here"
+    for family, got in logits.items():
+        np.testing.assert_array_equal(got.argmax(-1), logits["ort"].argmax(-1), err_msg=family)
+        # (identical on an Ice Lake Xeon: ort, avx512-vnni and avx2); a GELU value at a rounding boundary may differ
+        np.testing.assert_allclose(got, logits["ort"], rtol=0, atol=1e-2 * np.abs(logits["ort"]).max(), err_msg=family)

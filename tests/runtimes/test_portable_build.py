@@ -34,19 +34,45 @@ def test_no_flag_ties_the_library_to_the_build_machine():
 @pytest.mark.skipif(shutil.which("objdump") is None, reason="no objdump to read the library's code")
 def test_only_the_isa_units_hold_vector_instructions():
     """Every function with a VEX/EVEX instruction (AVX and later) or an AMX tile instruction belongs to an ISA unit:
-    the debx_avx512 twins or the INT8 matmul kernels (matMulInt8Amx.cpp / matMulInt8Vnni.cpp)."""
+    the debx_avx512 twins or the INT8 matmul kernels (matMulInt8Amx.cpp / matMulInt8Vnni.cpp / the 256-bit kernel of
+    matMulInt8Avx2.cpp and matMulInt8AvxVnni.cpp)."""
+    wide = set(_disassembly())
+    allowed = re.compile(r"debx_avx512::|debx::int8::\(anonymous namespace\)::(runTaskAs|runTaskYmm|epilogueSlice)")
+    assert wide, "no vector code at all: the ISA units were not compiled for their instructions"
+    assert not [f for f in wide if not allowed.search(f)]
+
+
+def _disassembly() -> dict[str, list[str]]:
+    """{function: its instructions} for every function of the library with a VEX/EVEX or AMX instruction."""
     out = subprocess.run(["objdump", "-d", "-C", "--no-show-raw-insn", str(native_ops.library_path())],
                          capture_output=True, text=True, check=True).stdout
-    fn, wide = None, set()
+    fn, code = None, {}
     for line in out.splitlines():
         m = re.match(r"^[0-9a-f]+ <(.*)>:$", line)
         if m:
             fn = m.group(1)
-        elif fn and re.search(r"\t(v[a-z0-9]+|t[a-z]*tile[a-z0-9]*|tdp[a-z0-9]+)\s", line):
-            wide.add(fn)
-    allowed = re.compile(r"debx_avx512::|debx::int8::\(anonymous namespace\)::(runTaskAs|epilogueSlice)")
-    assert wide, "no vector code at all: the ISA units were not compiled for their instructions"
-    assert not [f for f in wide if not allowed.search(f)]
+        elif fn and re.search(r"\t(\{vex\} |\{evex\} )?(v[a-z0-9]+|t[a-z]*tile[a-z0-9]*|tdp[a-z0-9]+)\s", line):
+            code.setdefault(fn, []).append(line)
+    return code
+
+
+@needs_native
+@pytest.mark.skipif(shutil.which("objdump") is None, reason="no objdump to read the library's code")
+def test_the_256_bit_families_need_no_avx512():
+    """The avx2 and avx-vnni kernels run on CPUs without AVX-512: no ZMM, no mask registers, no EVEX-only YMM16-31,
+    and avx-vnni multiplies with the VEX VPDPBUSD (AVX-VNNI), avx2 with VPMADDWD and no VPDPBUSD at all."""
+    code = _disassembly()
+    kernels = {"Avx2": [], "AvxVnni": []}
+    for fn, lines in code.items():
+        m = re.search(r"runTaskYmm<debx::int8::\(anonymous namespace\)::(Avx2|AvxVnni),", fn)
+        if m:
+            kernels[m.group(1)] += lines
+    assert kernels["Avx2"] and kernels["AvxVnni"], "the 256-bit kernels were not compiled"
+    for name, lines in kernels.items():
+        text = "\n".join(lines)
+        assert not re.search(r"zmm|%k[0-7]|ymm(1[6-9]|2[0-9]|3[01])|\{evex\}", text), name
+    assert "{vex} vpdpbusd" in "\n".join(kernels["AvxVnni"])
+    assert "vpmaddwd" in "\n".join(kernels["Avx2"]) and "vpdpbusd" not in "\n".join(kernels["Avx2"])
 
 
 @needs_native

@@ -61,8 +61,9 @@ RUN set -eu; \
         cp "$p" /opt/debx/bin/; done; \
     test -x /opt/debx/bin/debx_serve
 
-# The Python side's copy of the ONNX Runtime op library, built now into the default cache (debx ops-path prints it).
-RUN debx ops-path
+# The Python side's copy of the ONNX Runtime op library (the same CMake target, configured alone), built now into the
+# default cache, so that no container builds it on first use (debx ops-path prints its path).
+RUN debx ops-path --build
 
 ENV DEBX_PLUGINS=/opt/debx/lib/libdebx_plugins.so DEBX_ORT_OPS=/opt/debx/lib/libdebx_ort_ops.so PATH=/opt/debx/bin:$PATH
 CMD ["debx", "--help"]

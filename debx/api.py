@@ -22,7 +22,7 @@ from typing import Sequence
 
 from debx.errors import ConfigError
 from debx.runtimes import native_ops, runner_for
-from debx.verbosity import say
+from debx.verbosity import info, say
 
 
 def export(checkpoint: str | Path, output: str | Path, **options):
@@ -133,14 +133,10 @@ def load_runner(path: str | Path, *, tokenizer: str | Path | None = None, max_se
     return Model(runner.activate(), tok, max_seq_len)
 
 
-def ops_library() -> Path:
-    """The path of libdebx_ort_ops.so, the ONNX Runtime library of debx's custom nodes (built on first use, with a
-    progress line on stderr): `onnxruntime.SessionOptions().register_custom_ops_library(str(ops_library()))`."""
-    cxx = native_ops._compiler()
-    try:
-        built = cxx is None or native_ops.verified(native_ops.cache_root() / native_ops._key(cxx) / native_ops.LIBRARY)
-    except OSError:  # sources missing: library_path() says so
-        built = True
-    if not built:
-        say(f"building {native_ops.LIBRARY} with {cxx} (first use; some seconds)...")
+def ops_library(rebuild: bool = False) -> Path:
+    """The path of libdebx_ort_ops.so, the ONNX Runtime library of debx's custom nodes, built with CMake on first
+    use (one progress line on stderr; CMake's progress too under -v; `rebuild`: build it again, showing CMake's
+    progress unless -q): `onnxruntime.SessionOptions().register_custom_ops_library(str(ops_library()))`."""
+    if rebuild:
+        return native_ops.build(force=True, verbose=info())
     return native_ops.library_path()

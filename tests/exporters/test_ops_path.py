@@ -30,18 +30,18 @@ def test_ops_path_prints_the_built_library():
 
 
 def test_ops_path_progress_line_when_it_builds(tmp_path, monkeypatch, capsys):
-    """An empty cache: one progress line on stderr (none under -q), then the path; the build is faked (compiling
-    takes a minute on two cores; the real build is tested in tests/runtimes)."""
+    """An empty cache: one progress line on stderr (none under -q), then the path; the build is faked (the real
+    CMake build is tested in tests/runtimes)."""
     from debx.cli import main
 
-    def fake_compile(cxx, output):
+    def fake_compile(tools, source, output, verbose):
         Path(output).write_bytes(b"\x7fELF not really")
 
     monkeypatch.setenv("DEBX_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("DEBX_VERBOSITY", "0")  # restored after the test (-q sets it for the process)
     monkeypatch.setattr(native_ops, "_compile", fake_compile)
     for quiet in (False, True):
-        native_ops._cached.cache_clear()
+        native_ops.forget()
         for f in (tmp_path / "cache").rglob("libdebx_ort_ops.so*"):
             f.unlink()
         monkeypatch.setattr(sys, "argv", ["debx", *(["-q"] if quiet else []), "ops-path"])
@@ -53,8 +53,9 @@ def test_ops_path_progress_line_when_it_builds(tmp_path, monkeypatch, capsys):
         if quiet:
             assert out.err == ""
         else:
-            assert out.err.startswith("building libdebx_ort_ops.so with ") and out.err.count("\n") == 1
-    native_ops._cached.cache_clear()
+            assert out.err.startswith("debx: building the native ONNX Runtime ops with CMake (first use, cached in ")
+            assert out.err.count("\n") == 1
+    native_ops.forget()
     monkeypatch.delenv("DEBX_CACHE")
 
 
@@ -63,11 +64,11 @@ def test_ops_path_without_a_compiler_is_one_line(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setenv("DEBX_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(native_ops, "_compiler", lambda: None)
-    native_ops._cached.cache_clear()
+    native_ops.forget()
     monkeypatch.setattr(sys, "argv", ["debx", "ops-path"])
     with pytest.raises(SystemExit) as e:
         main()
-    native_ops._cached.cache_clear()
+    native_ops.forget()
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.startswith("debx: error: ") and "C++17 compiler" in err and err.count("\n") == 1
 

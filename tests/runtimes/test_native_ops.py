@@ -160,9 +160,25 @@ def test_missing_attribute_is_refused_at_load(library):
 
 def test_no_compiler_means_a_clear_reason(monkeypatch, tmp_path):
     monkeypatch.setattr(native_ops, "_compiler", lambda: None)
-    with pytest.raises(MissingDependencyError, match="C\\+\\+17 compiler"):
+    with pytest.raises(MissingDependencyError, match="C\\+\\+17 compiler.*apt-get install g\\+\\+"):
         native_ops.build(tmp_path)
     assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_no_cmake_means_a_clear_reason(monkeypatch, tmp_path):
+    """The build is CMake's (plugins/CMakeLists.txt): without it, one line saying what to install; a probe says the
+    same and builds nothing."""
+    monkeypatch.setattr(native_ops, "_cmake", lambda: None)
+    monkeypatch.setenv("DEBX_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(MissingDependencyError, match="built with CMake.*apt-get install cmake") as e:
+        native_ops.build(tmp_path / "out")
+    assert "\n" not in str(e.value)
+    assert not list((tmp_path / "out").iterdir())
+    native_ops.forget()
+    try:
+        assert not native_ops.available() and "apt-get install cmake" in native_ops.unavailable_reason()
+    finally:
+        native_ops.forget()
 
 
 def test_build_is_cached_and_atomic(tmp_path):
@@ -178,7 +194,7 @@ def fake_compiler(monkeypatch):
     """native_ops.build with a stand-in compile step (writes known bytes): the cache logic without a real build."""
     calls = []
 
-    def compile_(cxx, output):
+    def compile_(tools, source, output, verbose):
         calls.append(output)
         with open(output, "wb") as f:
             f.write(b"\x7fELF fake library " * 1000 + str(len(calls)).encode())

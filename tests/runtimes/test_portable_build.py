@@ -19,13 +19,34 @@ needs_native = pytest.mark.skipif(not native_ops.available(), reason="no C++ com
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_no_flag_ties_the_library_to_the_build_machine():
-    flags = [*native_ops.FLAGS, *(f for fs in native_ops.ISA_FLAGS.values() for f in fs)]
-    assert not [f for f in flags if f.startswith(("-march", "-mtune=native", "-mcpu"))]
-    assert set(native_ops.ISA_FLAGS) <= set(native_ops.SOURCES)
-    # the baseline units first: the link keeps the baseline copy of an inline function both kinds emit
-    isa_at = [native_ops.SOURCES.index(s) for s in native_ops.ISA_FLAGS]
-    assert min(isa_at) == len(native_ops.SOURCES) - len(isa_at)
+ISA_FLAG = re.compile(r"^-m(avx|amx|fma|sse4|bmi|f16c)")
+ISA_UNITS = ("matMulInt8Avx2.cpp", "matMulInt8AvxVnni.cpp", "matMulInt8Vnni.cpp", "matMulInt8Amx.cpp", "isaAvx512.cpp",
+             "isaAmx.cpp")
+
+
+def test_no_flag_ties_the_library_to_the_build_machine(cmake_configured):
+    """What CMake compiles (compile_commands.json of the build debx runs): no -march/-mtune=native anywhere,
+    ISA flags on the six CPUID-dispatched units only, and those units linked last (the link keeps the baseline copy
+    of an inline function both kinds emit)."""
+    import json
+    import shlex
+
+    build_dir = cmake_configured[0]
+    units = {Path(c["file"]).name: shlex.split(c["command"])
+             for c in json.loads((build_dir / "compile_commands.json").read_text())}
+    assert set(ISA_UNITS) <= set(units)
+    for name, cmd in units.items():
+        assert not [f for f in cmd if f.startswith(("-march", "-mtune", "-mcpu"))], name
+        isa = [f for f in cmd if ISA_FLAG.match(f)]
+        assert bool(isa) == (name in ISA_UNITS), (name, isa)
+    assert "-mamx-int8" in units["matMulInt8Amx.cpp"] and "-mavx512vnni" in units["matMulInt8Vnni.cpp"]
+    assert "-mavxvnni" in units["matMulInt8AvxVnni.cpp"]
+    assert not [f for f in units["matMulInt8Avx2.cpp"] + units["matMulInt8AvxVnni.cpp"] if f.startswith("-mavx512")]
+    if (build_dir / "build.ninja").is_file():
+        link = subprocess.run(["ninja", "-C", str(build_dir), "-t", "commands", native_ops.TARGET], capture_output=True,
+                              text=True, check=True).stdout.strip().splitlines()[-1]
+        objects = [Path(w).name.removesuffix(".o") for w in shlex.split(link) if w.endswith(".o")]
+        assert len(objects) == len(units) and set(objects[-len(ISA_UNITS):]) == set(ISA_UNITS), objects
     cmake = [ln.split("#")[0] for ln in (ROOT / "plugins" / "CMakeLists.txt").read_text().splitlines()]
     assert not [ln for ln in cmake if "-march" in ln]
 

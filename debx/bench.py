@@ -17,6 +17,12 @@ Method (what the numbers mean):
     session, graph optimisation); `run_mb` is the further RSS growth during that engine's warm-up calls at a shape
     (activation buffers and arenas; 0 when memory reserved at an earlier, larger shape is reused). Both are RSS
     deltas of the shared process, so allocator reuse between engines can hide memory: treat them as indications;
+  * peak memory, per entry, measured apart (`peak_rss`, on by default): each entry is loaded again in a child
+    process of its own, which runs `warmup` + 3 calls at every shape, and reports its peak resident set
+    (VmHWM, the high-water mark of its own memory; see peak_mb): `peak_rss_mb` = loading and running, `load_peak_mb` = up to the end of loading,
+    `imports_mb` = the runtime's libraries alone (the child's peak before loading; included in both). Numbers of
+    different entries do not mix, and the child measures what a service with this one model pays. Next to them,
+    `disk_mb`: the size on disk of the file with its external weights (a checkpoint folder: its weight files);
   * `ratio` is p50 latency divided by the reference entry's p50 at the same shape (the first entry unless
     `ratio_to` names another): below 1 is faster;
   * `max_abs_diff` is the largest difference of the engine's output from the first entry's output on the same
@@ -34,6 +40,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -76,6 +83,7 @@ class BenchConfig:
     cache_dir: Path | None = None  # exported baselines (default: $DEBX_CACHE or ~/.cache/debx)
     device: str | None = None  # PyTorch entries (--model, pytorch, hf): cpu | cuda | auto (None: auto)
     provider: str | None = None  # ONNX Runtime entries: cpu | cuda | tensorrt (None: cpu)
+    peak_rss: bool = True  # each entry's peak RSS, measured in a child process of its own (see the module doc)
 
     def __post_init__(self) -> None:
         self.models = [Path(p) for p in self.models]
@@ -154,6 +162,8 @@ class Engine:
     vocab_size: int | None = None  # rows of the word-embedding table: the random ids stay below it (None: unknown)
     load_mb: float = 0.0
     info: dict = field(default_factory=dict)
+    disk_mb: float | None = None  # size on disk (file + external weights; a checkpoint folder: its weight files)
+    memory: dict = field(default_factory=dict)  # peak_rss_child()'s numbers, or {"error": why} (empty: not measured)
 
 
 class HFRunner:
@@ -280,21 +290,42 @@ def _checkpoint_vocab(path: Path | None) -> int | None:
     return cfg.vocab_size if cfg is not None else None
 
 
-def onnx_vocab_size(path: Path) -> int | None:
+def onnx_vocab_size(path: Path, model=None) -> int | None:
     """Rows of the table that `input_ids` index in an ONNX graph (the Gather of the word embeddings), read from the
-    graph without its weights; None when the graph has no such constant table or cannot be read."""
+    graph without its weights; None when the graph has no such constant table or cannot be read. model: the graph,
+    already read without its weights."""
     from debx.artifacts import read_onnx
 
-    try:
-        model = read_onnx(path)
-    except DebxError:
-        return None
+    if model is None:
+        try:
+            model = read_onnx(path)
+        except DebxError:
+            return None
     tables = {t.name: t for t in model.graph.initializer}
     for node in model.graph.node:
         if node.op_type == "Gather" and len(node.input) == 2 and node.input[1] == "input_ids" \
                 and node.input[0] in tables and tables[node.input[0]].dims:
             return int(tables[node.input[0]].dims[0])
     return None
+
+
+def disk_mb(path: Path, model=None) -> float | None:
+    """MiB on disk: a file with the external-data files its ONNX graph names (model: the graph, read without its
+    weights), or a checkpoint folder's weight files (*.safetensors, *.bin); None when there is nothing to measure."""
+    path = Path(path)
+    if path.is_dir():
+        files = {*path.glob("*.safetensors"), *path.glob("*.bin")}
+    elif path.is_file():
+        files = {path}
+        if model is not None:
+            from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+            files |= {path.parent / ExternalDataInfo(t).location for t in model.graph.initializer
+                      if uses_external_data(t)}
+    else:
+        return None
+    files = [f for f in files if f.is_file()]
+    return sum(f.stat().st_size for f in files) / 2**20 if files else None
 
 
 def feed_vocab(engines: Sequence[Engine]) -> int:
@@ -309,12 +340,12 @@ def torch_engine(path: Path, threads: int | None, name: str = "debx-pytorch", de
     from debx.runtimes.torch import TorchRunner
 
     return Engine(name, "debx-pytorch", TorchRunner(path, threads=threads, device=device or "auto"), str(path), "fp32",
-                  _checkpoint_limit(path), _checkpoint_vocab(path))
+                  _checkpoint_limit(path), _checkpoint_vocab(path), disk_mb=disk_mb(path))
 
 
 def hf_engine(path: Path, threads: int | None, device: str | None = None) -> Engine:
     return Engine("hf-pytorch", "hf-pytorch", HFRunner(path, threads, device or "auto"), str(path), "fp32",
-                  _checkpoint_limit(path), _checkpoint_vocab(path))
+                  _checkpoint_limit(path), _checkpoint_vocab(path), disk_mb=disk_mb(path))
 
 
 def file_engine(path: Path, threads: int | None, name: str | None = None, kind: str | None = None,
@@ -330,11 +361,19 @@ def file_engine(path: Path, threads: int | None, name: str | None = None, kind: 
     side = read_sidecar(path)
     precision = side.get("precision") or ("int8" if "int8" in path.name else "fp32")
     source = artifact_source(path, side).checkpoint
-    vocab = onnx_vocab_size(path) if backend == "onnxruntime" else None
+    graph = None
+    if backend == "onnxruntime":
+        from debx.artifacts import read_onnx
+
+        try:
+            graph = read_onnx(path)  # the graph without its weights
+        except DebxError:  # loading the engine says why
+            pass
+    vocab = onnx_vocab_size(path, graph) if graph is not None else None
     if vocab is None:  # a TensorRT plan, or a graph without a constant word-embedding table: its source checkpoint
         vocab = _checkpoint_vocab(source)
     return Engine(name or path.name, kind or backend, runner, str(path), precision, file_length_limit(side, source),
-                  vocab)
+                  vocab, disk_mb=disk_mb(path, graph))
 
 
 def file_length_limit(sidecar: dict, source: Path | None) -> int | None:
@@ -539,6 +578,119 @@ def build_engines(cfg: BenchConfig) -> list[Engine]:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# Peak memory: each entry alone, in a child process
+# ---------------------------------------------------------------------------------------------------------------------
+
+PEAK_RSS_RUNS = 3  # calls per shape after the warm-up, in the child
+PEAK_RSS_TAG = "DEBX-PEAK-RSS "
+PEAK_RSS_TIMEOUT_S = 1800
+# the large libraries a child may have loaded, reported with its numbers (an ONNX file needs only onnxruntime)
+HEAVY_LIBRARIES = ("onnxruntime", "torch", "transformers", "onnxruntime_extensions", "tensorrt")
+
+
+def peak_rss_spec(e: Engine, cfg: BenchConfig, vocab: int) -> dict | None:
+    """What the child needs to load and run entry `e` again (None for an entry it cannot rebuild: no file)."""
+    if not e.path or not Path(e.path).exists():
+        return None
+    return {"name": e.name, "kind": e.kind, "path": str(Path(e.path).resolve()), "threads": cfg.threads,
+            "device": cfg.device, "provider": cfg.provider, "shapes": [[b, s] for b in cfg.batches for s in cfg.seqs],
+            "warmup": cfg.warmup, "runs": PEAK_RSS_RUNS, "seed": cfg.seed, "vocab": vocab}
+
+
+def peak_mb() -> float:
+    """This process's peak resident set in MiB: VmHWM, the high-water mark of its own address space (Linux /proc).
+    Not getrusage's ru_maxrss on Linux: that one survives execve, so a child started from a large parent reports at
+    least the parent's resident set at the fork. Elsewhere, ru_maxrss."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    import resource
+
+    scale = 2**20 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB elsewhere
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
+
+
+def peak_rss_child(spec: dict) -> dict:
+    """In the child process: import the entry's runtime, load it, run warm-up + runs calls at every shape; its peak
+    RSS at each stage in MiB. Only what that runtime needs is imported (an ONNX file does not pull in PyTorch)."""
+    kind, path = spec["kind"], Path(spec["path"])
+    if kind == "debx-pytorch":
+        import torch  # noqa: F401  (the runtime's libraries, counted in imports_mb)
+
+        from debx.runtimes.torch import TorchRunner
+
+        runner = TorchRunner(path, threads=spec["threads"], device=spec["device"] or "auto")
+    elif kind == "hf-pytorch":
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+
+        runner = HFRunner(path, spec["threads"], spec["device"] or "auto")
+    else:
+        from debx.runtimes import runner_for
+
+        if path.suffix.lower() == ".onnx":
+            import onnxruntime  # noqa: F401
+        runner = runner_for(path, where_taken=("threads", "provider"), threads=spec["threads"],
+                            provider=spec["provider"])
+    imports = peak_mb()
+    runner.activate()
+    loaded = peak_mb()
+    for b, s in spec["shapes"]:
+        feeds = make_feeds(b, s, spec["seed"], spec["vocab"])
+        for _ in range(spec["warmup"] + spec["runs"]):
+            runner.infer(feeds)
+    return {"imports_mb": round(imports, 1), "load_peak_mb": round(loaded, 1), "peak_rss_mb": round(peak_mb(), 1),
+            "rss_mb": round(rss_mb(), 1), "libraries": [m for m in HEAVY_LIBRARIES if m in sys.modules]}
+
+
+def _peak_rss_main() -> int:
+    """`python -c "from debx.bench import _peak_rss_main; _peak_rss_main()"` with the spec as JSON on stdin."""
+    out = peak_rss_child(json.loads(sys.stdin.read()))
+    sys.stdout.write(PEAK_RSS_TAG + json.dumps(out) + "\n")
+    sys.stdout.flush()
+    os._exit(0)  # the numbers are out: skip tearing the runtime down
+
+
+def measure_peak_rss(spec: dict, runner: Callable[..., subprocess.CompletedProcess] = subprocess.run) -> dict:
+    """Run `spec` in a fresh Python process (this one's interpreter, environment and debx); its numbers, or
+    {"error": the child's last line} when it failed."""
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)  # the debx this process runs, first on the child's path
+    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))])
+    try:
+        proc = runner([sys.executable, "-c", "from debx.bench import _peak_rss_main; _peak_rss_main()"],
+                      input=json.dumps(spec), capture_output=True, text=True, env=env, timeout=PEAK_RSS_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {PEAK_RSS_TIMEOUT_S} s"}
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith(PEAK_RSS_TAG)), None)
+    if proc.returncode != 0 or line is None:
+        err = [ln for ln in (proc.stderr or "").strip().splitlines() if ln.strip()]
+        return {"error": f"exit {proc.returncode}: {err[-1][:200] if err else 'no output'}"}
+    return json.loads(line[len(PEAK_RSS_TAG):])
+
+
+def memory_rows(report: dict) -> list[list[str]]:
+    """The rows of the memory table: entry, size on disk, peak RSS while loading, peak RSS loading and running, and
+    the runtime's imports (MiB; '-' where not measured)."""
+    def mb(v):
+        return "-" if v is None else f"{v:.0f}"
+
+    out = []
+    for e in report["engines"]:
+        m = e.get("memory") or {}
+        out.append([e["name"], mb(e.get("disk_mb")), mb(m.get("load_peak_mb")), mb(m.get("peak_rss_mb")),
+                    mb(m.get("imports_mb")) if "error" not in m else f"failed: {m['error']}"])
+    return out
+
+
+MEMORY_COLUMNS = ["engine", "on disk MB", "peak RSS MB, load", "peak RSS MB, load + runs", "of it imports MB"]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # Timing
 # ---------------------------------------------------------------------------------------------------------------------
 
@@ -710,6 +862,12 @@ def run_bench(cfg: BenchConfig, engines: Sequence[Engine] | None = None,
                 e.runner.deactivate()
             except Exception:
                 pass
+    if cfg.peak_rss:  # after the timing (and with this process's engines released): one child per entry
+        for e in engines:
+            spec = peak_rss_spec(e, cfg, vocab)
+            if spec is not None:
+                say(f"peak memory of {e.name}, alone in a child process")
+                e.memory = measure_peak_rss(spec)
     report = {
         "format": FORMAT,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -720,11 +878,15 @@ def run_bench(cfg: BenchConfig, engines: Sequence[Engine] | None = None,
         "reference": ref_name,  # the ratio column's denominator; max_abs_diff is against the first entry
         "parity_reference": engines[0].name,
         "engines": [{"name": e.name, "kind": e.kind, "path": e.path, "precision": e.precision,
-                     "device": engine_device(e), "load_mb": round(e.load_mb, 1), "info": e.info} for e in engines],
+                     "device": engine_device(e), "load_mb": round(e.load_mb, 1),
+                     "disk_mb": None if e.disk_mb is None else round(e.disk_mb, 1), "memory": e.memory,
+                     "info": e.info} for e in engines],
         "results": rows,
         "provenance": notes,
         "method": f"round-robin turns of 1 untimed + {cfg.block} timed calls; wall-clock perf_counter; ratio = p50 / reference p50; "
-                  "memory = RSS deltas (load_mb: while loading; run_mb: growth during warm-up at the shape)",
+                  "memory = RSS deltas (load_mb: while loading; run_mb: growth during warm-up at the shape)"
+                  + ("; engines[].memory = peak RSS (VmHWM, MiB) of each entry alone in a child process: "
+                     f"imports, load, then {cfg.warmup} + {PEAK_RSS_RUNS} calls per shape" if cfg.peak_rss else ""),
     }
     res = BenchResult(report)
     if cfg.json_path is not None:

@@ -114,7 +114,7 @@ def test_bench_tiny_model_two_engines(tmp_path, tiny_checkpoints):
     """The debx PyTorch model and the transformers model of the same checkpoint, side by side, JSON + PNG."""
     ckpt = tiny_checkpoints["v3"]
     cfg = BenchConfig(models=[ckpt], compare=("hf",), batches=(1, 2), seqs=(5, 16), threads=1, warmup=1, iters=3,
-                      json_path=tmp_path / "bench.json", plot_path=tmp_path / "bench.png")
+                      json_path=tmp_path / "bench.json", plot_path=tmp_path / "bench.png", peak_rss=False)
     res = run_bench(cfg)
     report = json.loads(res.json_path.read_text())
     assert [e["name"] for e in report["engines"]] == ["debx-pytorch", "hf-pytorch"]
@@ -136,7 +136,8 @@ def test_bench_onnx_engine_against_the_checkpoint(tmp_path, tiny_checkpoints, gl
     ckpt = tiny_checkpoints["v3"]
     onnx_file = export_onnx(ExportConfig(ckpt, tmp_path / "m.onnx", attention="fast", data_dir=glue_dir,
                                          validate=False)).output
-    res = run_bench(BenchConfig(engines=[onnx_file], compare=("pytorch",), seqs=(12,), threads=1, warmup=1, iters=2))
+    res = run_bench(BenchConfig(engines=[onnx_file], compare=("pytorch",), seqs=(12,), threads=1, warmup=1, iters=2,
+                                peak_rss=False))
     names = [e["name"] for e in res.report["engines"]]
     assert names == ["m.onnx", "debx-pytorch"]  # --compare pytorch found the checkpoint through the sidecar
     assert all(r["max_abs_diff"] <= 1e-4 for r in res.report["results"])
@@ -241,7 +242,7 @@ def test_bench_of_a_model_with_a_small_vocabulary(tmp_path):
     export_onnx(ExportConfig(checkpoint=ckpt, output=onnx_path, validate=False))
     assert bench.onnx_vocab_size(onnx_path) == 300
     res = run_bench(BenchConfig(models=[ckpt], engines=[onnx_path], batches=(2,), seqs=(48,), iters=1, warmup=1,
-                                threads=1))
+                                threads=1, peak_rss=False))
     assert res.report["input_ids_below"] == 300
     rows = res.report["results"]
     assert len(rows) == 2 and rows[1]["max_abs_diff"] < 1e-4
@@ -257,3 +258,70 @@ def test_an_exported_file_takes_the_lengths_its_model_takes(trained_like_checkpo
     assert bench.file_length_limit(validated, None) == 128  # source unknown: what was validated
     assert bench.file_length_limit({"shapes": {"sequence": 64, "max_seq_len": 64}}, trained_like_checkpoints["v3"]) == 64
     assert bench.file_length_limit({}, None) is None
+
+
+@pytest.fixture(scope="module")
+def fast_onnx(tmp_path_factory, tiny_checkpoints, glue_dir):
+    """The tiny v3 exported with standard ops only (no custom op library to load)."""
+    from debx.exporters.export import ExportConfig, export_onnx
+
+    out = tmp_path_factory.mktemp("bench-memory") / "m.onnx"
+    return export_onnx(ExportConfig(tiny_checkpoints["v3"], out, attention="fast", data_dir=glue_dir,
+                                    validate=False)).output
+
+
+def test_peak_rss_of_each_file_alone_in_a_child(fast_onnx, tmp_path):
+    """Issue 14: `debx bench` reports each file's peak RSS (load + warm-up + runs, in a child process of its own) and
+    its size on disk. The child's number is its own: 400 MiB held by this process do not show in it (getrusage's
+    ru_maxrss survives execve and reported at least the parent's RSS), and an ONNX file pulls in no PyTorch."""
+    ballast = np.ones(400 << 17)  # 400 MiB resident here
+    res = run_bench(BenchConfig(engines=[fast_onnx], batches=(1, 2), seqs=(12,), threads=1, warmup=1, iters=2,
+                                json_path=tmp_path / "bench.json"))
+    del ballast
+    entry = json.loads(res.json_path.read_text())["engines"][0]
+    m = entry["memory"]
+    assert 0 < m["imports_mb"] <= m["load_peak_mb"] <= m["peak_rss_mb"] < 400, m
+    assert "onnxruntime" in m["libraries"] and "torch" not in m["libraries"], m["libraries"]
+    assert entry["disk_mb"] == pytest.approx(fast_onnx.stat().st_size / 2**20, abs=0.05)
+    (row,) = bench.memory_rows(res.report)
+    assert len(row) == len(bench.MEMORY_COLUMNS) and row[0] == "m.onnx" and float(row[3]) >= float(row[2]) > 0
+    assert "VmHWM" in res.report["method"]
+
+
+def test_peak_rss_can_be_switched_off_and_a_failed_child_is_said(fast_onnx, tmp_path):
+    res = run_bench(BenchConfig(engines=[fast_onnx], seqs=(8,), threads=1, warmup=1, iters=1, peak_rss=False))
+    entry = res.report["engines"][0]
+    assert entry["memory"] == {} and entry["disk_mb"] > 0
+    assert bench.memory_rows(res.report)[0][2:4] == ["-", "-"]
+
+    def crashed(cmd, **kw):
+        return subprocess.CompletedProcess(cmd, -9, stdout="", stderr="loading...\nKilled\n")
+
+    spec = {"kind": "onnxruntime", "path": str(fast_onnx)}
+    assert bench.measure_peak_rss(spec, runner=crashed) == {"error": "exit -9: Killed"}
+
+
+def test_size_on_disk_counts_external_weights(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((256, 256), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 256])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 256])], [w])
+    path = tmp_path / "ext.onnx"
+    onnx.save_model(helper.make_model(graph), str(path), save_as_external_data=True, location="ext.weights",
+                    size_threshold=0)
+    total = path.stat().st_size + (tmp_path / "ext.weights").stat().st_size
+    assert (tmp_path / "ext.weights").stat().st_size >= 256 * 256 * 4
+    assert bench.disk_mb(path, onnx.load(str(path), load_external_data=False)) == pytest.approx(total / 2**20)
+    assert bench.disk_mb(path) == pytest.approx(path.stat().st_size / 2**20)  # without the graph: the file alone
+
+
+def test_cli_prints_the_memory_table(fast_onnx, monkeypatch, capsys):
+    from cli_helpers import run_main
+
+    code, out, err = run_main(monkeypatch, capsys, "bench", "-e", fast_onnx, "--seq", "8", "--iters", "1",
+                              "--warmup", "1", "--threads", "1")
+    assert code == 0, err
+    assert "peak RSS MB, load + runs" in out and "on disk MB" in out

@@ -43,6 +43,8 @@ def command(
                                      "the relative terms, and (layer level) DisentangledFlash / FlashDeBERTa when "
                                      "installed. Needs a GPU; v3-base shapes (12 heads of 64)."),
     dtype: str = typer.Option("fp16", "--dtype", help="With --op: fp16, bf16 or fp32."),
+    peak_rss: bool = typer.Option(True, "--peak-rss/--no-peak-rss", help="After the timing, load and run each entry "
+                                  "again alone in a child process and report its peak RSS, beside its size on disk."),
 ) -> None:
     """Time engines side by side (same process, same inputs, round-robin): p50/p90/p99, throughput, memory.
 
@@ -57,14 +59,15 @@ def command(
         return
 
     from debx.artifacts import refuse_overwriting_inputs
-    from debx.bench import TABLE_COLUMNS, BenchConfig, device_note, kernel_notes, parse_int_list, run_bench, table_rows
+    from debx.bench import (MEMORY_COLUMNS, TABLE_COLUMNS, BenchConfig, device_note, kernel_notes, memory_rows,
+                            parse_int_list, run_bench, table_rows)
 
     refuse_overwriting_inputs({"--json": json_out, "--plot": plot}, [*model, *engine])
     cfg = BenchConfig(models=list(model), engines=list(engine), batches=parse_int_list(batch, "--batch"),
                       seqs=parse_int_list(seq, "--seq"), threads=threads,
                       compare=tuple(c.strip() for c in compare.split(",") if c.strip()), warmup=warmup,
                       iters=iters, seconds=seconds, block=block, ratio_to=ratio_to, seed=seed, json_path=json_out, plot_path=plot,
-                      device=device, provider=provider)
+                      device=device, provider=provider, peak_rss=peak_rss)
 
     con = Console(stderr=True)
     res = run_bench(cfg, progress=verbosity.progress(lambda msg: con.print(f"[dim]{msg}[/dim]")))
@@ -77,6 +80,14 @@ def command(
         t.add_row(*row)
     out = Console() if Console().is_terminal else Console(width=170)  # files/pipes: do not squeeze the table
     out.print(t)
+    shapes = ", ".join(f"{b}×{s}" for b in cfg.batches for s in cfg.seqs)
+    mem = Table(title=f"memory · each entry alone in a child process: load, then {cfg.warmup} + 3 calls at {shapes} · "
+                      "MiB" if cfg.peak_rss else "size on disk · MiB")
+    for i, c in enumerate(MEMORY_COLUMNS if cfg.peak_rss else MEMORY_COLUMNS[:2]):
+        mem.add_column(c, justify="left" if i == 0 else "right")
+    for row in memory_rows(r):
+        mem.add_row(*(row if cfg.peak_rss else row[:2]))
+    out.print(mem)
     out.print(device_note(r))
     for note in kernel_notes(r) + r["provenance"]:
         out.print(note, soft_wrap=True)

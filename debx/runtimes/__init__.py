@@ -52,10 +52,13 @@ def runner_for(path_or_ckpt, *, where_taken: tuple[str, ...] = (), **opts):
     TensorRT plan runs on the GPU and has none).
     """
     import inspect
+    import os
 
-    from debx.checkpoint import Checkpoint
+    target = path_or_ckpt
+    if not isinstance(path_or_ckpt, (str, os.PathLike)):  # a debx.checkpoint.Checkpoint (imports PyTorch: not for a file)
+        from debx.checkpoint import Checkpoint
 
-    target = path_or_ckpt.path if isinstance(path_or_ckpt, Checkpoint) else path_or_ckpt
+        target = path_or_ckpt.path if isinstance(path_or_ckpt, Checkpoint) else path_or_ckpt
     backend = backend_for(target)
     cls = runner_class(backend)
     opts = {k: v for k, v in opts.items() if v is not None and not (isinstance(v, (list, tuple)) and not v)}

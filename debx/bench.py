@@ -50,6 +50,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from debx.artifacts import artifact_source, check_writable, package_versions, read_sidecar, stale_reason
+from debx.contract import input_names
 from debx.errors import ConfigError, DebxError, MissingDependencyError
 from debx.runtimes import backend_for, runner_for
 
@@ -198,7 +199,7 @@ class HFRunner:
 
     @property
     def input_names(self) -> list[str]:
-        return ["input_ids", "attention_mask"] + (["token_type_ids"] if self.type_vocab > 0 else [])
+        return input_names(self.type_vocab)
 
     def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
@@ -789,11 +790,13 @@ def engine_device(e: Engine) -> str | None:
 
 
 def kernel_notes(report: dict) -> list[str]:
-    """One line per engine that ran an INT8 graph on the CPU: the matmul kernel family (amx, avx512-vnni, or ort:
-    ONNX Runtime's own) and the debx native INT8 CPU ops the in-memory rewrite made."""
+    """Per ONNX Runtime engine: the graph rewrite steps that ran as it loaded (debx.runtimes.rewrites), and for INT8
+    graphs on the CPU the matmul kernel family (amx, avx512-vnni, or ort: ONNX Runtime's own) and the debx native ops."""
     from debx.runtimes.int8_cpu import kernel_summary
+    from debx.runtimes.rewrites import summary
 
-    lines = ((e["name"], kernel_summary(e.get("info") or {})) for e in report["engines"])
+    lines = ((e["name"], line) for e in report["engines"]
+             for line in (summary(e.get("info") or {}), kernel_summary(e.get("info") or {})))
     return [f"{name}: {line}" for name, line in lines if line]
 
 

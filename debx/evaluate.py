@@ -362,11 +362,13 @@ def provenance_notes(report: dict, reference: dict | None = None) -> list[str]:
 
 
 def kernel_notes(report: dict) -> list[str]:
-    """Which INT8 matmul kernel family (amx, avx512-vnni, ort) scored an INT8 file on the CPU, and the native ops."""
+    """The graph rewrite steps that ran as the runner opened the file (debx.runtimes.rewrites), and which INT8 matmul
+    kernel family (amx, avx512-vnni, ort) scored an INT8 file on the CPU, with the native ops."""
     from debx.runtimes.int8_cpu import kernel_summary
+    from debx.runtimes.rewrites import summary
 
-    line = kernel_summary(report.get("runner") or {})
-    return [line] if line else []
+    runner = report.get("runner") or {}
+    return [line for line in (summary(runner), kernel_summary(runner)) if line]
 
 
 def gate_notes(report: dict, reference: dict | None = None) -> list[str]:

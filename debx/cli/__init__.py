@@ -22,6 +22,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("export", "debx.cli.export"),
     ("validate", "debx.cli.validate"),
     ("calibrate", "debx.cli.calibrate"),
+    ("rewrite", "debx.cli.rewrite"),
     ("build", "debx.cli.build"),
     ("eval", "debx.cli.eval"),
     ("bench", "debx.cli.bench"),

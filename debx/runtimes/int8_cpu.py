@@ -2,7 +2,8 @@
 
 `debx calibrate --target ort` writes standard ONNX Runtime INT8 ops (com.microsoft MatMulIntegerToFloat, with
 LayerNormalization -> QuantizeLinear between layers). When the native library (debx.runtimes.native_ops) is loaded,
-the runner rewrites a copy of the graph before opening the session:
+the runner rewrites the graph before opening the session, in three named steps of debx.runtimes.rewrites (int8-matmul,
+layernorm-quantize, attention-bf16; `debx rewrite` writes them into a file ahead of time):
 
 - LayerNormalization -> QuantizeLinear [-> DequantizeLinear]               -> debx::DebxLayerNormQuantize (one pass)
 - and where a native INT8 matmul kernel family runs (AMX-INT8 tiles on Intel Sapphire Rapids and later, else AVX-512
@@ -19,7 +20,8 @@ the runner rewrites a copy of the graph before opening the session:
 
 The integer sums are exact, so the matmuls agree with the graph as written to float rounding (every family); the fused
 quantizations agree up to one step where a value lands on a rounding boundary; the bf16 attention to about 1e-2 of its
-output scale (tests/runtimes/test_int8_cpu.py). The file on disk keeps the standard ops and runs anywhere.
+output scale (tests/runtimes/test_int8_cpu.py). The file on disk keeps the standard ops and runs anywhere
+(unless `debx rewrite` wrote it).
 
 Switches: `DEBX_CPU_KERNELS=ort|avx2|avx-vnni|avx512-vnni|amx` forces a matmul family (for tests and measurements; a family this CPU
 cannot run is an error, and only amx keeps the attention's bf16 mode); `DEBX_AMX=0` turns the AMX family off (matmuls
@@ -32,6 +34,7 @@ import math
 import os
 from collections import defaultdict
 
+from debx.contract import DEBX_ATTENTION
 from debx.errors import ConfigError
 from debx.runtimes import native_ops
 
@@ -39,7 +42,10 @@ MATMUL = ("com.microsoft", "MatMulIntegerToFloat")
 MATMUL_OPS = ("DebxMatMulInt8", "DebxMatMulInt8Add", "DebxMatMulInt8GeluQuantize")
 NORM_OP = "DebxLayerNormQuantize"
 OPS = (*MATMUL_OPS, NORM_OP)
-BF16_ATTENTION = "DebxDisentangledAttention(bf16)"  # a count key: attention nodes switched to the mixed mode
+BF16_ATTENTION = f"{DEBX_ATTENTION.name}(bf16)"  # a count key: attention nodes switched to the mixed mode
+# the attention's one runtime-only attribute in the contract (set in memory or by `debx rewrite`, never by the exporter)
+(BF16_ATTRIBUTE,) = (a.name for a in DEBX_ATTENTION.attributes if not a.in_files)
+DOMAIN = DEBX_ATTENTION.domain  # debx's ops share the attention op's domain (plugins/ortOps registers them there)
 
 
 def native() -> bool:
@@ -119,8 +125,27 @@ def kernel_summary(described: dict) -> str | None:
 
 
 def is_int8(graph) -> bool:
-    """Whether `graph` (an onnx.ModelProto) is an INT8 graph of `debx calibrate --target ort` (MatMulIntegerToFloat)."""
-    return any((n.domain, n.op_type) == MATMUL for n in graph.graph.node)
+    """Whether `graph` (an onnx.ModelProto) is an INT8 graph of `debx calibrate --target ort` (MatMulIntegerToFloat),
+    as written or already moved onto debx's native INT8 ops (`debx rewrite`)."""
+    return any((n.domain, n.op_type) == MATMUL or (n.domain == DOMAIN and n.op_type in OPS) for n in graph.graph.node)
+
+
+def native_ops_in(graph) -> tuple[dict[str, int], str | None]:
+    """The debx native INT8 CPU ops in `graph` (op -> count, the bf16 attention nodes under BF16_ATTENTION) and the
+    matmul kernel family their `family` attribute names (None when it has no native matmul op)."""
+    counts: dict[str, int] = {}
+    family = None
+    for n in graph.graph.node:
+        if n.domain != DOMAIN:
+            continue
+        if n.op_type in OPS:
+            counts[n.op_type] = counts.get(n.op_type, 0) + 1
+            if n.op_type in MATMUL_OPS:
+                value = next((a.i for a in n.attribute if a.name == "family"), None)
+                family = FAMILIES[value] if value is not None and 0 <= value < len(FAMILIES) else family or "best"
+        elif (n.domain, n.op_type) == DEBX_ATTENTION.key and any(a.name == BF16_ATTRIBUTE and a.i for a in n.attribute):
+            counts[BF16_ATTENTION] = counts.get(BF16_ATTENTION, 0) + 1
+    return counts, family
 
 
 def wants(graph) -> bool:
@@ -144,8 +169,9 @@ def _is_gelu(node) -> bool:
 class _Graph:
     """Consumers, initializers and the node-order bookkeeping the rewrites share."""
 
-    def __init__(self, model) -> None:
+    def __init__(self, model, base_dir: str | None = None) -> None:
         self.model = model
+        self.base_dir = base_dir or ""  # where the weights of a graph with external data are
         self.inits = {t.name: t for t in model.graph.initializer}
         self.outputs = {o.name for o in model.graph.output}
         self.consumers: dict[str, list] = defaultdict(list)
@@ -187,23 +213,27 @@ class _Graph:
         graph.node.extend(kept)
 
 
-def _matmuls(g: _Graph, counts: dict[str, int], family: str) -> None:
-    from onnx import TensorProto, helper, numpy_helper
+def _convertible(g: _Graph, node) -> bool:
+    """A MatMulIntegerToFloat the native ops run: constant symmetric per-column int8 weights, scalar activations."""
+    from onnx import TensorProto, numpy_helper
 
-    def convertible(node) -> bool:
-        if (node.domain, node.op_type) != MATMUL or len(node.input) != 7 or not node.input[6]:
-            return False
-        b, b_scale, b_zero = (g.inits.get(node.input[i]) for i in (1, 3, 5))
-        if b is None or b_scale is None or b_zero is None or b.data_type != TensorProto.INT8 or len(b.dims) != 2:
-            return False
-        n = b.dims[1]
-        return (b_scale.data_type == TensorProto.FLOAT and list(b_scale.dims) == [n]
-                and b_zero.data_type == TensorProto.INT8 and list(b_zero.dims) == [n]
-                and not numpy_helper.to_array(b_zero).any()
-                and g.scalar(node.input[2], TensorProto.FLOAT) and g.scalar(node.input[4], TensorProto.UINT8))
+    if (node.domain, node.op_type) != MATMUL or len(node.input) != 7 or not node.input[6]:
+        return False
+    b, b_scale, b_zero = (g.inits.get(node.input[i]) for i in (1, 3, 5))
+    if b is None or b_scale is None or b_zero is None or b.data_type != TensorProto.INT8 or len(b.dims) != 2:
+        return False
+    n = b.dims[1]
+    return (b_scale.data_type == TensorProto.FLOAT and list(b_scale.dims) == [n]
+            and b_zero.data_type == TensorProto.INT8 and list(b_zero.dims) == [n]
+            and not numpy_helper.to_array(b_zero, base_dir=g.base_dir).any()
+            and g.scalar(node.input[2], TensorProto.FLOAT) and g.scalar(node.input[4], TensorProto.UINT8))
+
+
+def _matmuls(g: _Graph, counts: dict[str, int], family: str) -> None:
+    from onnx import helper
 
     for node in g.model.graph.node:
-        if not convertible(node):
+        if not _convertible(g, node):
             continue
         op = "DebxMatMulInt8"
         user = g.only_user(node.output[0])
@@ -223,7 +253,7 @@ def _matmuls(g: _Graph, counts: dict[str, int], family: str) -> None:
             node.output[0] = user.output[0]
             g.dropped.add(id(node))
             g.replace_at[id(user)] = node  # where the residual is sure to exist already
-        node.domain, node.op_type = "debx", op
+        node.domain, node.op_type = DOMAIN, op
         node.attribute.append(helper.make_attribute("family", FAMILIES.index(family)))
         counts[op] += 1
 
@@ -252,7 +282,7 @@ def _norms(g: _Graph, counts: dict[str, int]) -> None:
             float_out, dequantized = deq[0].output[0], 1  # the residual reads DequantizeLinear(q): made here
             g.dropped.add(id(deq[0]))
         fused = helper.make_node(NORM_OP, [node.input[0], node.input[1], node.input[2], *quant.input[1:]],
-                                 [quant.output[0], float_out], domain="debx",
+                                 [quant.output[0], float_out], domain=DOMAIN,
                                  epsilon=float(attrs.get("epsilon", 1e-5)), dequantized=dequantized)
         g.replace_at[id(node)] = fused
         g.dropped.add(id(quant))
@@ -263,9 +293,9 @@ def _bf16_attention(g: _Graph, counts: dict[str, int]) -> None:
     from onnx import helper
 
     for node in g.model.graph.node:
-        if (node.domain, node.op_type) == ("debx", "DebxDisentangledAttention") \
-                and not any(a.name == "bf16" for a in node.attribute):
-            node.attribute.append(helper.make_attribute("bf16", 1))
+        if (node.domain, node.op_type) == DEBX_ATTENTION.key \
+                and not any(a.name == BF16_ATTRIBUTE for a in node.attribute):
+            node.attribute.append(helper.make_attribute(BF16_ATTRIBUTE, 1))
             counts[BF16_ATTENTION] += 1
 
 
@@ -285,6 +315,62 @@ def rewrite(model, family: str | None = None, bf16_attention: bool | None = None
     if amx_bf16() if bf16_attention is None else bf16_attention:
         _bf16_attention(g, counts)
     g.commit()
-    if any(counts.values()) and not any(o.domain == "debx" for o in model.opset_import):
-        model.opset_import.add(domain="debx", version=1)
+    _declare_domain(model, counts)
+    return counts
+
+
+def _declare_domain(model, counts: dict[str, int]) -> None:
+    if any(counts.values()) and not any(o.domain == DOMAIN for o in model.opset_import):
+        model.opset_import.add(domain=DOMAIN, version=DEBX_ATTENTION.version)
+
+
+# The three parts of `rewrite` on their own: the named steps of debx.runtimes.rewrites (each commits its changes).
+
+
+def matmul_candidates(model, base_dir: str | None = None) -> int:
+    """How many MatMulIntegerToFloat nodes of `model` the native matmul ops can run (0 once they are rewritten).
+    base_dir: the folder of the graph's external weights, when it has some (small tensors are read from there)."""
+    g = _Graph(model, base_dir)
+    return sum(_convertible(g, n) for n in model.graph.node)
+
+
+def rewrite_matmuls(model, family: str, base_dir: str | None = None) -> dict[str, int]:
+    """MatMulIntegerToFloat [+ Sum | + Gelu + QuantizeLinear] -> the debx INT8 matmul ops on kernel family `family`."""
+    if family not in FAMILIES or family == "ort":
+        raise ValueError(f"no native matmul kernel family {family!r} (one of {', '.join(FAMILIES[1:])})")
+    g = _Graph(model, base_dir)
+    counts = dict.fromkeys(MATMUL_OPS, 0)
+    _matmuls(g, counts, family)
+    g.commit()
+    _declare_domain(model, counts)
+    return counts
+
+
+def norm_candidates(model) -> int:
+    """LayerNormalization nodes with a uint8 QuantizeLinear after them: what rewrite_norms looks at."""
+    g = _Graph(model)
+    return sum(1 for n in model.graph.node if _standard(n, "LayerNormalization")
+               and any(g.quantize_to_u8(u) for u in g.consumers[n.output[0]]))
+
+
+def rewrite_norms(model) -> dict[str, int]:
+    """LayerNormalization -> QuantizeLinear [-> DequantizeLinear] -> debx::DebxLayerNormQuantize."""
+    g = _Graph(model)
+    counts = {NORM_OP: 0}
+    _norms(g, counts)
+    g.commit()
+    _declare_domain(model, counts)
+    return counts
+
+
+def bf16_candidates(model) -> int:
+    """debx attention nodes not yet switched to (or explicitly kept off) the bf16 mode."""
+    return sum(1 for n in model.graph.node if (n.domain, n.op_type) == DEBX_ATTENTION.key
+               and not any(a.name == BF16_ATTRIBUTE for a in n.attribute))
+
+
+def switch_bf16(model) -> dict[str, int]:
+    """debx attention nodes -> their bf16 mode (attribute bf16 = 1)."""
+    counts = {BF16_ATTENTION: 0}
+    _bf16_attention(_Graph(model), counts)
     return counts

@@ -6,14 +6,13 @@ C++ compiler is available, on the NumPy references of debx.runtimes.reference_op
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
 from debx.artifacts import read_onnx, read_sidecar, weights_bytes
-from debx.contract import INLINE_WEIGHTS_LIMIT
+from debx.contract import DEBX_ATTENTION, INLINE_WEIGHTS_LIMIT
 from debx.errors import ConfigError, MissingDependencyError, check_at_least
 from debx.runtimes import int8_cpu, native_ops
 from debx.runtimes.base import Runner
@@ -24,6 +23,9 @@ PROVIDERS = {
     "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
     "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
 }
+IN_MEMORY_LIMIT = INLINE_WEIGHTS_LIMIT  # the writers' rule (debx.contract): weights inside the file up to this
+INT8_STEPS = ("int8-matmul", "layernorm-quantize", "attention-bf16")  # optional: a too large file runs without
+EXTERNAL_FOLDER = "session.model_external_initializers_file_folder_path"  # ORT: external data of a graph from bytes
 
 
 def _ort():
@@ -109,27 +111,15 @@ def session_for_model(model, provider: str = "cpu", threads: int | None = None, 
 
     model_dir: where the model's external data files are (when its weights are not inside the proto).
     """
-    import onnx
-
     from debx.runtimes.reference_ops import adapt_for_ort, custom_nodes
 
     ort = _ort()
-    custom = bool(custom_nodes(model))
-    if custom:
-        model = adapt_for_ort(model, native=native_ops_enabled())
-    native_int8 = any(n.domain == "debx" and n.op_type in int8_cpu.OPS for n in model.graph.node)
-    so = session_options(threads, custom_ops=custom or native_int8)
-    providers = providers_for(provider)
-    if model_dir is None:
-        return ort.InferenceSession(model.SerializeToString(), so, providers=providers)
-    # external data is resolved relative to the model file: write the graph next to it for the session to read
-    fd, tmp = tempfile.mkstemp(prefix=".debx-ort-", suffix=".onnx", dir=str(model_dir))
-    os.close(fd)
-    try:
-        onnx.save_model(model, tmp)
-        return ort.InferenceSession(tmp, so, providers=providers)
-    finally:
-        os.unlink(tmp)
+    if custom_nodes(model):
+        model = adapt_for_ort(model, native=native_ops_enabled())  # a copy: the caller's model is left as it is
+    so = session_options(threads, custom_ops=uses_custom_ops(model))
+    if model_dir is not None:  # external data is read from beside the model file
+        so.add_session_config_entry(EXTERNAL_FOLDER, str(Path(model_dir).resolve()))
+    return ort.InferenceSession(model.SerializeToString(), so, providers=providers_for(provider))
 
 
 def _uses_external_data(model) -> bool:
@@ -138,53 +128,71 @@ def _uses_external_data(model) -> bool:
     return any(uses_external_data(t) for t in model.graph.initializer)
 
 
-IN_MEMORY_LIMIT = INLINE_WEIGHTS_LIMIT  # the writers' rule (debx.contract): weights inside the file up to this
 
 
 def _fits_in_memory(path: Path, graph) -> bool:
-    """Whether a rewritten copy can be handed to ONNX Runtime as one protobuf (else the file runs as written): the
-    weights are inside the file and within the limit every debx writer keeps inline, which leaves the graph (and what
-    the rewrite adds) its room under protobuf's 2 GiB. A file debx wrote inline is rewritten; one it wrote with an
-    external data file is not."""
-    if not _uses_external_data(graph) and weights_bytes(graph) <= IN_MEMORY_LIMIT:
+    """Whether a rewritten graph can be handed to ONNX Runtime as one protobuf (else the file runs as written): the
+    weights inside the file are within the limit every debx writer keeps inline, which leaves the graph (and what the
+    rewrite adds) its room under protobuf's 2 GiB. Weights in an external data file stay there (only the graph is
+    rewritten and handed over; ONNX Runtime reads the weights from beside the file)."""
+    if weights_bytes(graph) <= IN_MEMORY_LIMIT:
         return True
     import warnings
 
-    warnings.warn(f"{path.name}: too large for debx's in-memory INT8 rewrite; running it as written "
+    warnings.warn(f"{path.name}: too large for debx's in-memory graph rewrites; running it as written "
                   "(ONNX Runtime's own INT8 kernels)", stacklevel=3)
     return False
 
 
-def open_session(path: str | Path, provider: str = "cpu", threads: int | None = None, info: dict | None = None):
-    """An InferenceSession for a .onnx file (plain when it has only standard ops).
+def uses_custom_ops(graph) -> bool:
+    """Whether a session for `graph` needs debx's op libraries: nodes of the debx domain (the native library) or of
+    onnxruntime-extensions' (the NumPy references), or custom attention nodes still to be adapted."""
+    from debx.runtimes.reference_ops import CUSTOM_NODES, ORT_DOMAIN
 
-    info: when given, receives "int8_cpu" = the counts of debx.runtimes.int8_cpu.rewrite when the INT8 graph was
-    moved onto debx's native CPU ops (absent otherwise), and for INT8 graphs on the CPU "int8_kernels" = the matmul
-    kernel family that runs them (amx, avx512-vnni, or ort: ONNX Runtime's own)."""
-    from debx.runtimes.reference_ops import custom_nodes, runs_natively_as_is
+    return any(n.domain in (DEBX_ATTENTION.domain, ORT_DOMAIN) or (n.domain, n.op_type) in CUSTOM_NODES
+               for n in graph.graph.node)
+
+
+def open_session(path: str | Path, provider: str = "cpu", threads: int | None = None, info: dict | None = None):
+    """An InferenceSession for a .onnx file: the file, plus the rewrite steps of debx.runtimes.rewrites that apply
+    here (none for a plain file, or one `debx rewrite` wrote: it runs as it is, with no copy in memory).
+
+    When steps apply, the graph is rewritten in place, serialized once and dropped before ONNX Runtime parses the
+    bytes (weights in an external data file stay there and are read from beside `path`).
+
+    info: when given, receives "rewrites" = the steps that ran (debx.runtimes.rewrites.Applied.to_dict(), [] when
+    none), "rewrites_skipped" = step -> why it did not run although the graph had something for it, and for INT8
+    graphs on the CPU "int8_kernels" = the matmul kernel family that runs them (amx, avx512-vnni, or ort: ONNX
+    Runtime's own) and "int8_cpu" = the debx native INT8 CPU ops in the graph that runs (op -> count)."""
+    from debx.runtimes import rewrites
 
     ort = _ort()
     path = Path(path)
     graph = read_onnx(path)  # one line for a missing, truncated or foreign file, or missing external data
-    if provider == "cpu" and int8_cpu.wants(graph) and _fits_in_memory(path, graph):
-        # INT8 graphs onto debx's native CPU ops, rewritten in memory (the file keeps the standard ops). The weights
-        # are inside the file (_fits_in_memory), so `graph` holds them; a rewrite that finds nothing changes nothing.
-        family = int8_cpu.kernel_family()
-        counts = int8_cpu.rewrite(graph, family=family)
-        if any(counts.values()):
-            if info is not None:
-                info["int8_cpu"] = counts
-                info["int8_kernels"] = family if any(counts[op] for op in int8_cpu.MATMUL_OPS) else "ort"
-            return session_for_model(graph, provider, threads)
-    if info is not None and provider == "cpu" and int8_cpu.is_int8(graph):
-        info["int8_kernels"] = "ort"
-    if not custom_nodes(graph):
-        return ort.InferenceSession(str(path), session_options(threads), providers=providers_for(provider))
-    if native_ops_enabled() and all(runs_natively_as_is(graph, n) for n in custom_nodes(graph)):
-        # the file runs as it is: no in-memory copy
-        return ort.InferenceSession(str(path), session_options(threads, custom_ops=True),
-                                    providers=providers_for(provider))
-    return session_for_model(graph, provider, threads, model_dir=path.parent if _uses_external_data(graph) else None)
+    target = rewrites.here(provider, base_dir=path.parent)
+    plan = rewrites.plan(graph, target)
+    if any(s.name in INT8_STEPS for s in plan.run) and not _fits_in_memory(path, graph):
+        plan = rewrites.Plan([s for s in plan.run if s.name not in INT8_STEPS],
+                             {**plan.skipped, **{s.name: "too large" for s in plan.run if s.name in INT8_STEPS}})
+    applied = rewrites.apply(plan, graph, target)
+    if info is not None:
+        info["rewrites"] = [a.to_dict() for a in applied]
+        info["rewrites_skipped"] = dict(plan.skipped)
+        if provider == "cpu" and int8_cpu.is_int8(graph):
+            ops, family = int8_cpu.native_ops_in(graph)
+            info["int8_kernels"] = family or "ort"
+            if ops:
+                info["int8_cpu"] = ops
+    so = session_options(threads, custom_ops=uses_custom_ops(graph))
+    providers = providers_for(provider)
+    if not applied:
+        del graph
+        return ort.InferenceSession(str(path), so, providers=providers)  # the file as it is: no copy in memory
+    if _uses_external_data(graph):
+        so.add_session_config_entry(EXTERNAL_FOLDER, str(path.parent.resolve()))
+    data = graph.SerializeToString()
+    del graph  # the one copy ONNX Runtime gets: the parsed graph is gone before it parses
+    return ort.InferenceSession(data, so, providers=providers)
 
 
 class OnnxRuntimeRunner(Runner):
@@ -236,4 +244,8 @@ class OnnxRuntimeRunner(Runner):
                 "provider": provider, "device": "cpu" if provider == "CPUExecutionProvider" else "cuda",
                 "precision": meta.get("precision"), "attention": meta.get("attention"),
                 "native_int8_ops": {k: v for k, v in self.kernels.get("int8_cpu", {}).items() if v} or None,
-                "int8_kernels": self.kernels.get("int8_kernels")}
+                "int8_kernels": self.kernels.get("int8_kernels"),
+                # the graph rewrites that ran as the session opened (debx.runtimes.rewrites), and those the file's
+                # sidecar says `debx rewrite` applied ahead of time
+                "rewrites": self.kernels.get("rewrites", []), "rewrites_skipped": self.kernels.get("rewrites_skipped", {}),
+                "rewritten_ahead": meta.get("rewrites")}

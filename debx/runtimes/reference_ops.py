@@ -168,7 +168,8 @@ def custom_nodes(model) -> list:
 
 
 def is_float32(model, name: str) -> bool:
-    """True when `name` is known to be a float32 tensor (an initializer, graph input or typed value)."""
+    """True when `name` is known to be a float32 tensor (an initializer, graph input, typed value, or the output of a
+    Cast to float32, such as the casts `adapt_in_place` puts before a node)."""
     from onnx import TensorProto
 
     for t in model.graph.initializer:
@@ -177,6 +178,9 @@ def is_float32(model, name: str) -> bool:
     for vi in list(model.graph.input) + list(model.graph.value_info):
         if vi.name == name and vi.type.HasField("tensor_type"):
             return vi.type.tensor_type.elem_type == TensorProto.FLOAT
+    for node in model.graph.node:
+        if node.op_type == "Cast" and node.domain in ("", "ai.onnx") and name in node.output:
+            return any(a.name == "to" and a.i == TensorProto.FLOAT for a in node.attribute)
     return False
 
 
@@ -185,39 +189,60 @@ def runs_natively_as_is(model, node) -> bool:
     return (node.domain, node.op_type) == (DEBX_DOMAIN, DEBX_OP) and is_float32(model, node.input[3])
 
 
-def adapt_for_ort(model, native: bool = False):
-    """A copy of `model` whose custom attention nodes run on the registered references (see the module doc).
+def needs_adapting(model, node, native: bool) -> str | None:
+    """How `adapt_in_place` changes a custom node: "casts" (an FP16 debx node: float32 casts around the native op),
+    "reference" (onto the NumPy reference: TensorRT's node, or any node when native=False), or None (runs as is, or
+    not a custom node)."""
+    key = (node.domain, node.op_type)
+    if key not in CUSTOM_NODES or (native and runs_natively_as_is(model, node)):
+        return None
+    return "casts" if native and key == (DEBX_DOMAIN, DEBX_OP) else "reference"
 
-    native=True: `debx` nodes run on the native library (debx.runtimes.native_ops) instead: FP32 nodes stay exactly
-    as they are; FP16 ones get the same float32 casts around them, but keep their domain."""
-    import onnx
+
+def adapt_in_place(model, native: bool = False, only: str | None = None) -> int:
+    """Adapt `model`'s custom attention nodes for ONNX Runtime, in place (see the module doc); returns how many.
+
+    native=True: `debx` nodes run on the native library (debx.runtimes.native_ops): FP32 nodes stay exactly as they
+    are; FP16 ones get the same float32 casts around them, but keep their domain. only: "casts" or "reference" to
+    adapt just those nodes (needs_adapting)."""
     from onnx import TensorProto, helper
 
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    nodes = []
-    for node in out.graph.node:
-        key = (node.domain, node.op_type)
-        if key not in CUSTOM_NODES:
+    nodes, adapted = [], 0
+    for node in model.graph.node:
+        how = needs_adapting(model, node, native)
+        if how is None or (only is not None and how != only):
             nodes.append(node)
             continue
-        if native and runs_natively_as_is(out, node):
-            nodes.append(node)
-            continue
-        on_native = native and key == (DEBX_DOMAIN, DEBX_OP)  # an FP16 debx node: casts around the native op
+        adapted += 1
         tag = node.name or node.output[0]
         inputs = list(node.input)
-        for i in CUSTOM_NODES[key]:  # float inputs -> float32 (a no-op Cast in FP32 graphs)
+        for i in CUSTOM_NODES[(node.domain, node.op_type)]:  # float inputs -> float32 (a no-op Cast in FP32 graphs)
             cast = f"{tag}/ref_in{i}"
             nodes.append(helper.make_node("Cast", [inputs[i]], [cast], to=TensorProto.FLOAT, name=cast))
             inputs[i] = cast
         raw = f"{tag}/ref_out"
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute if a.name in _ATTRS[node.op_type]}
-        domain = DEBX_DOMAIN if on_native else ORT_DOMAIN
+        domain = DEBX_DOMAIN if how == "casts" else ORT_DOMAIN
         nodes.append(helper.make_node(node.op_type, inputs, [raw], name=f"{tag}/ref", domain=domain, **attrs))
         nodes.append(helper.make_node("CastLike", [raw, node.input[0]], [node.output[0]], name=f"{tag}/ref_cast"))
-    del out.graph.node[:]
-    out.graph.node.extend(nodes)
-    if not any(o.domain == ORT_DOMAIN for o in out.opset_import):
-        out.opset_import.append(helper.make_opsetid(ORT_DOMAIN, 1))
+    if not adapted:
+        return 0
+    kept = [type(n)() for n in nodes]  # copies first: clearing the field drops the nodes still listed in `nodes`
+    for dst, src in zip(kept, nodes):
+        dst.CopyFrom(src)
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    if not any(o.domain == ORT_DOMAIN for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(ORT_DOMAIN, 1))
+    return adapted
+
+
+def adapt_for_ort(model, native: bool = False):
+    """A copy of `model` whose custom attention nodes run on the registered references or the native library
+    (`adapt_in_place`); the caller's model is left as it is."""
+    import onnx
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    adapt_in_place(out, native=native)
     return out

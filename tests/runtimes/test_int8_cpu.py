@@ -209,23 +209,25 @@ def test_open_session_rewrites_int8_files_and_keeps_the_file(tmp_path, monkeypat
 
     path = tmp_path / "ffn.onnx"
     onnx.save(ffn_model(gelu="relu"), str(path))  # nothing approximate: the two sessions agree to rounding
-    made = []
-    real = int8_cpu.rewrite
-    monkeypatch.setattr(int8_cpu, "rewrite", lambda model, **kw: made.append(real(model, **kw)) or made[-1])
     x = np.random.default_rng(2).normal(0, 2, (2, 16, 192)).astype(np.float32)
     monkeypatch.setenv("DEBX_CPU_KERNELS", family)
     info: dict = {}
     fast = open_session(path, threads=2, info=info).run(["out"], {"x": x})[0]
     assert info["int8_kernels"] == family
-    assert made == [{"DebxMatMulInt8": 2, "DebxMatMulInt8Add": 1, "DebxMatMulInt8GeluQuantize": 0, **NO_NORM}]
+    assert info["rewrites"] == [{"step": "int8-matmul", "counts": {"DebxMatMulInt8": 2, "DebxMatMulInt8Add": 1},
+                                 "choice": f"family {family} (DEBX_CPU_KERNELS={family})"}]
+    assert info["int8_cpu"] == {"DebxMatMulInt8": 2, "DebxMatMulInt8Add": 1}
     monkeypatch.setenv("DEBX_CPU_KERNELS", "ort")
     info = {}
     plain = open_session(path, threads=2, info=info).run(["out"], {"x": x})[0]
-    assert info == {"int8_kernels": "ort"}  # nothing to rewrite here but the matmuls: the file as written
+    # nothing to rewrite here but the matmuls: the file as written, and the report says which switch chose that
+    assert info == {"int8_kernels": "ort", "rewrites": [],
+                    "rewrites_skipped": {"int8-matmul": "family ort (DEBX_CPU_KERNELS=ort)"}}
     monkeypatch.setenv("DEBX_NATIVE_OPS", "0")
     monkeypatch.delenv("DEBX_CPU_KERNELS")
-    np.testing.assert_allclose(open_session(path, threads=2).run(["out"], {"x": x})[0], plain, rtol=0, atol=0)
-    assert len(made) == 2  # switched off: the file as written
+    info = {}
+    np.testing.assert_allclose(open_session(path, threads=2, info=info).run(["out"], {"x": x})[0], plain, rtol=0, atol=0)
+    assert info["rewrites"] == [] and "DEBX_NATIVE_OPS=0" in info["rewrites_skipped"]["int8-matmul"]
     np.testing.assert_allclose(fast, plain, rtol=1e-6, atol=1e-6)
     assert "MatMulIntegerToFloat" in ops(onnx.load(str(path)))  # the file keeps the standard ops
 
@@ -307,11 +309,11 @@ def test_files_too_large_for_one_protobuf_run_as_written(tmp_path, monkeypatch):
     path = tmp_path / "ffn.onnx"
     onnx.save(ffn_model(), str(path))
     monkeypatch.setattr(ort_runtime, "IN_MEMORY_LIMIT", 10)  # pretend the file is beyond 2 GiB
-    called = []
-    monkeypatch.setattr(int8_cpu, "rewrite", lambda model, **kw: called.append(1))
-    with pytest.warns(UserWarning, match="too large for debx's in-memory INT8 rewrite"):
-        session = ort_runtime.open_session(path, threads=1)
-    assert not called
+    info: dict = {}
+    with pytest.warns(UserWarning, match="too large for debx's in-memory graph rewrites"):
+        session = ort_runtime.open_session(path, threads=1, info=info)
+    assert info["rewrites"] == [] and info["int8_kernels"] == "ort"
+    assert info["rewrites_skipped"] == ({"int8-matmul": "too large"} if best_here() != "ort" else {})
     assert session.run(["out"], {"x": np.zeros((1, 4, 192), np.float32)})[0].shape == (1, 4, 192)
 
 
@@ -324,10 +326,12 @@ def test_nothing_to_rewrite_means_the_file_as_it_is(tmp_path, monkeypatch):
     monkeypatch.setenv("DEBX_CPU_KERNELS", "ort")
     info: dict = {}
     out = open_session(path, threads=1, info=info).run(["out"], {"x": np.ones((1, 3, 192), np.float32)})[0]
-    assert info == {"int8_kernels": "ort"} and out.shape == (1, 3, 192)
+    assert info["int8_kernels"] == "ort" and info["rewrites"] == [] and out.shape == (1, 3, 192)
     monkeypatch.delenv("DEBX_CPU_KERNELS")
+    info = {}
     open_session(path, threads=1, info=info)
     assert ("int8_cpu" in info) == (best_here() != "ort") and info["int8_kernels"] == best_here()
+    assert [r["step"] for r in info["rewrites"]] == (["int8-matmul"] if best_here() != "ort" else [])
 
 
 def test_reports_name_the_kernel_family():

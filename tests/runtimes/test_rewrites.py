@@ -1,0 +1,231 @@
+"""The graph rewrites of debx's ONNX Runtime runner as named steps (debx.runtimes.rewrites): each step that ran is
+named in the runner's describe(), the eval report and `debx bench`; `debx rewrite` writes them into a file that the
+runner then opens as it is, with the same outputs as the rewrite in memory."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper  # noqa: E402
+
+from cli_helpers import run_main  # noqa: E402
+from debx.runtimes import int8_cpu, native_ops, rewrites  # noqa: E402
+from debx.runtimes.onnxruntime import open_session  # noqa: E402
+
+needs_native = pytest.mark.skipif(not native_ops.available(), reason="no C++ compiler for the native ops")
+
+
+def _family() -> str:
+    return next((f for f in ("amx", "avx512-vnni") if int8_cpu.family_available(f)), "ort")
+
+
+def expected_int8_steps() -> list[str]:
+    """The steps the runner applies to a `--attention debx` INT8 (--target ort) file on this machine."""
+    steps = ["int8-matmul"] if _family() != "ort" else []
+    steps.append("layernorm-quantize")
+    if int8_cpu.amx_bf16():
+        steps.append("attention-bf16")
+    return steps
+
+
+@pytest.fixture(scope="module")
+def files(tiny_checkpoints, glue_dir, tmp_path_factory):
+    """A tiny v3 exported with --attention debx (FP32) and calibrated with --target ort (INT8)."""
+    from debx.calib.calibrate import CalibrateConfig, calibrate
+    from debx.exporters.export import ExportConfig, export_onnx
+
+    root = tmp_path_factory.mktemp("rewrites")
+    fp32 = export_onnx(ExportConfig(tiny_checkpoints["v3"], root / "v3.debx.onnx", attention="debx",
+                                    validate=False)).output
+    int8 = calibrate(CalibrateConfig(model=fp32, output=root / "v3.debx.int8.onnx", task="sst2", data_dir=glue_dir,
+                                     method="minmax", num_samples=16, threads=1, target="ort")).output
+    return {"fp32": fp32, "int8": int8, "root": root}
+
+
+def _feeds(n: int = 11):
+    ids = (np.arange(2 * n, dtype=np.int64).reshape(2, n) * 7) % 90 + 5
+    mask = np.ones_like(ids)
+    mask[1, n // 2:] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The registry
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_one_registry_of_named_steps():
+    assert rewrites.NAMES == ("int8-matmul", "layernorm-quantize", "attention-bf16", "attention-casts",
+                              "reference-ops")
+    assert all(s.does for s in rewrites.STEPS)
+    from debx.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown rewrite step 'nope'"):
+        rewrites.step("nope")
+
+
+def _fp16_debx_node_model():
+    from debx.contract import DEBX_ATTENTION
+
+    names = ["q", "k", "v", "pk", "pq"]
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT16, ["b", "n", 8] if n in "qkv" else [4, 8])
+              for n in names] + [helper.make_tensor_value_info("mask", TensorProto.INT32, ["b", "n"])]
+    node = helper.make_node(DEBX_ATTENTION.name, [*names, "mask"], ["out"], domain=DEBX_ATTENTION.domain,
+                            num_heads=2, scale=0.25, span=2, c2p=1, p2c=1)
+    graph = helper.make_graph([node], "att", inputs, [helper.make_tensor_value_info("out", TensorProto.FLOAT16, None)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                   helper.make_opsetid(DEBX_ATTENTION.domain, 1)])
+
+
+def test_attention_steps_apply_once(monkeypatch):
+    """An FP16 debx node gets the casts around the native kernel (or the reference without it); applied, the step
+    finds nothing more to do."""
+    model = _fp16_debx_node_model()
+    target = rewrites.Target(_cache={"native": True})
+    plan = rewrites.plan(model, target)
+    assert [s.name for s in plan.run] == ["attention-casts"]
+    done = rewrites.apply(plan, model, target)
+    assert [(a.step, a.counts) for a in done] == [("attention-casts", {"DebxDisentangledAttention(casts)": 1})]
+    assert not rewrites.plan(model, target).run  # the step sees it is already applied
+    model = _fp16_debx_node_model()
+    target = rewrites.Target(_cache={"native": False})
+    monkeypatch.setattr(rewrites.Target, "native_reason", lambda self: "no compiler")
+    done = rewrites.apply(rewrites.plan(model, target), model, target)
+    assert [(a.step, a.choice) for a in done] == [("reference-ops", "native ops unavailable: no compiler")]
+    assert not rewrites.plan(model, target).run
+
+
+def test_named_steps_must_be_able_to_run_here():
+    from test_int8_cpu import ffn_model
+
+    from debx.errors import ConfigError
+
+    target = rewrites.Target(_cache={"native": True, "family": ("ort", "DEBX_CPU_KERNELS=ort")})
+    assert rewrites.plan(ffn_model(), target).skipped == {"int8-matmul": "family ort (DEBX_CPU_KERNELS=ort)"}
+    with pytest.raises(ConfigError, match=r"rewrite step int8-matmul cannot run here: family ort \(DEBX_CPU_"):
+        rewrites.plan(ffn_model(), target, ["int8-matmul"])
+    target = rewrites.Target(_cache={"native": True, "family": ("amx", "forced")})
+    model = ffn_model()
+    done = rewrites.apply(rewrites.plan(model, target, ["int8-matmul"]), model, target)
+    assert [(a.step, a.counts, a.choice) for a in done] == [
+        ("int8-matmul", {"DebxMatMulInt8": 1, "DebxMatMulInt8Add": 1, "DebxMatMulInt8GeluQuantize": 1},
+         "family amx (forced)")]
+    assert not rewrites.plan(model, target).run  # applied: nothing left for any step
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Every step that ran is named: eval report and bench output
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@needs_native
+def test_eval_report_names_every_step(files, glue_dir, monkeypatch):
+    from debx.evaluate import EvalConfig, evaluate, gate_notes, kernel_notes
+
+    monkeypatch.delenv("DEBX_CPU_KERNELS", raising=False)
+    monkeypatch.delenv("DEBX_AMX", raising=False)
+    report = evaluate(EvalConfig(task="sst2", engine=files["int8"], data_dir=glue_dir, limit=8, progress=False)).report
+    ran = report["runner"]["rewrites"]
+    assert [r["step"] for r in ran] == expected_int8_steps()
+    assert all(r["counts"] and all(v > 0 for v in r["counts"].values()) and r["choice"] for r in ran)
+    notes = kernel_notes(report)
+    assert notes[0].startswith("graph rewrites at load: ") and all(s in notes[0] for s in expected_int8_steps())
+    assert notes[0] in gate_notes(report)  # and so in report.md
+    json.dumps(report)  # the report stays JSON
+
+    # an environment variable's choice is named too
+    monkeypatch.setenv("DEBX_CPU_KERNELS", "ort")
+    report = evaluate(EvalConfig(task="sst2", engine=files["int8"], data_dir=glue_dir, limit=8, progress=False)).report
+    assert "int8-matmul" not in [r["step"] for r in report["runner"]["rewrites"]]
+    assert report["runner"]["rewrites_skipped"]["int8-matmul"] == "family ort (DEBX_CPU_KERNELS=ort)"
+    assert "off: int8-matmul (family ort (DEBX_CPU_KERNELS=ort))" in kernel_notes(report)[0]
+
+    # a debx-attention FP32 file runs as written on the native kernel, and says so; without the native library its
+    # attention nodes move onto the NumPy reference, and that step is named
+    monkeypatch.delenv("DEBX_CPU_KERNELS")
+    report = evaluate(EvalConfig(task="sst2", engine=files["fp32"], data_dir=glue_dir, limit=8, progress=False)).report
+    assert report["runner"]["rewrites"] == []
+    assert kernel_notes(report)[0] == "graph rewrites at load: none (the file runs as written)"
+    monkeypatch.setenv("DEBX_NATIVE_OPS", "0")
+    with pytest.warns(UserWarning, match="NumPy reference"):
+        report = evaluate(EvalConfig(task="sst2", engine=files["fp32"], data_dir=glue_dir, limit=8,
+                                     progress=False)).report
+    (step,) = report["runner"]["rewrites"]
+    assert step["step"] == "reference-ops" and step["choice"] == "native ops unavailable: disabled by DEBX_NATIVE_OPS=0"
+    assert "reference-ops" in kernel_notes(report)[0]
+
+
+@needs_native
+def test_bench_names_every_step(files, monkeypatch, capsys):
+    monkeypatch.delenv("DEBX_CPU_KERNELS", raising=False)
+    monkeypatch.delenv("DEBX_AMX", raising=False)
+    rc, out, err = run_main(monkeypatch, capsys, "bench", "-e", files["int8"], "-e", files["fp32"], "--batch", "1",
+                            "--seq", "8", "--iters", "1", "--warmup", "0", "--threads", "1")
+    assert rc == 0, err
+    lines = [ln for ln in out.splitlines() if "graph rewrites at load" in ln]
+    assert len(lines) == 2
+    assert lines[0].startswith(f"{files['int8'].stem}") or files["int8"].name.split(".onnx")[0] in lines[0]
+    assert all(s in lines[0] for s in expected_int8_steps())
+    assert lines[1].endswith("graph rewrites at load: none (the file runs as written)")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Ahead of time: `debx rewrite`
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@needs_native
+def test_ahead_of_time_file_equals_the_in_memory_rewrite(files, monkeypatch, capsys):
+    monkeypatch.delenv("DEBX_CPU_KERNELS", raising=False)
+    monkeypatch.delenv("DEBX_AMX", raising=False)
+    out = files["root"] / "v3.debx.int8.cpu.onnx"
+    rc, stdout, err = run_main(monkeypatch, capsys, "rewrite", files["int8"], "-o", out)
+    assert rc == 0, err
+    assert all(f"{s}: " in stdout for s in expected_int8_steps()) and f"wrote {out}" in stdout
+    side = json.loads(out.with_name(out.name + ".json").read_text())
+    in_memory: dict = {}
+    want = open_session(files["int8"], threads=1, info=in_memory).run(None, _feeds())[0]
+    assert side["rewrites"] == in_memory["rewrites"]  # the same steps, counts and choices
+    assert side["precision"] == "int8" and side["calibration"] and side["rewritten_from"]["file"] == str(files["int8"])
+
+    ahead: dict = {}
+    real = onnx.ModelProto.SerializeToString
+    serialized = []
+    monkeypatch.setattr(onnx.ModelProto, "SerializeToString", lambda self, *a: serialized.append(1) or real(self, *a))
+    got = open_session(out, threads=1, info=ahead).run(None, _feeds())[0]
+    assert ahead["rewrites"] == [] and not serialized  # runs as it is: no rewrite, no copy handed over
+    assert ahead["int8_kernels"] == in_memory["int8_kernels"] and ahead["int8_cpu"] == in_memory["int8_cpu"]
+    np.testing.assert_array_equal(got, want)
+
+    from debx.runtimes.onnxruntime import OnnxRuntimeRunner
+
+    with OnnxRuntimeRunner(out, threads=1) as runner:
+        described = runner.describe()
+    assert described["rewrites"] == [] and [r["step"] for r in described["rewritten_ahead"]] == expected_int8_steps()
+    assert "applied ahead of time (sidecar): " + ", ".join(expected_int8_steps()) in rewrites.summary(described)
+
+
+def test_rewrite_user_errors_are_one_line(files, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("DEBX_CPU_KERNELS", raising=False)
+    folder = tmp_path / "dir"
+    folder.mkdir()
+    fp32_ahead = tmp_path / "fp32.onnx"
+    cases = [
+        ((tmp_path / "missing.onnx", "-o", tmp_path / "o.onnx"), "no such ONNX file"),
+        ((files["int8"], "-o", tmp_path / "o.onnx", "--steps", "int8-matmul,nope"), "unknown rewrite step 'nope'"),
+        ((files["int8"], "-o", files["int8"]), "is the input"),
+        ((files["int8"], "-o", folder), "a folder"),
+        ((files["fp32"], "-o", fp32_ahead), "no rewrite step changes it here"),  # runs as written already
+    ]
+    if not native_ops.available():
+        cases = cases[:4]
+    for args, message in cases:
+        rc, out, err = run_main(monkeypatch, capsys, "rewrite", *args)
+        assert rc == 2, (args, out, err)
+        assert err.startswith("debx: error: ") and message in err and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir"]  # nothing written, nothing half-written

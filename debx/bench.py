@@ -53,6 +53,7 @@ from debx.artifacts import artifact_source, check_writable, package_versions, re
 from debx.contract import input_names
 from debx.errors import ConfigError, DebxError, MissingDependencyError
 from debx.runtimes import backend_for, runner_for
+from debx.runtimes.rewrites import summary as rewrite_summary
 
 COMPARE = ("pytorch", "hf", "optimum", "optimum-fp32", "optimum-int8")
 FEED_VOCAB = 1000  # random input ids are drawn below this (and below every entry's vocabulary)
@@ -793,10 +794,9 @@ def kernel_notes(report: dict) -> list[str]:
     """Per ONNX Runtime engine: the graph rewrite steps that ran as it loaded (debx.runtimes.rewrites), and for INT8
     graphs on the CPU the matmul kernel family (amx, avx512-vnni, or ort: ONNX Runtime's own) and the debx native ops."""
     from debx.runtimes.int8_cpu import kernel_summary
-    from debx.runtimes.rewrites import summary
 
     lines = ((e["name"], line) for e in report["engines"]
-             for line in (summary(e.get("info") or {}), kernel_summary(e.get("info") or {})))
+             for line in (rewrite_summary(e.get("info") or {}), kernel_summary(e.get("info") or {})))
     return [f"{name}: {line}" for name, line in lines if line]
 
 

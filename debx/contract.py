@@ -11,7 +11,8 @@
                     head.
     PROTOBUF_LIMIT, INLINE_WEIGHTS_LIMIT   the one size rule for ONNX files: every writer (export, calibrate, the ORT
                     optimisation) keeps weights inside the file up to INLINE_WEIGHTS_LIMIT and puts them in a data file
-                    beside it above; the runner rewrites in memory exactly the models whose weights are inside.
+                    beside it above; the runner rewrites a graph in memory when its inline weights are within the
+                    limit (weights in a data file stay there: only the graph is rewritten).
 """
 
 from __future__ import annotations

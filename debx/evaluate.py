@@ -22,6 +22,7 @@ from debx import artifacts
 from debx.artifacts import file_digest, package_versions, write_json_atomic
 from debx.errors import ConfigError, DataError, check_at_least
 from debx.metrics import compute_metrics, predictions_from_outputs
+from debx.runtimes.rewrites import summary as rewrite_summary
 from debx.runtimes import runner_for
 from debx.tasks import Example, TaskSpec, check_model_labels, get_task, iter_split, split_path
 from debx.tokenizer import OVERFLOW, encode, load_tokenizer
@@ -365,10 +366,9 @@ def kernel_notes(report: dict) -> list[str]:
     """The graph rewrite steps that ran as the runner opened the file (debx.runtimes.rewrites), and which INT8 matmul
     kernel family (amx, avx512-vnni, ort) scored an INT8 file on the CPU, with the native ops."""
     from debx.runtimes.int8_cpu import kernel_summary
-    from debx.runtimes.rewrites import summary
 
     runner = report.get("runner") or {}
-    return [line for line in (summary(runner), kernel_summary(runner)) if line]
+    return [line for line in (rewrite_summary(runner), kernel_summary(runner)) if line]
 
 
 def gate_notes(report: dict, reference: dict | None = None) -> list[str]:

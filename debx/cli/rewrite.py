@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from debx.runtimes.rewrites import rewrite_file
+
 EXAMPLES = (
     ("debx rewrite runs/sst2.int8.onnx -o runs/sst2.int8.cpu.onnx", "the steps this machine's runner would apply"),
     ("debx rewrite model.int8.onnx -o model.ln.onnx --steps layernorm-quantize", "only the named steps"),
@@ -28,8 +30,6 @@ def command(
     is (no rewrite, no copy in memory). The environment variables that steer the runner (DEBX_CPU_KERNELS, DEBX_AMX,
     DEBX_NATIVE_OPS) steer this command the same way."""
     from rich.console import Console
-
-    from debx.runtimes.rewrites import rewrite_file
 
     names = None if steps is None else [s.strip() for s in steps.split(",") if s.strip()]
     res = rewrite_file(onnx_file, output, names)

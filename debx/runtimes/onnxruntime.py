@@ -14,7 +14,7 @@ import numpy as np
 from debx.artifacts import read_onnx, read_sidecar, weights_bytes
 from debx.contract import DEBX_ATTENTION, INLINE_WEIGHTS_LIMIT
 from debx.errors import ConfigError, MissingDependencyError, check_at_least
-from debx.runtimes import int8_cpu, native_ops
+from debx.runtimes import int8_cpu, native_ops, rewrites
 from debx.runtimes.base import Runner
 from debx.runtimes.native_ops import library_path
 
@@ -128,8 +128,6 @@ def _uses_external_data(model) -> bool:
     return any(uses_external_data(t) for t in model.graph.initializer)
 
 
-
-
 def _fits_in_memory(path: Path, graph) -> bool:
     """Whether a rewritten graph can be handed to ONNX Runtime as one protobuf (else the file runs as written): the
     weights inside the file are within the limit every debx writer keeps inline, which leaves the graph (and what the
@@ -153,6 +151,18 @@ def uses_custom_ops(graph) -> bool:
                for n in graph.graph.node)
 
 
+def _check_native_ops(path: Path, family: str | None) -> None:
+    """A graph written with debx's native INT8 ops runs only where the native library, and the matmul kernel family
+    its nodes name, do: say so in one line rather than as ONNX Runtime's kernel-creation error."""
+    if not native_ops.available():
+        raise ConfigError(f"{path.name}: has debx's native INT8 CPU ops (written by `debx rewrite`), and the native "
+                          f"library is unavailable here ({native_ops.unavailable_reason()}); run the file it was "
+                          "rewritten from")
+    if family not in (None, "best") and not int8_cpu.family_available(family):
+        raise ConfigError(f"{path.name}: was rewritten for the {family} INT8 kernels, which this CPU cannot run; run "
+                          "the file it was rewritten from, or `debx rewrite` that file on this machine")
+
+
 def open_session(path: str | Path, provider: str = "cpu", threads: int | None = None, info: dict | None = None):
     """An InferenceSession for a .onnx file: the file, plus the rewrite steps of debx.runtimes.rewrites that apply
     here (none for a plain file, or one `debx rewrite` wrote: it runs as it is, with no copy in memory).
@@ -164,8 +174,6 @@ def open_session(path: str | Path, provider: str = "cpu", threads: int | None = 
     none), "rewrites_skipped" = step -> why it did not run although the graph had something for it, and for INT8
     graphs on the CPU "int8_kernels" = the matmul kernel family that runs them (amx, avx512-vnni, or ort: ONNX
     Runtime's own) and "int8_cpu" = the debx native INT8 CPU ops in the graph that runs (op -> count)."""
-    from debx.runtimes import rewrites
-
     ort = _ort()
     path = Path(path)
     graph = read_onnx(path)  # one line for a missing, truncated or foreign file, or missing external data
@@ -175,11 +183,13 @@ def open_session(path: str | Path, provider: str = "cpu", threads: int | None = 
         plan = rewrites.Plan([s for s in plan.run if s.name not in INT8_STEPS],
                              {**plan.skipped, **{s.name: "too large" for s in plan.run if s.name in INT8_STEPS}})
     applied = rewrites.apply(plan, graph, target)
+    ops, family = int8_cpu.native_ops_in(graph)
+    if ops:  # rewritten here, or by `debx rewrite`: the native ops (and kernel family) it names must run here
+        _check_native_ops(path, family)
     if info is not None:
         info["rewrites"] = [a.to_dict() for a in applied]
         info["rewrites_skipped"] = dict(plan.skipped)
         if provider == "cpu" and int8_cpu.is_int8(graph):
-            ops, family = int8_cpu.native_ops_in(graph)
             info["int8_kernels"] = family or "ort"
             if ops:
                 info["int8_cpu"] = ops

@@ -28,7 +28,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from debx.artifacts import (check_writable, file_digest, package_versions, previous_onnx_data, read_onnx, read_sidecar,
+                            refuse_overwriting_inputs, save_onnx_model, staged_files, weights_bytes, write_json_atomic)
+from debx.contract import INLINE_WEIGHTS_LIMIT
 from debx.errors import ConfigError
+from debx.runtimes import int8_cpu, native_ops
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Where the session runs: what the steps' choices depend on
@@ -50,13 +54,9 @@ class Target:
 
     @property
     def native(self) -> bool:
-        from debx.runtimes import native_ops
-
         return self._once("native", native_ops.available)
 
     def native_reason(self) -> str:
-        from debx.runtimes import native_ops
-
         return native_ops.unavailable_reason()
 
     def family(self) -> tuple[str, str]:
@@ -72,8 +72,6 @@ def here(provider: str = "cpu", base_dir: str | Path | None = None) -> Target:
 
 
 def _family_choice() -> tuple[str, str]:
-    from debx.runtimes import int8_cpu
-
     family = int8_cpu.kernel_family()  # raises ConfigError for a DEBX_CPU_KERNELS this machine cannot run
     forced = os.environ.get(int8_cpu.FAMILY_ENV, "").strip()
     if forced:
@@ -86,8 +84,6 @@ def _family_choice() -> tuple[str, str]:
 
 
 def _bf16_choice() -> tuple[bool, str]:
-    from debx.runtimes import int8_cpu
-
     if int8_cpu.amx_bf16():
         return True, "AMX-BF16 on this CPU"
     if os.environ.get("DEBX_AMX", "1") == "0":
@@ -134,22 +130,16 @@ def _matmul_enabled(target: Target) -> tuple[bool, str]:
 
 def _int8_graph(finds: Callable) -> Callable:
     def wrapped(model, target):
-        from debx.runtimes import int8_cpu
-
         return finds(model, target) if int8_cpu.is_int8(model) else 0
 
     return wrapped
 
 
 def _matmul_finds(model, target):
-    from debx.runtimes import int8_cpu
-
     return int8_cpu.matmul_candidates(model, target.base_dir)
 
 
 def _matmul_apply(model, target):
-    from debx.runtimes import int8_cpu
-
     return int8_cpu.rewrite_matmuls(model, target.family()[0], target.base_dir)
 
 
@@ -193,22 +183,18 @@ def _adapt_apply(how: str, key: str) -> Callable:
     return apply
 
 
-def _lazy(name: str) -> Callable:
-    def call(model, target=None):
-        from debx.runtimes import int8_cpu
-
-        return getattr(int8_cpu, name)(model)
-
-    return call
+def _model_only(fn: Callable) -> Callable:
+    """A step function that needs only the model: (model, target) -> fn(model)."""
+    return lambda model, target=None: fn(model)
 
 
 STEPS: tuple[Step, ...] = (
     Step("int8-matmul", "MatMulIntegerToFloat [+ Sum | + Gelu + QuantizeLinear] -> debx's fused INT8 matmul ops",
          _int8_graph(_matmul_finds), _matmul_enabled, _matmul_apply),
     Step("layernorm-quantize", "LayerNormalization -> QuantizeLinear -> debx::DebxLayerNormQuantize (one pass)",
-         _int8_graph(_lazy("norm_candidates")), _norm_enabled, _lazy("rewrite_norms")),
+         _int8_graph(_model_only(int8_cpu.norm_candidates)), _norm_enabled, _model_only(int8_cpu.rewrite_norms)),
     Step("attention-bf16", "debx attention of INT8 graphs -> its bf16 mixed-precision mode",
-         _int8_graph(_lazy("bf16_candidates")), _bf16_enabled, _lazy("switch_bf16")),
+         _int8_graph(_model_only(int8_cpu.bf16_candidates)), _bf16_enabled, _model_only(int8_cpu.switch_bf16)),
     Step("attention-casts", "FP16 debx attention -> float32 casts around the native kernel",
          _adapt_finds("casts"), _native_enabled, _adapt_apply("casts", "DebxDisentangledAttention(casts)")),
     Step("reference-ops", "custom attention nodes -> the NumPy reference ops (onnxruntime-extensions)",
@@ -314,11 +300,6 @@ def rewrite_file(source: str | Path, output: str | Path, steps: list[str] | tupl
     only these, each of which must be enabled here) to `output`, with a sidecar (the input's, plus "rewrites": the
     steps with their counts and choices, and "rewritten_from"). Graph, weights and sidecar are committed as one unit.
     Opening `output` then runs it as it is: every step finds it already applied."""
-    from debx.artifacts import (check_writable, file_digest, package_versions, previous_onnx_data, read_onnx,
-                                read_sidecar, refuse_overwriting_inputs, save_onnx_model, staged_files, weights_bytes,
-                                write_json_atomic)
-    from debx.contract import INLINE_WEIGHTS_LIMIT
-
     source, output = Path(source), Path(output)
     if output.is_dir() or str(output).endswith("/"):
         raise ConfigError(f"--output {output}: a folder; name the .onnx file to write")

@@ -118,6 +118,31 @@ def test_named_steps_must_be_able_to_run_here():
     assert not rewrites.plan(model, target).run  # applied: nothing left for any step
 
 
+@needs_native
+def test_graphs_with_external_weights_are_rewritten_without_loading_them(tmp_path, monkeypatch):
+    """Only the graph is rewritten and handed over; ONNX Runtime reads the weights from beside the file (before: such
+    files ran as written, on ONNX Runtime's own INT8 kernels)."""
+    from test_int8_cpu import ffn_model
+
+    from debx.artifacts import save_onnx_model
+
+    if _family() == "ort":
+        pytest.skip("no native INT8 matmul family on this CPU")
+    monkeypatch.delenv("DEBX_CPU_KERNELS", raising=False)
+    inline, external = tmp_path / "inline.onnx", tmp_path / "external.onnx"
+    onnx.save(ffn_model(gelu="relu"), str(inline))
+    save_onnx_model(ffn_model(gelu="relu"), external, data_name="external.onnx.data", size_threshold=64)
+    assert onnx.load(str(external), load_external_data=False).graph.initializer[4].data_location == 1  # EXTERNAL
+    x = {"x": np.random.default_rng(4).normal(0, 2, (2, 5, 192)).astype(np.float32)}
+    a, b = {}, {}
+    want = open_session(inline, threads=1, info=a).run(None, x)
+    got = open_session(external, threads=1, info=b).run(None, x)
+    assert b["rewrites"] == a["rewrites"] and [r["step"] for r in b["rewrites"]] == ["int8-matmul"]
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["external.onnx", "external.onnx.data", "inline.onnx"]
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Every step that ran is named: eval report and bench output
 # ---------------------------------------------------------------------------------------------------------------------
@@ -208,6 +233,18 @@ def test_ahead_of_time_file_equals_the_in_memory_rewrite(files, monkeypatch, cap
         described = runner.describe()
     assert described["rewrites"] == [] and [r["step"] for r in described["rewritten_ahead"]] == expected_int8_steps()
     assert "applied ahead of time (sidecar): " + ", ".join(expected_int8_steps()) in rewrites.summary(described)
+
+    # on a machine that lacks what the file names: one line, not ONNX Runtime's kernel error
+    from debx.errors import ConfigError
+
+    family = _family()
+    if family != "ort":
+        monkeypatch.setattr(int8_cpu, "family_available", lambda name: name == "ort")
+        with pytest.raises(ConfigError, match=f"was rewritten for the {family} INT8 kernels, which this CPU cannot"):
+            open_session(out, threads=1)
+    monkeypatch.setenv("DEBX_NATIVE_OPS", "0")
+    with pytest.raises(ConfigError, match="has debx's native INT8 CPU ops .* the native library is unavailable here"):
+        open_session(out, threads=1)
 
 
 def test_rewrite_user_errors_are_one_line(files, tmp_path, monkeypatch, capsys):

@@ -56,10 +56,8 @@ FAMILIES = ("ort", "avx512-vnni", "amx", "avx2", "avx-vnni")  # the index is the
 BEST_FIRST = ("amx", "avx512-vnni", "avx-vnni", "avx2")  # the order kernel_family() tries them in
 FAMILY_ENV = "DEBX_CPU_KERNELS"
 # the CPUID features (and OS state) each native family needs, for the error that forcing one names
-NEEDS = {"amx": "AMX-INT8 tiles (AMX_TILE, AMX_INT8) granted by the OS",
-         "avx512-vnni": "AVX-512 F/BW/VL/DQ + AVX512_VNNI",
-         "avx-vnni": "AVX2 + FMA + AVX_VNNI (the VEX form)",
-         "avx2": "AVX2 + FMA"}
+NEEDS = {"amx": "AMX_TILE + AMX_INT8, granted by the OS", "avx512-vnni": "AVX512F/BW/VL/DQ + AVX512_VNNI",
+         "avx-vnni": "AVX2 + FMA + AVX_VNNI", "avx2": "AVX2 + FMA"}
 
 
 def family_available(name: str) -> bool:

@@ -467,3 +467,27 @@ def test_every_family_gives_the_same_predictions_on_a_tiny_int8_model(tiny_check
         np.testing.assert_array_equal(got.argmax(-1), logits["ort"].argmax(-1), err_msg=family)
         # (identical on an Ice Lake Xeon: ort, avx512-vnni and avx2); a GELU value at a rounding boundary may differ
         np.testing.assert_allclose(got, logits["ort"], rtol=0, atol=1e-2 * np.abs(logits["ort"]).max(), err_msg=family)
+
+
+def test_avx_vnni_family_with_an_emulated_vpdpbusd(tmp_path):
+    """The avx-vnni family where the CPU lacks AVX-VNNI: tests/runtimes/avx_vnni_emulated.cpp compiles
+    matMulInt8AvxVnni.cpp for AVX2 with VPDPBUSD emulated by its definition and checks every epilogue, odd shapes
+    included, against exact sums and bit for bit against the avx2 family (the real instruction:
+    test_portable_build.py::test_the_256_bit_families_need_no_avx512)."""
+    import os
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    cxx = next((shutil.which(c) for c in (os.environ.get("CXX"), "g++", "c++", "clang++") if c and shutil.which(c)), None)
+    if cxx is None:
+        pytest.skip("no C++ compiler")
+    root = Path(__file__).resolve().parents[2]
+    exe = tmp_path / "avx_vnni_emulated"
+    subprocess.run([cxx, "-O1", "-std=c++17", "-mavx2", "-mfma", f"-I{root / 'plugins' / 'ortOps'}",
+                    str(root / "tests" / "runtimes" / "avx_vnni_emulated.cpp"),
+                    str(root / "plugins" / "ortOps" / "matMulInt8Cpu.cpp"), "-o", str(exe)], check=True)
+    proc = subprocess.run([str(exe)], capture_output=True, text=True)
+    if proc.returncode == 2:
+        pytest.skip(proc.stdout.strip())
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stdout

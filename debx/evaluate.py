@@ -364,7 +364,7 @@ def provenance_notes(report: dict, reference: dict | None = None) -> list[str]:
 
 def kernel_notes(report: dict) -> list[str]:
     """The graph rewrite steps that ran as the runner opened the file (debx.runtimes.rewrites), and which INT8 matmul
-    kernel family (amx, avx512-vnni, ort) scored an INT8 file on the CPU, with the native ops."""
+    kernel family (amx, avx512-vnni, avx-vnni, avx2, ort) scored an INT8 file on the CPU, with the native ops."""
     from debx.runtimes.int8_cpu import kernel_summary
 
     runner = report.get("runner") or {}

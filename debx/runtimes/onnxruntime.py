@@ -172,8 +172,8 @@ def open_session(path: str | Path, provider: str = "cpu", threads: int | None = 
 
     info: when given, receives "rewrites" = the steps that ran (debx.runtimes.rewrites.Applied.to_dict(), [] when
     none), "rewrites_skipped" = step -> why it did not run although the graph had something for it, and for INT8
-    graphs on the CPU "int8_kernels" = the matmul kernel family that runs them (amx, avx512-vnni, or ort: ONNX
-    Runtime's own) and "int8_cpu" = the debx native INT8 CPU ops in the graph that runs (op -> count)."""
+    graphs on the CPU "int8_kernels" = the matmul kernel family that runs them (amx, avx512-vnni, avx-vnni, avx2,
+    or ort: ONNX Runtime's own) and "int8_cpu" = the debx native INT8 CPU ops in the graph that runs (op -> count)."""
     ort = _ort()
     path = Path(path)
     graph = read_onnx(path)  # one line for a missing, truncated or foreign file, or missing external data

@@ -87,7 +87,8 @@ bool check(int64_t M, int64_t K, int64_t N, std::mt19937& rng)
     }
     PackedWeights W;
     packWeights(B.data(), K, N, &W);
-    std::vector<float> scale(static_cast<size_t>(N)), bias(static_cast<size_t>(N)), residual(static_cast<size_t>(M * N));
+    std::vector<float> scale(static_cast<size_t>(N)), bias(static_cast<size_t>(N));
+    std::vector<float> residual(static_cast<size_t>(M * N));
     for (int64_t n = 0; n < N; ++n)
     {
         scale[n] = 1.0F / static_cast<float>(1 << (6 + rng() % 4)); // powers of two: exact floats below

@@ -344,6 +344,8 @@ def test_reports_name_the_kernel_family():
     assert kernel_notes({"runner": ran}) == [line] and line in gate_notes({"runner": ran})
     assert kernel_notes({"runner": {"int8_kernels": "ort", "native_int8_ops": None}}) == ["INT8 matmul kernels ort"]
     assert kernel_notes({"runner": {"runner": "pytorch"}}) == []  # not an INT8 file on the CPU: nothing to say
+    for family in NATIVE_FAMILIES:
+        assert kernel_notes({"runner": {"int8_kernels": family}}) == [f"INT8 matmul kernels {family}"]
 
 
 # ---- each family against an exact NumPy reference ------------------------------------------------------------------
@@ -479,7 +481,8 @@ def test_avx_vnni_family_with_an_emulated_vpdpbusd(tmp_path):
     import subprocess
     from pathlib import Path
 
-    cxx = next((shutil.which(c) for c in (os.environ.get("CXX"), "g++", "c++", "clang++") if c and shutil.which(c)), None)
+    cxx = next((shutil.which(c) for c in (os.environ.get("CXX"), "g++", "c++", "clang++")
+                if c and shutil.which(c)), None)
     if cxx is None:
         pytest.skip("no C++ compiler")
     root = Path(__file__).resolve().parents[2]

@@ -7,8 +7,9 @@
  * The (batch, head) tasks run on ONNX Runtime's own intra-op thread pool (KernelContext_ParallelFor), so the op
  * shares the session's threads instead of competing with them.
  *
- * It also registers the ops debx's runner rewrites INT8 graphs onto (debx.runtimes.int8_cpu): the AMX INT8 matmuls
- * (matMulInt8Op.h, CPUs with AMX-INT8) and LayerNormalization + QuantizeLinear in one pass (layerNormQuantizeOp.h).
+ * It also registers the ops debx's runner rewrites INT8 graphs onto (debx.runtimes.int8_cpu): the INT8 matmuls
+ * (matMulInt8Op.h: AMX, AVX-512 VNNI, AVX-VNNI or AVX2 kernels, by CPUID) and LayerNormalization + QuantizeLinear in
+ * one pass (layerNormQuantizeOp.h).
  */
 #include <cstdint>
 #include <cstdio>

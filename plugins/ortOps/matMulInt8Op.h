@@ -8,10 +8,10 @@
  *   DebxMatMulInt8GeluQuantize  the same + y_scale float scalar, y_zero_point uint8 scalar -> uint8 (..., N)
  *                               (MatMul, Gelu, QuantizeLinear)
  *
- * Optional int64 attribute `family`: the kernel family (1 = avx512-vnni, 2 = amx; matMulInt8Cpu.h Family); absent:
- * the best this CPU has. debx's ONNX Runtime runner rewrites INT8 graphs to these ops in memory on CPUs with AMX-INT8
- * or AVX-512 VNNI and writes the family it chose (the file keeps the standard ops); kernel creation fails with a
- * clear message where the family cannot run.
+ * Optional int64 attribute `family`: the kernel family (1 = avx512-vnni, 2 = amx, 3 = avx2, 4 = avx-vnni;
+ * matMulInt8Cpu.h Family); absent: the best this CPU has. debx's ONNX Runtime runner rewrites INT8 graphs to these ops
+ * on CPUs with any of them (AVX2 + FMA at least) and writes the family it chose; kernel creation fails with a clear
+ * message (the CPUID features the family needs) where the family cannot run.
  */
 #pragma once
 

@@ -24,13 +24,12 @@ def command(
                                         "the runner would apply here). Steps: int8-matmul, layernorm-quantize, "
                                         "attention-bf16, attention-casts, reference-ops."),
 ) -> None:
-    """Apply the graph rewrites that debx's ONNX Runtime runner makes when it opens a file (INT8 matmuls and
-    LayerNorm+quantize onto debx's native CPU ops, the attention's bf16 mode, casts or reference ops for custom
-    attention nodes), and write the result: a file that shows exactly what runs, and that the runner then opens as it
-    is (no rewrite, no copy in memory). The environment variables that steer the runner (DEBX_CPU_KERNELS, DEBX_AMX,
-    DEBX_NATIVE_OPS) steer this command the same way."""
-    from rich.console import Console
+    """Write a file with the graph rewrites debx's ONNX Runtime runner would make applied ahead of time.
 
+    The steps (debx.runtimes.rewrites): INT8 matmuls and LayerNorm+quantize onto debx's native CPU ops, the
+    attention's bf16 mode, casts or reference ops for custom attention nodes. The result shows exactly what runs, and
+    the runner opens it as it is (no rewrite, no copy in memory). The environment variables that steer the runner
+    (DEBX_CPU_KERNELS, DEBX_AMX, DEBX_NATIVE_OPS) steer this command the same way."""
     names = None if steps is None else [s.strip() for s in steps.split(",") if s.strip()]
     res = rewrite_file(onnx_file, output, names)
     con = Console(soft_wrap=True)

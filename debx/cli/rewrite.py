@@ -30,11 +30,13 @@ def command(
     attention's bf16 mode, casts or reference ops for custom attention nodes. The result shows exactly what runs, and
     the runner opens it as it is (no rewrite, no copy in memory). The environment variables that steer the runner
     (DEBX_CPU_KERNELS, DEBX_AMX, DEBX_NATIVE_OPS) steer this command the same way."""
+    from rich.console import Console
+
     names = None if steps is None else [s.strip() for s in steps.split(",") if s.strip()]
     res = rewrite_file(onnx_file, output, names)
     con = Console(soft_wrap=True)
     for a in res.applied:
-        con.print(f"{a.step}: " + ", ".join(f"{k} ×{v}" for k, v in a.counts.items()) + f" ({a.choice})",
+        con.print(f"{a.step}: " + ", ".join(f"{k} ×{v}" for k, v in a.counts.items()) + f" · {a.choice}",
                   highlight=False)
     for name, why in res.skipped.items():
         con.print(f"{name}: not applied ({why})", highlight=False)

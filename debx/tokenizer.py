@@ -6,6 +6,7 @@ BPE files. Encoding follows the transformers tokenizers exactly: `[CLS] a [SEP]`
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
@@ -50,8 +51,80 @@ def spm_tokenizer(spm_file: str | Path):
     return tok
 
 
+def _normalizer_steps(step) -> list[dict]:
+    """The steps of a tokenizer.json normalizer, Sequence flattened."""
+    if not isinstance(step, dict):
+        return []
+    if step.get("type") == "Sequence":
+        return [s for inner in step.get("normalizers", []) for s in _normalizer_steps(inner)]
+    return [step]
+
+
+def checkpoint_normalization(folder: str | Path) -> tuple[str, str]:
+    """Which transformers normalization a checkpoint folder was written with, and why: ("transformers4", reason) or
+    ("transformers5", reason). The rule of the C++ runtime (plugins/runtime/tokenizer.h checkpointNormalization):
+    tokenizer.json's normalizer (a Precompiled NFKC-charsmap step: 4; else 5), else config.json's
+    transformers_version, else 5."""
+    folder = Path(folder)
+    if (folder / "tokenizer.json").is_file():
+        try:
+            normalizer = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8")).get("normalizer")
+        except (ValueError, AttributeError):
+            raise CheckpointError(f"{folder / 'tokenizer.json'}: not valid JSON") from None
+        if any(s.get("type") == "Precompiled" for s in _normalizer_steps(normalizer)):
+            return "transformers4", f"{folder / 'tokenizer.json'}: its normalizer has a Precompiled (NFKC) step"
+        return "transformers5", f"{folder / 'tokenizer.json'}: its normalizer has no Precompiled step"
+    try:
+        version = str(json.loads((folder / "config.json").read_text(encoding="utf-8"))["transformers_version"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "transformers5", f"no tokenizer.json or recorded transformers version in {folder}"
+    major = version.split(".")[0]
+    family = "transformers4" if major.isdigit() and int(major) < 5 else "transformers5"
+    return family, f"{folder / 'config.json'}: written by transformers {version}"
+
+
+def _transformers4_normalizer(folder: Path):
+    """The normalizer transformers 4 runs for this checkpoint: tokenizer.json's, else the one its converter builds
+    from spm.model (DebertaV2Converter: [lowercase,] strip, the precompiled NFKC charsmap, runs of spaces)."""
+    from tokenizers import Regex, Tokenizer, normalizers
+
+    if (folder / "tokenizer.json").is_file():
+        stored = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))["normalizer"]
+        shell = {"version": "1.0", "normalizer": stored,
+                 "model": {"type": "WordLevel", "vocab": {"[UNK]": 0}, "unk_token": "[UNK]"}}
+        return Tokenizer.from_str(json.dumps(shell)).normalizer  # the normalizer alone, not the 128k vocabulary
+    if not (folder / "spm.model").is_file():
+        return None
+    from transformers.convert_slow_tokenizer import import_protobuf
+
+    proto = import_protobuf().ModelProto()
+    proto.ParseFromString((folder / "spm.model").read_bytes())
+    try:
+        lower = bool(json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8")).get("do_lower_case"))
+    except (OSError, ValueError, AttributeError):
+        lower = False
+    charsmap = proto.normalizer_spec.precompiled_charsmap
+    steps = ([normalizers.Lowercase()] if lower else []) + [normalizers.Strip()]
+    steps += [normalizers.Precompiled(charsmap)] if charsmap else []
+    return normalizers.Sequence(steps + [normalizers.Replace(Regex(" {2,}"), " ")])
+
+
+def _keep_checkpoint_normalization(tok, folder: Path):
+    """transformers 5 rebuilds DebertaV2Tokenizer's normalizer in code (NFC) and ignores the one a transformers 4
+    checkpoint stored (the spm model's NFKC charsmap), so "µ", "ﬁ", "½", "…" would reach the model as [UNK] where
+    fine-tuning saw "μ", "fi", "1⁄2", "...". Put the checkpoint's normalizer back (the C++ runtime does the same)."""
+    backend = getattr(tok, "backend_tokenizer", None)
+    if backend is None or checkpoint_normalization(folder)[0] != "transformers4":
+        return tok
+    wanted = _transformers4_normalizer(folder)
+    if wanted is not None and wanted.__getstate__() != getattr(backend.normalizer, "__getstate__", lambda: None)():
+        backend.normalizer = wanted
+    return tok
+
+
 def load_tokenizer(path: str | Path):
-    """The tokenizer stored in a checkpoint folder (or an spm.model file)."""
+    """The tokenizer stored in a checkpoint folder (or an spm.model file), normalizing text the way the checkpoint's
+    transformers version did (checkpoint_normalization)."""
     path = Path(path)
     if path.is_file():
         return spm_tokenizer(path)
@@ -60,12 +133,13 @@ def load_tokenizer(path: str | Path):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                return T.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+                tok = T.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+            return _keep_checkpoint_normalization(tok, path)
         except Exception as e:
             if not (path / "spm.model").is_file():
                 raise CheckpointError(f"{path}: cannot load tokenizer ({str(e).splitlines()[0][:160]})") from None
     if (path / "spm.model").is_file():
-        return spm_tokenizer(path / "spm.model")
+        return _keep_checkpoint_normalization(spm_tokenizer(path / "spm.model"), path)
     if (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
         try:  # DeBERTa v1: GPT-2 byte-level BPE files
             return T.DebertaTokenizer.from_pretrained(str(path), local_files_only=True)

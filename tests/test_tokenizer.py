@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,44 @@ def test_v1_gpt2_bpe_files_load(tmp_path):
     tok = load_tokenizer(tmp_path)
     ids = tok("ab", "c")["input_ids"]
     assert ids == [1, vocab["a"], vocab["b"], 2, 2, vocab["c"], 2]  # RoBERTa-style pair: [CLS] a [SEP] [SEP] b [SEP]
+
+
+NFKC = ["µGuru microcontroller", "a ﬁne ﬁsh", "½ cup", "wait…", "Ｆｕｌｌ width"]
+
+
+def _checkpoint(folder: Path, transformers_version: str) -> Path:
+    folder.mkdir()
+    (folder / "spm.model").write_bytes(SPM.read_bytes())
+    config = {"model_type": "deberta-v2", "transformers_version": transformers_version}
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_normalization_follows_the_checkpoints_transformers_version(tmp_path):
+    """transformers 4 normalized with the spm model's NFKC charsmap, transformers 5 with NFC only (and ignores a
+    4.x checkpoint's stored normalizer); load_tokenizer keeps what the checkpoint was written with."""
+    from debx.tokenizer import checkpoint_normalization
+
+    old = _checkpoint(tmp_path / "v4", "4.57.6")
+    new = _checkpoint(tmp_path / "v5", "5.24.0")
+    assert checkpoint_normalization(old) == ("transformers4", f"{old / 'config.json'}: written by transformers 4.57.6")
+    assert checkpoint_normalization(new)[0] == "transformers5"
+    t4, t5 = load_tokenizer(old), load_tokenizer(new)
+    assert t4("µGuru")["input_ids"] == [1, 8218, 61873, 2]  # "µ" -> Greek "μ" (NFKC), as transformers 4 gives
+    assert t5("µGuru")["input_ids"] == [1, 507, 3, 61873, 2]  # "▁" [UNK] "Guru", as transformers 5 gives
+    assert t4("wait…")["input_ids"] == [1, 1495, 260, 260, 260, 2] and t5("wait…")["input_ids"] == [1, 1495, 3, 2]
+    for text in load_split(get_task("sst2"), GLUE, "dev", limit=50):  # plain English: both agree
+        assert t4(text.text_a)["input_ids"] == t5(text.text_a)["input_ids"]
+
+
+def test_transformers4_normalization_survives_save_and_reload(tmp_path):
+    """A transformers 4 checkpoint written again by debx (transformers 5) keeps the NFKC normalizer in tokenizer.json,
+    so the reloaded tokenizer, and the C++ runtime reading the folder, still normalize as the model was trained."""
+    from debx.tokenizer import checkpoint_normalization
+
+    t4 = load_tokenizer(_checkpoint(tmp_path / "v4", "4.57.6"))
+    save_tokenizer(t4, tmp_path / "again")
+    assert checkpoint_normalization(tmp_path / "again")[0] == "transformers4"
+    again = load_tokenizer(tmp_path / "again")
+    assert [again(t)["input_ids"] for t in NFKC] == [t4(t)["input_ids"] for t in NFKC]
+    assert 3 not in again("a ﬁne ﬁsh")["input_ids"]

@@ -1,7 +1,12 @@
 /*
  * debx_tokenize: the runtime's tokenizer as a tool (no TensorRT, no CUDA).
  *
- *   debx_tokenize --spm spm.model [--max-length 512] [--batch-size 1] [--normalization transformers|sentencepiece]
+ *   debx_tokenize --spm spm.model|CHECKPOINT_DIR [--max-length 512] [--batch-size 1]
+ *                 [--normalization auto|transformers5|transformers4|sentencepiece] [--explain]
+ *
+ * --normalization auto (the default) reads from the checkpoint folder (the one given, or the one holding spm.model)
+ * whether transformers 4's or 5's normalization applies (tokenizer.h); --explain prints the choice and its reason
+ * on stderr.
  *
  * stdin: {"text": ..., "text_pair": ...} per line.
  * stdout: {"input_ids": [...], "token_type_ids": [...], "attention_mask": [...]} per line; rows of a batch are
@@ -28,7 +33,8 @@ struct Options
     std::string spm;
     int32_t maxLength = 512;
     size_t batchSize = 1;
-    debx::runtime::Normalization normalization = debx::runtime::Normalization::kTransformers;
+    debx::runtime::Normalization normalization = debx::runtime::Normalization::kAuto;
+    bool explain = false;
 };
 
 [[noreturn]] void usage(char const* error)
@@ -38,8 +44,8 @@ struct Options
         std::fprintf(stderr, "debx_tokenize: error: %s\n", error);
     }
     std::fprintf(stderr,
-        "usage: debx_tokenize --spm spm.model [--max-length N] [--batch-size N] "
-        "[--normalization transformers|sentencepiece] < requests.jsonl\n");
+        "usage: debx_tokenize --spm spm.model|CHECKPOINT_DIR [--max-length N] [--batch-size N] "
+        "[--normalization auto|transformers5|transformers4|sentencepiece] [--explain] < requests.jsonl\n");
     std::exit(error != nullptr ? 2 : 0);
 }
 
@@ -59,13 +65,22 @@ Options parseArgs(int argc, char** argv)
         }
         else if (a.arg() == "--normalization")
         {
+            using debx::runtime::Normalization;
             std::string const v = a.value();
-            if (v != "transformers" && v != "sentencepiece")
-            {
-                usage("--normalization must be transformers or sentencepiece");
-            }
-            o.normalization = v == "transformers" ? debx::runtime::Normalization::kTransformers
-                                                  : debx::runtime::Normalization::kSentencePiece;
+            if (v == "auto")
+                o.normalization = Normalization::kAuto;
+            else if (v == "transformers5" || v == "transformers")
+                o.normalization = Normalization::kTransformers;
+            else if (v == "transformers4")
+                o.normalization = Normalization::kTransformers4;
+            else if (v == "sentencepiece")
+                o.normalization = Normalization::kSentencePiece;
+            else
+                usage("--normalization must be auto, transformers5, transformers4 or sentencepiece");
+        }
+        else if (a.arg() == "--explain")
+        {
+            o.explain = true;
         }
         else
         {
@@ -107,6 +122,11 @@ int main(int argc, char** argv)
     try
     {
         tok = std::make_unique<debx::runtime::DebertaTokenizer>(o.spm, o.normalization);
+        if (o.explain)
+        {
+            std::fprintf(stderr, "debx_tokenize: normalization %s: %s\n",
+                debx::runtime::normalizationName(tok->normalization()), tok->normalizationReason().c_str());
+        }
     }
     catch (std::exception const& e)
     {

@@ -1,16 +1,25 @@
 /*
  * debx runtime: DeBERTa-v2/v3 tokenization in C++, equal to transformers' DebertaV2Tokenizer.
  *
- * The SentencePiece library loads spm.model and provides the vocabulary (pieces, scores, special ids). Since
- * transformers 5, DebertaV2Tokenizer does not run SentencePiece's own normalizer: it
- *   1. splits out the special tokens ([PAD] [CLS] [SEP] [UNK] [MASK]) written in the text,
- *   2. normalizes each remaining segment: runs of 2+ whitespace and single \n \r \t -> " ", Unicode NFC, strip right,
- *   3. pre-tokenizes like Metaspace: " " -> "▁", a "▁" prepended, words split before each "▁",
- *   4. segments every word with Unigram Viterbi over the spm pieces and scores, unknown characters as [UNK]
+ * The SentencePiece library loads spm.model and provides the vocabulary (pieces, scores, special ids). The pipeline
+ * on top of it is transformers':
+ *   1. split out the special tokens ([PAD] [CLS] [SEP] [UNK] [MASK]) written in the text,
+ *   2. normalize each remaining segment (the step where transformers 4 and 5 differ, see Normalization),
+ *   3. pre-tokenize like Metaspace: " " -> "▁", a "▁" prepended, words split before each "▁",
+ *   4. segment every word with Unigram Viterbi over the spm pieces and scores, unknown characters as [UNK]
  *      (no byte fallback, consecutive unknowns fused),
- * and builds [CLS] a [SEP] (b [SEP]) with "longest first" truncation. SentencePiece's own Encode() (NFKC charsmap,
- * byte fallback) differs on e.g. "µ", full-width letters and mojibake, so kTransformers reimplements that
- * pipeline on top of the library; kSentencePiece uses Encode() itself.
+ * and build [CLS] a [SEP] (b [SEP]) with "longest first" truncation.
+ *
+ * Normalization differs between the transformers versions that wrote (and trained with) a checkpoint:
+ *   transformers 5  DebertaV2Tokenizer rebuilds its normalizer in code: runs of 2+ whitespace and single \n \r \t
+ *                   -> " ", Unicode NFC, strip right. No NFKC: "µ", "ﬁ", "½", "…", full-width letters stay as they
+ *                   are (mostly [UNK]). It ignores the normalizer stored in tokenizer.json.
+ *   transformers 4  DebertaV2TokenizerFast (AutoTokenizer's choice) uses tokenizer.json's normalizer, converted from
+ *                   spm.model: strip both ends, the model's precompiled NFKC charsmap ("µ" -> "μ", "ﬁ" -> "fi",
+ *                   "½" -> "1⁄2", "…" -> "...", "Ａ" -> "A"), then runs of 2+ spaces -> " ".
+ * Normalization::kAuto (the default) reads which one from the checkpoint folder (the folder given, or the one
+ * holding spm.model): tokenizer.json's normalizer (a Precompiled step: transformers 4; NFC: transformers 5), else the
+ * transformers_version recorded in config.json, else transformers 5. Explicit modes override it.
  */
 #pragma once
 
@@ -32,9 +41,19 @@ namespace runtime
 
 enum class Normalization
 {
-    kTransformers,  //!< what transformers' DebertaV2Tokenizer (>= 5) produces (default)
-    kSentencePiece, //!< SentencePiece's Encode(): the model's NFKC charsmap and byte fallback
+    kAuto,          //!< chosen from the checkpoint's files (see the top of this header); the default
+    kTransformers,  //!< transformers >= 5: whitespace runs, NFC, strip right
+    kTransformers4, //!< transformers 4.x (DebertaV2TokenizerFast): strip, the precompiled NFKC charsmap, space runs
+    kSentencePiece, //!< SentencePiece's own Encode(): the model's charsmap and byte fallback (neither transformers)
 };
+
+//! "transformers5", "transformers4", "sentencepiece" or "auto".
+char const* normalizationName(Normalization mode);
+
+//! The normalization a checkpoint folder asks for and why (one line, naming the file that decided). Throws
+//! std::runtime_error when tokenizer.json holds a normalizer the C++ tokenizer does not reproduce, or asks for
+//! lower-casing or punctuation splitting.
+std::pair<Normalization, std::string> checkpointNormalization(std::string const& folder);
 
 //! One encoded example (or one padded row of a batch).
 struct Encoding
@@ -51,9 +70,20 @@ struct Encoding
 class DebertaTokenizer
 {
 public:
-    //! Loads spm.model; throws std::runtime_error with the reason when it cannot.
-    explicit DebertaTokenizer(std::string const& spmModelPath, Normalization mode = Normalization::kTransformers);
+    //! `path`: spm.model, or a checkpoint folder holding it. kAuto reads the normalization from that folder
+    //! (checkpointNormalization). Throws std::runtime_error with the reason when the model cannot be loaded.
+    explicit DebertaTokenizer(std::string const& path, Normalization mode = Normalization::kAuto);
     ~DebertaTokenizer();
+
+    //! The normalization in use (never kAuto) and why it was chosen.
+    Normalization normalization() const
+    {
+        return mMode;
+    }
+    std::string const& normalizationReason() const
+    {
+        return mModeReason;
+    }
 
     //! Token ids of a text without special tokens added.
     std::vector<int64_t> tokenize(std::string const& text) const;
@@ -87,13 +117,28 @@ public:
     }
 
 private:
-    void tokenizeSegment(std::string const& segment, std::vector<int64_t>& out) const;
+    struct SpecialToken
+    {
+        std::string text;
+        int64_t id;
+        bool normalized; //!< matched in the normalized text (tokenizer.json's added_tokens "normalized"), else raw
+    };
+    //! Calls onText for the text between special tokens (those whose `normalized` flag is `normalized`) and onId
+    //! for each special token, in order.
+    template <typename OnText, typename OnId>
+    void splitSpecials(std::string const& text, bool normalized, OnText onText, OnId onId) const;
+    std::string normalize(std::string const& segment) const;
+    void pretokenizeAndSegment(std::string const& normalized, std::vector<int64_t>& out) const;
+    std::string normalizeCharsmap(std::string const& segment) const;
     void viterbi(std::string const& word, std::vector<int64_t>& out) const;
 
     std::unique_ptr<sentencepiece::SentencePieceProcessor> mProcessor;
     Normalization mMode;
+    std::string mModeReason;
+    std::vector<uint32_t> mCharsmapTrie; // kTransformers4: the precompiled charsmap's double-array trie
+    std::string mCharsmapStrings;        // ... and its replacement strings (NUL-separated)
     std::unordered_map<std::string, std::pair<int64_t, double>> mPieces; // piece -> (id, score)
-    std::vector<std::pair<std::string, int64_t>> mSpecialTokens;        // text -> id, matched before normalizing
+    std::vector<SpecialToken> mSpecialTokens;
     size_t mMaxPieceBytes{0};
     double mUnkScore{0.0};
     int64_t mPadId{0};

@@ -1,5 +1,6 @@
-// tokenize_tsv SPM_MODEL FILE.tsv [COLUMN] [MAX_LENGTH]: the token ids of one column of a GLUE TSV file (header line
-// skipped), one line per row, space-separated: the smallest program that links the installed debx::tokenizer.
+// tokenize_tsv SPM_MODEL|CHECKPOINT_DIR FILE.tsv [COLUMN] [MAX_LENGTH]: the token ids of one column of a GLUE TSV file
+// (header line skipped), one line per row, space-separated: the smallest program that links the installed
+// debx::tokenizer. The normalization (transformers 4 or 5) is the checkpoint's; stderr says which and why.
 #include <debx/tokenizer.h>
 
 #include <cstdlib>
@@ -11,7 +12,7 @@ int main(int argc, char** argv)
 {
     if (argc < 3)
     {
-        std::cerr << "usage: tokenize_tsv SPM_MODEL FILE.tsv [COLUMN] [MAX_LENGTH]\n";
+        std::cerr << "usage: tokenize_tsv SPM_MODEL|CHECKPOINT_DIR FILE.tsv [COLUMN] [MAX_LENGTH]\n";
         return 2;
     }
     int const column = argc > 3 ? std::atoi(argv[3]) : 0;
@@ -19,6 +20,8 @@ int main(int argc, char** argv)
     try
     {
         debx::runtime::DebertaTokenizer tokenizer(argv[1]);
+        std::cerr << "tokenize_tsv: normalization " << debx::runtime::normalizationName(tokenizer.normalization())
+                  << " (" << tokenizer.normalizationReason() << ")\n";
         std::ifstream in(argv[2]);
         if (!in)
         {

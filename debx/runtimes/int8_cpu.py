@@ -53,7 +53,11 @@ def native() -> bool:
 
 
 FAMILIES = ("ort", "avx512-vnni", "amx", "avx2", "avx-vnni")  # the index is the op's `family` attribute (matMulInt8Cpu.h)
-BEST_FIRST = ("amx", "avx512-vnni", "avx-vnni", "avx2")  # the order kernel_family() tries them in
+BEST_FIRST = ("amx", "avx512-vnni", "avx-vnni")  # the order kernel_family() tries them in
+# Runs only when forced ($DEBX_CPU_KERNELS=avx2): exact (int16 VPMADDWD, no saturation) but measured 4-6x slower than
+# ONNX Runtime's own INT8 matmul on an AVX-512 VNNI CPU, and ONNX Runtime's AVX2 kernel (VPMADDUBSW) does ~2x the
+# multiply-adds per instruction of ours, so on AVX2-only CPUs "ort" stays the default until a measurement says otherwise
+OPT_IN = ("avx2",)
 FAMILY_ENV = "DEBX_CPU_KERNELS"
 # the CPUID features (and OS state) each native family needs, for the error that forcing one names
 NEEDS = {"amx": "AMX_TILE + AMX_INT8, granted by the OS", "avx512-vnni": "AVX512F/BW/VL/DQ + AVX512_VNNI",
@@ -74,7 +78,7 @@ def _forced() -> str | None:
     if not name:
         return None
     if name not in FAMILIES:
-        raise ConfigError(f"{FAMILY_ENV}={name}: unknown kernel family (choose from {', '.join(('ort', *BEST_FIRST))})")
+        raise ConfigError(f"{FAMILY_ENV}={name}: unknown kernel family (choose from {', '.join(('ort', *BEST_FIRST, *OPT_IN))})")
     if not family_available(name):
         why = ("the native ops are unavailable: " + native_ops.unavailable_reason() if not native()
                else f"this CPU (or OS) lacks its instructions ({NEEDS[name]})")
@@ -84,7 +88,8 @@ def _forced() -> str | None:
 
 def kernel_family() -> str:
     """The INT8 matmul kernel family the rewrite uses here: $DEBX_CPU_KERNELS when set, else the best this CPU runs
-    (amx unless $DEBX_AMX=0, then avx512-vnni, avx-vnni, avx2), else "ort" (ONNX Runtime's own kernels)."""
+    (amx unless $DEBX_AMX=0, then avx512-vnni, avx-vnni), else "ort" (ONNX Runtime's own kernels; avx2 only when
+    forced, see OPT_IN)."""
     forced = _forced()
     if forced is not None:
         return forced

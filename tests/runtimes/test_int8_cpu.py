@@ -20,7 +20,7 @@ def amx_here() -> bool:
     return native_ops.available() and native_ops.amx_available()
 
 
-NATIVE_FAMILIES = int8_cpu.BEST_FIRST  # amx, avx512-vnni, avx-vnni, avx2
+NATIVE_FAMILIES = (*int8_cpu.BEST_FIRST, *int8_cpu.OPT_IN)  # amx, avx512-vnni, avx-vnni, avx2
 
 
 def why_not(family: str) -> str:
@@ -35,7 +35,7 @@ FAMILIES_HERE = [pytest.param(f, marks=pytest.mark.skipif(not int8_cpu.family_av
 
 
 def best_here() -> str:
-    return next((f for f in NATIVE_FAMILIES if int8_cpu.family_available(f)), "ort")
+    return next((f for f in int8_cpu.BEST_FIRST if int8_cpu.family_available(f)), "ort")
 
 
 needs_native = pytest.mark.skipif(not native_ops.available(), reason="no C++ compiler for the native ops")
@@ -118,13 +118,23 @@ def test_rewrite_does_not_fuse_one_sum_twice():
     onnx.checker.check_model(model)
 
 
+def test_avx2_runs_only_when_forced(monkeypatch):
+    """On a CPU whose only native family is avx2, the default stays ONNX Runtime's kernel (faster there); forcing
+    avx2 picks it."""
+    monkeypatch.delenv("DEBX_CPU_KERNELS", raising=False)
+    monkeypatch.setattr(int8_cpu, "family_available", lambda name: name == "avx2")
+    assert int8_cpu.kernel_family() == "ort"
+    monkeypatch.setenv("DEBX_CPU_KERNELS", "avx2")
+    assert int8_cpu.kernel_family() == "avx2"
+
+
 def test_switches(monkeypatch):
     from debx.errors import ConfigError
 
     monkeypatch.delenv("DEBX_CPU_KERNELS", raising=False)
     monkeypatch.setenv("DEBX_AMX", "0")
     assert not int8_cpu.amx() and not int8_cpu.amx_bf16()
-    assert int8_cpu.kernel_family() == next((f for f in NATIVE_FAMILIES[1:] if int8_cpu.family_available(f)), "ort")
+    assert int8_cpu.kernel_family() == next((f for f in int8_cpu.BEST_FIRST[1:] if int8_cpu.family_available(f)), "ort")
     monkeypatch.delenv("DEBX_AMX")
     assert int8_cpu.amx() == amx_here()
     assert int8_cpu.kernel_family() == best_here()

@@ -325,3 +325,19 @@ def test_cli_prints_the_memory_table(fast_onnx, monkeypatch, capsys):
                               "--warmup", "1", "--threads", "1")
     assert code == 0, err
     assert "peak RSS MB, load + runs" in out and "on disk MB" in out
+
+
+def test_a_graph_on_the_native_ops_loads_without_transformers_or_pytorch(tiny_checkpoints, glue_dir, tmp_path):
+    """debx's runner registered the onnxruntime-extensions references for every graph with custom nodes, and that
+    library imports transformers and PyTorch: about 230 MB resident for a graph that runs on the native ops only."""
+    from debx.exporters.export import ExportConfig, export_onnx
+    from debx.runtimes import native_ops
+
+    if not native_ops.available():
+        pytest.skip(f"native ops unavailable: {native_ops.unavailable_reason()}")
+    debx_onnx = export_onnx(ExportConfig(tiny_checkpoints["v3"], tmp_path / "d.onnx", attention="debx",
+                                         data_dir=glue_dir, validate=False)).output
+    spec = {"name": "d", "kind": "onnxruntime", "path": str(debx_onnx), "threads": 1, "device": None,
+            "provider": None, "shapes": [[1, 8]], "warmup": 1, "runs": 1, "seed": 0, "vocab": 100}
+    m = bench.measure_peak_rss(spec)
+    assert m.get("libraries") == ["onnxruntime"], m

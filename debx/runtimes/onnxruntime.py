@@ -36,8 +36,12 @@ def _ort():
     return onnxruntime
 
 
-def session_options(threads: int | None = None, custom_ops: bool = False):
-    """threads: intra-op threads (default: $OMP_NUM_THREADS when set, else ONNX Runtime's choice)."""
+def session_options(threads: int | None = None, custom_ops: bool = False, graph=None):
+    """threads: intra-op threads (default: $OMP_NUM_THREADS when set, else ONNX Runtime's choice). custom_ops:
+    register debx's op libraries, the native one and the NumPy references (onnxruntime-extensions Python ops).
+    graph: the onnx.ModelProto the session will run; given, the references are registered only when it has nodes
+    that run on them: onnxruntime-extensions imports transformers and PyTorch (about 230 MB resident), which a graph
+    on the native ops never needs."""
     check_at_least("--threads", threads)
     ort = _ort()
     so = ort.SessionOptions()
@@ -48,9 +52,10 @@ def session_options(threads: int | None = None, custom_ops: bool = False):
         so.inter_op_num_threads = 1
     so.log_severity_level = 3
     if custom_ops:
-        from debx.runtimes.reference_ops import register
+        from debx.runtimes.reference_ops import ORT_DOMAIN, register
 
-        so.register_custom_ops_library(register())
+        if graph is None or any(n.domain == ORT_DOMAIN for n in graph.graph.node):
+            so.register_custom_ops_library(register())
         if native_ops_enabled():
             so.register_custom_ops_library(str(library_path()))
     return so
@@ -116,7 +121,7 @@ def session_for_model(model, provider: str = "cpu", threads: int | None = None, 
     ort = _ort()
     if custom_nodes(model):
         model = adapt_for_ort(model, native=native_ops_enabled())  # a copy: the caller's model is left as it is
-    so = session_options(threads, custom_ops=uses_custom_ops(model))
+    so = session_options(threads, custom_ops=uses_custom_ops(model), graph=model)
     if model_dir is not None:  # external data is read from beside the model file
         so.add_session_config_entry(EXTERNAL_FOLDER, str(Path(model_dir).resolve()))
     return ort.InferenceSession(model.SerializeToString(), so, providers=providers_for(provider))
@@ -193,7 +198,7 @@ def open_session(path: str | Path, provider: str = "cpu", threads: int | None = 
             info["int8_kernels"] = family or "ort"
             if ops:
                 info["int8_cpu"] = ops
-    so = session_options(threads, custom_ops=uses_custom_ops(graph))
+    so = session_options(threads, custom_ops=uses_custom_ops(graph), graph=graph)
     providers = providers_for(provider)
     if not applied:
         del graph

@@ -125,7 +125,7 @@ def _matmul_enabled(target: Target) -> tuple[bool, str]:
     if not ok:
         return ok, why
     family, why = target.family()
-    return family != "ort", f"family {family} ({why})"
+    return family != "ort", f"family {family}: {why}"
 
 
 def _int8_graph(finds: Callable) -> Callable:
@@ -268,7 +268,7 @@ def summary(described: dict) -> str | None:
     if "rewrites" not in described:
         return None
     ran = described.get("rewrites") or []
-    parts = [f"{r['step']} ({r['choice']}: " + ", ".join(f"{k} ×{v}" for k, v in r["counts"].items()) + ")"
+    parts = [f"{r['step']} (" + ", ".join(f"{k} ×{v}" for k, v in r["counts"].items()) + f"; {r['choice']})"
              for r in ran]
     line = "graph rewrites at load: " + ("; ".join(parts) if parts else "none (the file runs as written)")
     ahead = described.get("rewritten_ahead")

@@ -225,14 +225,14 @@ def test_open_session_rewrites_int8_files_and_keeps_the_file(tmp_path, monkeypat
     fast = open_session(path, threads=2, info=info).run(["out"], {"x": x})[0]
     assert info["int8_kernels"] == family
     assert info["rewrites"] == [{"step": "int8-matmul", "counts": {"DebxMatMulInt8": 2, "DebxMatMulInt8Add": 1},
-                                 "choice": f"family {family} (DEBX_CPU_KERNELS={family})"}]
+                                 "choice": f"family {family}: DEBX_CPU_KERNELS={family}"}]
     assert info["int8_cpu"] == {"DebxMatMulInt8": 2, "DebxMatMulInt8Add": 1}
     monkeypatch.setenv("DEBX_CPU_KERNELS", "ort")
     info = {}
     plain = open_session(path, threads=2, info=info).run(["out"], {"x": x})[0]
     # nothing to rewrite here but the matmuls: the file as written, and the report says which switch chose that
     assert info == {"int8_kernels": "ort", "rewrites": [],
-                    "rewrites_skipped": {"int8-matmul": "family ort (DEBX_CPU_KERNELS=ort)"}}
+                    "rewrites_skipped": {"int8-matmul": "family ort: DEBX_CPU_KERNELS=ort"}}
     monkeypatch.setenv("DEBX_NATIVE_OPS", "0")
     monkeypatch.delenv("DEBX_CPU_KERNELS")
     info = {}

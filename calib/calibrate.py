@@ -18,7 +18,6 @@ them out (debx.evaluate.excluded_rows) and says so in its report.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Protocol
@@ -26,13 +25,16 @@ from typing import Callable, Protocol
 import numpy as np
 
 from debx.artifacts import (
+    Source,
     artifact_source,
     check_writable,
     file_digest,
     package_versions,
     previous_onnx_data,
     read_sidecar,
+    sidecar_path,
     staged_files,
+    write_sidecar,
 )
 from debx.calib.data import CalibDataConfig
 from debx.calib.fp16 import FP16Config
@@ -121,7 +123,7 @@ class CalibrateResult:
 
 def artifact_paths(output: Path) -> dict[str, Path]:
     """The files named after OUT (its weights, when large, are named per write: see the sidecar's external_data)."""
-    return {"model": output, "sidecar": output.with_name(output.name + ".json"),
+    return {"model": output, "sidecar": sidecar_path(output),
             "ranges": output.with_name(output.name + RANGES_SUFFIX),
             "trt_cache": output.with_name(output.name + TRT_CACHE_SUFFIX)}
 
@@ -216,10 +218,6 @@ def parity(reference_model, candidate_model, batches, threads: int | None = None
     return out
 
 
-def _write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
-
-
 class Evaluator(Protocol):
     """What --auto scores candidates with (the CLI injects debx.evaluate.CandidateGate): `evaluator(path)` evaluates
     the model file at `path` (its sidecar beside it) and gates it against the reference -> a debx.gate.GateResult
@@ -244,9 +242,9 @@ class _Candidates:
         self.count += 1
         path = self.work / f"auto_candidate_{self.count}.onnx"
         save_model_copy(model, path)
-        _write_json(path.with_name(path.name + ".json"), self.sidecar)
+        write_sidecar(path, self.sidecar)
         result = self.evaluator(path)
-        for p in (path, path.with_name(path.name + ".json"), path.with_name(path.name + ".data")):
+        for p in (path, sidecar_path(path), path.with_name(path.name + ".data")):
             p.unlink(missing_ok=True)
         return result
 
@@ -269,7 +267,7 @@ def calibrate(cfg: CalibrateConfig, log: Callable[[str], None] = lambda s: None,
     _check_paths(cfg)
     task = get_task(cfg.task)
     model = load_input(cfg.model)
-    sidecar_in = read_sidecar(cfg.model, strict=True)
+    sidecar_in = read_sidecar(cfg.model)
     _check_float32(model, sidecar_in, cfg.model)
     _check_int8_attention(cfg, custom_nodes(model))
     tokenizer, max_len = _tokenizer_and_limit(cfg, sidecar_in)
@@ -324,7 +322,8 @@ def calibrate(cfg: CalibrateConfig, log: Callable[[str], None] = lambda s: None,
         # into place as one unit: weights, ranges, cache, sidecar, then the graph
         if large:
             st.add(out.with_name(data_name))
-        _write_json(st.add(paths["sidecar"]), sidecar)
+        st.add(paths["sidecar"])
+        write_sidecar(st.primary, sidecar)
         st.stale(*previous_onnx_data(out))
     return CalibrateResult(out, paths["sidecar"], paths["ranges"], cache, sidecar)
 
@@ -413,7 +412,7 @@ def _sidecar(cfg, sidecar_in, out, data_name: str | None, data, ranges, meta, cu
                if k not in ("file", "external_data", "precision", "parity", "created", "versions", "keep_fp32",
                             "calibration", "quantization", "fp16", "auto", "target", "ort_optimized")}
     if not carried.get("source") and cfg.tokenizer is not None:
-        carried["source"] = {"path": str(Path(cfg.tokenizer).resolve())}
+        carried["source"] = Source(Path(cfg.tokenizer).resolve(), None).to_entry()
     calibration = {**data.record(cfg.seed), "method": ranges.method if cfg.precision == "int8" else "minmax",
                    "settings": ranges.settings, "tensors": len(ranges.tensors),
                    "ranges_file": paths["ranges"].name,

@@ -112,7 +112,7 @@ def load_runner(path: str | Path, *, tokenizer: str | Path | None = None, max_se
     if not path.exists():
         raise ConfigError(f"{path}: no such file or directory")
     runner = runner_for(path, **options)  # an unknown kind of file fails here, in one line
-    side = read_sidecar(path) if path.is_file() else {}
+    side = read_sidecar(path)
     if tokenizer is None:
         if path.is_dir():
             tokenizer = path
@@ -123,8 +123,8 @@ def load_runner(path: str | Path, *, tokenizer: str | Path | None = None, max_se
         if tokenizer is None:
             raise ConfigError(f"{path}: no sidecar names its source checkpoint; pass tokenizer=CKPT_DIR")
     if max_seq_len is None:
-        max_seq_len = (side.get("shapes") or {}).get("max_seq_len")
-        if not isinstance(max_seq_len, int):
+        max_seq_len = side.max_seq_len
+        if max_seq_len is None:
             import json
 
             cfg = Path(tokenizer) / "config.json"

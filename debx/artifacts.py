@@ -22,12 +22,13 @@ import secrets
 import shutil
 import signal
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 from debx.contract import TOKENIZER_FILES, WEIGHT_FILES
-from debx.errors import CheckpointError
+from debx.errors import CheckpointError, ConfigError, DebxError
 
 PACKAGES = ("debx", "torch", "transformers", "numpy", "onnx", "onnxscript", "onnxruntime", "onnxruntime-extensions")
 
@@ -53,22 +54,6 @@ def package_versions(packages: tuple[str, ...] = PACKAGES) -> dict[str, str]:
         except md.PackageNotFoundError:
             pass
     return out
-
-
-def read_sidecar(path: str | Path, strict: bool = False) -> dict:
-    """The JSON sidecar beside an artifact (`model.onnx` -> `model.onnx.json`), or {} when there is none.
-
-    An unreadable sidecar is {} too, unless `strict`: then it is a ConfigError naming the file."""
-    path = Path(path)
-    side = path.with_name(path.name + ".json")
-    try:
-        return json.loads(side.read_text()) if side.is_file() else {}
-    except (OSError, json.JSONDecodeError) as e:
-        if strict:
-            from debx.errors import ConfigError
-
-            raise ConfigError(f"{side}: invalid JSON ({e})") from None
-        return {}
 
 
 def current_umask() -> int:
@@ -296,7 +281,10 @@ def previous_onnx_data(out: str | Path) -> list[Path]:
 
     out = Path(out)
     files = [out.with_name(out.name + ".data")]
-    name = read_sidecar(out).get("external_data")
+    try:
+        name = read_sidecar(out).external_data
+    except DebxError:  # the artifact being replaced has a broken sidecar: only its legacy data file is known
+        name = None
     if isinstance(name, str) and re.fullmatch(re.escape(out.name) + r"\.[0-9a-f]{8}\.data", name):
         files.append(out.with_name(name))
     return files
@@ -318,9 +306,12 @@ def input_files(path: str | Path) -> list[Path]:
         out += [path / n for n in ("config.json", *WEIGHT_FILES, *TOKENIZER_FILES)]
         out += [f for f in path.glob("*.safetensors")] + [f for f in path.glob("*.bin")]
     elif path.is_file():
-        out += [path.with_name(path.name + ext) for ext in (".json", ".data")]
-        data = read_sidecar(path).get("external_data")
-        if isinstance(data, str) and data:
+        out += [sidecar_path(path), path.with_name(path.name + ".data")]
+        try:
+            data = read_sidecar(path).external_data
+        except DebxError:  # a broken sidecar: the command reading it says so; its weights file is not known here
+            data = None
+        if data:
             out.append(path.with_name(data))
     return out
 
@@ -337,8 +328,6 @@ def _same(a: Path, b: Path) -> bool:
 def refuse_overwriting_inputs(outputs: dict[str, str | Path | None], inputs: list[str | Path | None]) -> None:
     """ConfigError when an output (flag -> path) is one of the inputs or a file they consist of (paths resolved,
     links followed), or when two outputs are the same file: nothing a command reads is ever overwritten."""
-    from debx.errors import ConfigError
-
     given = [(flag, Path(p)) for flag, p in outputs.items() if p is not None]
     files = [(Path(i), f) for i in inputs if i is not None for f in input_files(i)]
     for n, (flag, out) in enumerate(given):
@@ -352,8 +341,17 @@ def refuse_overwriting_inputs(outputs: dict[str, str | Path | None], inputs: lis
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Provenance: which checkpoint made an artifact (the one reader of the sidecar's "source" entry)
+# The sidecar: the JSON beside every artifact (`model.onnx` -> `model.onnx.json`), one type, one reader, one writer
 # ---------------------------------------------------------------------------------------------------------------------
+
+
+SIDECAR_SUFFIX = ".json"
+
+
+def sidecar_path(artifact: str | Path) -> Path:
+    """Where the sidecar of `artifact` lives: `model.onnx` -> `model.onnx.json`, `m.plan` -> `m.plan.json`."""
+    artifact = Path(artifact)
+    return artifact.with_name(artifact.name + SIDECAR_SUFFIX)
 
 
 @dataclass(frozen=True)
@@ -362,25 +360,161 @@ class Source:
 
     checkpoint: Path | None  # the folder (as it was named then; it may have moved or changed since)
     fingerprint: str | None  # debx.checkpoint.fingerprint of that folder then; None when not recorded
+    model_type: str | None = field(default=None, compare=False)  # the checkpoint's model_type, when recorded
+    extra: dict = field(default_factory=dict, compare=False, hash=False)  # other entries, kept as read
+
+    @classmethod
+    def from_entry(cls, entry) -> Source | None:
+        """The sidecar's "source" entry in any spelling debx ever wrote: {"checkpoint": DIR, "fingerprint": FP,
+        "model_type": T} (export, and the calibrate/build sidecars that carry it over), {"path": DIR} (older
+        calibrate sidecars), or a plain string DIR. None: no entry."""
+        if entry is None or entry == "" or entry == {}:
+            return None
+        if isinstance(entry, str):
+            return cls(Path(entry), None)
+        if not isinstance(entry, dict):
+            return None
+        folder = entry.get("checkpoint") or entry.get("path")
+        fp, mt = entry.get("fingerprint"), entry.get("model_type")
+        extra = {k: v for k, v in entry.items() if k not in ("checkpoint", "path", "fingerprint", "model_type")}
+        return cls(Path(folder) if isinstance(folder, str) and folder else None, fp if isinstance(fp, str) else None,
+                   mt if isinstance(mt, str) else None, extra)
 
     def to_dict(self) -> dict:
-        return {"checkpoint": None if self.checkpoint is None else str(self.checkpoint),
-                "fingerprint": self.fingerprint}
+        """{"checkpoint": DIR, "fingerprint": FP} (what an eval report records)."""
+        return {"checkpoint": None if self.checkpoint is None else str(self.checkpoint), "fingerprint": self.fingerprint}
+
+    def to_entry(self) -> dict:
+        """The sidecar's "source" entry as debx writes it now (always "checkpoint", never the old "path")."""
+        out = self.to_dict()
+        if self.fingerprint is None:
+            del out["fingerprint"]
+        if self.model_type is not None:
+            out["model_type"] = self.model_type
+        return {**out, **self.extra}
 
 
-def artifact_source(path: str | Path, sidecar: dict | None = None) -> Source:
-    """Source of an artifact (`model.onnx`, `model.plan`): the sidecar's "source" entry. Export sidecars (and the
-    calibrate/build sidecars that carry them over) name the folder "checkpoint"; older calibrate sidecars "path";
-    a plain string is the folder. `sidecar`: the already-read sidecar of `path`, when the caller has it."""
+# the typed entries of a sidecar: name -> the JSON type its value must have (None is always allowed)
+_TYPED = {"format": str, "file": str, "external_data": str, "precision": str, "attention": str, "head": str,
+          "shapes": dict, "rewrites": list}
+_KIND_NAMES = {str: "a string", dict: "a JSON object", list: "a JSON array"}
+
+
+@dataclass(eq=False)  # equality is the Mapping's: the same entries, whatever the order
+class Sidecar(Mapping):
+    """What debx records beside an artifact: where it came from, what it is, how it was made. The entries every
+    reader needs are typed fields; every other entry (parity, calibration, versions, a plan's builder flags, entries
+    a newer debx wrote) is kept in `extra` as read, so reading and writing a sidecar back loses nothing.
+
+    It reads like the JSON object too (`side.get("calibration")`, `side["precision"]`): a Mapping of `to_dict()`.
+    Read with `read_sidecar`, write with `write_sidecar` (or `publish(...).sidecar`): nothing else in debx opens a
+    sidecar (tests/test_sidecar.py holds that)."""
+
+    format: str | None = None  # "debx-onnx/1" (export, calibrate, rewrite) | "debx-plan/1" (build)
+    file: str | None = None  # the artifact's file name when written
+    external_data: str | None = None  # the file beside it that holds its weights (a name, never a path)
+    source: Source | None = None  # the checkpoint it was made from
+    precision: str | None = None  # fp32 | fp16 | int8
+    attention: str | None = None  # the export's --attention mode
+    head: str | None = None  # the task head (classification, ...)
+    shapes: dict = field(default_factory=dict)  # batch, sequence, max_seq_len (the longest length validated)
+    rewrites: list = field(default_factory=list)  # the named graph rewrites that made this file, in order
+    extra: dict = field(default_factory=dict)  # every other entry, kept as read
+    order: list = field(default_factory=list, repr=False, compare=False)  # the entries' order as read
+
+    @classmethod
+    def from_dict(cls, data: Mapping, where: str | Path = "sidecar") -> Sidecar:
+        """A Sidecar from a JSON object (every old spelling accepted); ConfigError naming `where` for an entry of
+        the wrong type."""
+        if isinstance(data, Sidecar):
+            return cls.from_dict(data.to_dict(), where)
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{where}: not a JSON object (got {type(data).__name__})")
+        typed = {}
+        for key, kind in _TYPED.items():
+            value = data.get(key)
+            if value is not None and not isinstance(value, kind):
+                raise ConfigError(f"{where}: entry {key!r} must be {_KIND_NAMES[kind]}, got {value!r:.60}")
+            if value is not None:
+                typed[key] = list(value) if kind is list else dict(value) if kind is dict else value
+        extra = {k: v for k, v in data.items() if k not in _TYPED and k != "source"}
+        return cls(**typed, source=Source.from_entry(data.get("source")), extra=extra, order=list(data))
+
+    def to_dict(self) -> dict:
+        """The JSON object: typed entries that are set, every kept entry, in the order read (new entries last)."""
+        out: dict = {}
+        for key in _TYPED:
+            value = getattr(self, key)
+            if (value is not None and value != [] and value != {}) or key in self.order:
+                out[key] = value
+        if "external_data" in self.order or self.format == "debx-onnx/1":  # an ONNX sidecar always says
+            out.setdefault("external_data", None)
+        if self.source is not None:
+            out["source"] = self.source.to_entry()
+        out.update(self.extra)
+        first = [k for k in self.order if k in out]
+        return {**{k: out[k] for k in first}, **{k: v for k, v in out.items() if k not in first}}
+
+    @property
+    def max_seq_len(self) -> int | None:
+        """The longest sequence validated at export (shapes.max_seq_len), when recorded."""
+        n = self.shapes.get("max_seq_len")
+        return n if isinstance(n, int) and not isinstance(n, bool) else None
+
+    # the Mapping view of to_dict()
+    def __getitem__(self, key: str):
+        return self.to_dict()[key]
+
+    def __iter__(self):
+        return iter(self.to_dict())
+
+    def __len__(self) -> int:
+        return len(self.to_dict())
+
+    def __bool__(self) -> bool:
+        return bool(self.to_dict())
+
+
+def read_sidecar(artifact: str | Path) -> Sidecar:
+    """The one sidecar reader: the Sidecar beside `artifact`, empty when there is none (or `artifact` is a folder).
+    A sidecar that is not valid JSON (or not an object, or has a typed entry of the wrong type) is a ConfigError in
+    one line naming the file; a caller that must go on without it (deleting the files of an artifact it replaces)
+    catches that itself."""
+    side = sidecar_path(artifact)
+    if Path(artifact).is_dir() or not side.is_file():  # a checkpoint folder has no sidecar (runs/x.json is not one)
+        return Sidecar()
+    try:
+        data = json.loads(side.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{side}: invalid JSON ({e})" if not isinstance(e, OSError)
+                          else f"{side}: cannot read it ({e.strerror or e})") from None
+    return Sidecar.from_dict(data, side)
+
+
+def sidecar_bytes(sidecar: Sidecar | Mapping) -> bytes:
+    """The sidecar as written to disk (JSON, indented; paths and other objects as strings)."""
+    side = sidecar if isinstance(sidecar, Sidecar) else Sidecar.from_dict(sidecar)
+    return (json.dumps(side.to_dict(), indent=2, default=str) + "\n").encode()
+
+
+def write_sidecar(artifact: str | Path, sidecar: Sidecar | Mapping) -> Path:
+    """The one sidecar writer: `sidecar` (a Sidecar, or a dict of its entries) beside `artifact`, atomically.
+    Returns the sidecar's path. For a sidecar that belongs to a multi-file artifact, set `publish(...).sidecar`."""
+    return write_bytes_atomic(sidecar_path(artifact), sidecar_bytes(sidecar))
+
+
+def artifact_source(path: str | Path, sidecar: Mapping | None = None) -> Source:
+    """Source of an artifact (`model.onnx`, `model.plan`) as its sidecar recorded it (every spelling: see
+    Source.from_entry); Source(None, None) when none is recorded. `sidecar`: the already-read sidecar of `path`."""
     side = read_sidecar(path) if sidecar is None else sidecar
-    src = side.get("source") if isinstance(side, dict) else None
-    if isinstance(src, str):
-        return Source(Path(src) if src else None, None)
-    if not isinstance(src, dict):
-        return Source(None, None)
-    folder = src.get("checkpoint") or src.get("path")
-    fp = src.get("fingerprint")
-    return Source(Path(folder) if isinstance(folder, str) and folder else None, fp if isinstance(fp, str) else None)
+    if not isinstance(side, Sidecar):
+        side = Sidecar.from_dict(side, sidecar_path(path))
+    return side.source or Source(None, None)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Provenance: is an artifact still what its checkpoint would give?
+# ---------------------------------------------------------------------------------------------------------------------
 
 
 def stale_reason(artifact: str | Path, checkpoint: str | Path | None = None, fingerprint: str | None = None,
@@ -442,8 +576,6 @@ def read_onnx(path: str | Path, load_external_data: bool = False):
     (not loaded) unless `load_external_data`."""
     import onnx
 
-    from debx.errors import ConfigError
-
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such ONNX file")
@@ -465,8 +597,6 @@ def read_onnx(path: str | Path, load_external_data: bool = False):
 def check_writable(path: str | Path, what: str = "output") -> None:
     """ConfigError unless a file or folder can be created at `path`: its nearest existing parent must be a folder
     this process may write (checked before any work, so a read-only destination fails in one line, not at the end)."""
-    from debx.errors import ConfigError
-
     path = Path(path).expanduser()
     parent = path.parent if not path.is_dir() else path
     while not parent.exists() and parent != parent.parent:

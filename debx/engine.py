@@ -13,7 +13,6 @@ an FP16 export for FP16, Q/DQ nodes (debx calibrate) for INT8.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -325,10 +324,10 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 def write_plan(plan_path: Path, plan: bytes, sidecar: Mapping) -> Path:
     """Plan, then sidecar (`<plan>.json`), each atomically. Returns the sidecar path."""
-    side_path = plan_path.with_name(plan_path.name + ".json")
+    from debx.artifacts import write_sidecar
+
     write_atomic(plan_path, bytes(plan))
-    write_atomic(side_path, (json.dumps(sidecar, indent=2, sort_keys=True) + "\n").encode())
-    return side_path
+    return write_sidecar(plan_path, sidecar)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import time
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -69,12 +69,7 @@ class EvalResult:
     report: dict
 
 
-def read_sidecar(engine: Path) -> dict:
-    """The JSON written next to an artifact (`<file>.json`), or {} for a checkpoint folder / missing sidecar."""
-    return artifacts.read_sidecar(engine, strict=True) if engine.is_file() else {}
-
-
-def source_checkpoint(engine: Path, sidecar: dict) -> Path | None:
+def source_checkpoint(engine: Path, sidecar: Mapping) -> Path | None:
     """The checkpoint folder itself, or the one an artifact's sidecar names (debx.artifacts.artifact_source)."""
     if engine.is_dir():
         return engine
@@ -89,7 +84,7 @@ def label_permutation(task: TaskSpec, id2label: dict[int, str]) -> np.ndarray | 
     return None if (perm == np.arange(len(perm))).all() else perm
 
 
-def excluded_rows(sidecar: dict, task: TaskSpec, split: str) -> set[str]:
+def excluded_rows(sidecar: Mapping, task: TaskSpec, split: str) -> set[str]:
     """Rows an artifact was calibrated on; they never count in its evaluation."""
     cal = sidecar.get("calibration") or {}
     if cal.get("task") in (task.name, None) and cal.get("split") == split:
@@ -173,7 +168,7 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
         raise ConfigError(f"{engine}: no such file or directory")
     task = get_task(cfg.task)
     device = torch_device(engine, cfg.device)
-    sidecar = read_sidecar(engine)
+    sidecar = artifacts.read_sidecar(engine)
     src = source_checkpoint(engine, sidecar)
     tok_src = cfg.tokenizer or src
     if tok_src is None:

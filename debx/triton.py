@@ -195,6 +195,7 @@ def package_triton(cfg: TritonConfig) -> TritonResult:
         read_onnx,
         read_sidecar,
         refuse_overwriting_inputs,
+        write_sidecar,
     )
 
     if cfg.model.suffix.lower() != ".onnx":
@@ -216,9 +217,9 @@ def package_triton(cfg: TritonConfig) -> TritonResult:
         raise ConfigError(f"--triton {cfg.output}: a folder that is not a debx repository for {cfg.name!r} (it would "
                           "be replaced as a whole); choose an empty or new folder")
     inputs = [v.name for v in graph.input]
-    limit = (side.get("shapes") or {}).get("max_seq_len")
-    pad_to = cfg.pad_to or min(128, limit if isinstance(limit, int) else 128)
-    if isinstance(limit, int) and pad_to > limit:
+    limit = side.max_seq_len
+    pad_to = cfg.pad_to or min(128, limit or 128)
+    if limit is not None and pad_to > limit:
         raise ConfigError(f"--pad-to {pad_to} exceeds the export's max_seq_len {limit}")
     custom = any(n.domain == DEBX_ATTENTION.domain for n in graph.node)
     tok_name, model_name = f"{cfg.name}_tokenizer", f"{cfg.name}_model"
@@ -229,11 +230,10 @@ def package_triton(cfg: TritonConfig) -> TritonResult:
         mdir = repo / model_name / "1"
         mdir.mkdir(parents=True)
         shutil.copyfile(cfg.model, mdir / "model.onnx")
-        data = side.get("external_data")
-        if isinstance(data, str) and data:
-            shutil.copyfile(cfg.model.with_name(data), mdir / data)
-        if cfg.model.with_name(cfg.model.name + ".json").is_file():
-            shutil.copyfile(cfg.model.with_name(cfg.model.name + ".json"), mdir / "model.onnx.json")
+        if side.external_data:
+            shutil.copyfile(cfg.model.with_name(side.external_data), mdir / side.external_data)
+        if side:
+            write_sidecar(mdir / "model.onnx", side)
         (repo / model_name / "config.pbtxt").write_text(pbtxt(mcfg) + "\n")
         # tokenization
         tdir = repo / tok_name / "1"

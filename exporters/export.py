@@ -37,9 +37,11 @@ from debx.artifacts import (
     package_versions,
     previous_onnx_data,
     save_onnx_model,
+    sidecar_path,
     staged_files,
     weights_bytes,
     write_json_atomic,
+    write_sidecar,
 )
 from debx.contract import DEBX_ATTENTION, INLINE_WEIGHTS_LIMIT, TOKENIZER_FILES
 from debx.errors import CheckpointError, ConfigError
@@ -283,7 +285,10 @@ def stage_folder_files(st, checkpoint: Path, folder: Path, sidecar: dict) -> lis
         else:
             shutil.copyfile(checkpoint / name, staged)
         written.append(folder / name)
-    before = read_sidecar(folder / FOLDER_MODEL).get("folder", {})
+    try:
+        before = read_sidecar(folder / FOLDER_MODEL).get("folder", {})
+    except ConfigError:  # the export being replaced has a broken sidecar: its folder files are not known
+        before = {}
     listed = before.get("files", []) if isinstance(before, dict) else []
     st.stale(*(folder / n for n in listed if isinstance(n, str) and n in ("config.json", *TOKENIZER_FILES)))
     sidecar["folder"] = {"layout": "optimum", "files": names}
@@ -411,8 +416,8 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
         if data is not None:
             st.add(out.with_name(data.name))
         folder_files = stage_folder_files(st, ckpt.path, out.parent, sidecar) if cfg.folder else []
-        side = out.with_name(out.name + ".json")
-        write_json_atomic(st.add(side), sidecar)
+        st.add(sidecar_path(out))
+        write_sidecar(st.primary, sidecar)
         st.stale(*previous_onnx_data(out))
     warnings = []
     if cfg.folder and not any(f.name in TOKENIZER_FILES for f in folder_files):
@@ -423,6 +428,6 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
                         "batch, as the reference code): a request's output depends on the others batched with it; "
                         "for serving, export with --gi-max-scope example (measure its cost with debx eval "
                         "--gi-max-scope example --reference CKPT)")
-    return ExportResult(output=out, sidecar=side, metadata=sidecar,
+    return ExportResult(output=out, sidecar=sidecar_path(out), metadata=sidecar,
                         external_data=out.with_name(data.name) if data else None, folder_files=folder_files,
                         report=report, warnings=warnings)

@@ -167,12 +167,13 @@ def split_skip_layernorm(model) -> int:
     return count
 
 
-def _sidecar(src: Path, dst: Path, stats: dict) -> dict:
-    """dst's sidecar: src's (when it has one) plus what this step did."""
+def _sidecar(src: Path, dst: Path, stats: dict, data_name: str | None):
+    """dst's sidecar (a debx.artifacts.Sidecar): src's (when it has one) plus what this step did."""
     from debx.artifacts import read_sidecar
 
     meta = read_sidecar(src)
-    meta.update(file=dst.name, ort_optimized={"level": "ORT_ENABLE_EXTENDED", "source": src.name, **stats})
+    meta.file, meta.external_data = dst.name, data_name
+    meta.extra["ort_optimized"] = {"level": "ORT_ENABLE_EXTENDED", "source": src.name, **stats}
     return meta
 
 
@@ -205,7 +206,8 @@ LARGE_BYTES = INLINE_WEIGHTS_LIMIT  # protobuf's 2 GB limit, less room for the g
 def optimize_for_cpu(src: str | Path, dst: str | Path) -> dict[str, int]:
     """Optimise `src` (a .onnx file, typically an INT8 Q/DQ model) for ONNX Runtime's CPU provider into `dst`
     (+ sidecar), committed as one unit (debx.artifacts.staged_files). Returns counts of what the rewrite changed."""
-    from debx.artifacts import previous_onnx_data, save_onnx_model, staged_files, weights_bytes, write_json_atomic
+    from debx.artifacts import previous_onnx_data, save_onnx_model, sidecar_path, staged_files, weights_bytes, \
+        write_sidecar
 
     src, dst = Path(src), Path(dst)
     if not src.is_file():
@@ -218,7 +220,7 @@ def optimize_for_cpu(src: str | Path, dst: str | Path) -> dict[str, int]:
         data = save_onnx_model(model, st.primary, st.onnx_data_name() if big else None, copy=False)
         if data is not None:
             st.add(dst.with_name(data.name))
-        side = dst.with_name(dst.name + ".json")
-        write_json_atomic(st.add(side), {**_sidecar(src, dst, stats), "external_data": data.name if data else None})
+        st.add(sidecar_path(dst))
+        write_sidecar(st.primary, _sidecar(src, dst, stats, data.name if data else None))
         st.stale(*previous_onnx_data(dst))
     return stats

@@ -17,7 +17,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from debx.errors import ConfigError, MissingDependencyError
-from debx.artifacts import read_sidecar
+from debx.artifacts import read_sidecar, sidecar_path
 from debx.runtimes.base import Runner
 
 NO_TORCH_CUDA = ("no CUDA GPU visible to PyTorch: the TensorRT runner needs an NVIDIA GPU, its driver and a CUDA "
@@ -114,7 +114,7 @@ class TensorRTRunner(Runner):
             dev = torch.from_numpy(host).to(device="cuda", dtype=self._torch_dtype(engine.get_tensor_dtype(name)))
             if not ctx.set_input_shape(name, tuple(host.shape)):
                 raise ConfigError(f"{self.path.name}: input {name} shape {tuple(host.shape)} is outside the plan's "
-                                  f"optimization profile (see {self.path.name}.json)")
+                                  f"optimization profile (see {sidecar_path(self.path).name})")
             ctx.set_tensor_address(name, dev.data_ptr())
             keep.append(dev)
         outputs = {}

@@ -8,7 +8,7 @@ Artifacts, all named after the output file OUT (e.g. model.int8.onnx):
     OUT.ranges.json       per-tensor activation ranges (calib/ranges.py)
     OUT.calib.cache       INT8 only: TensorRT calibration cache text for implicit quantization (calib/trt_cache.py)
 Everything is staged in a temporary folder next to OUT and committed as one unit at the end (debx.artifacts.
-staged_files: the graph last, interrupts held back, the previous set restored if a rename fails); nothing is left
+publish: the graph last, interrupts held back, the previous set restored if a rename fails); nothing is left
 behind when a step fails.
 
 When calibrating on dev, the sidecar's calibration.rows lists the dev rows used, and `debx eval` of OUT leaves
@@ -30,10 +30,9 @@ from debx.artifacts import (
     check_writable,
     file_digest,
     package_versions,
-    previous_onnx_data,
+    publish,
     read_sidecar,
     sidecar_path,
-    staged_files,
     write_sidecar,
 )
 from debx.calib.data import CalibDataConfig
@@ -279,7 +278,7 @@ def calibrate(cfg: CalibrateConfig, log: Callable[[str], None] = lambda s: None,
 
     out = cfg.output.resolve()
     paths = artifact_paths(out)
-    with staged_files(out) as st:  # committed as one unit at the end of the block; nothing is left on failure
+    with publish(out) as st:  # committed as one unit at the end of the block; nothing is left on failure
         scratch = st.dir / "scratch"
         scratch.mkdir()
         meta: dict = {}
@@ -319,12 +318,7 @@ def calibrate(cfg: CalibrateConfig, log: Callable[[str], None] = lambda s: None,
             st.stale(paths["trt_cache"])
         sidecar = _sidecar(cfg, sidecar_in, out, data_name if large else None, data, ranges, meta,
                           custom=bool(custom_nodes(model)))
-        # into place as one unit: weights, ranges, cache, sidecar, then the graph
-        if large:
-            st.add(out.with_name(data_name))
-        st.add(paths["sidecar"])
-        write_sidecar(st.primary, sidecar)
-        st.stale(*previous_onnx_data(out))
+        st.sidecar = sidecar  # into place as one unit: ranges, cache, weights, sidecar, then the graph
     return CalibrateResult(out, paths["sidecar"], paths["ranges"], cache, sidecar)
 
 

@@ -3,9 +3,13 @@ files: stage in a temporary place beside the target, then commit atomically.
 
 * `write_bytes_atomic` / `write_json_atomic`: one file (temporary name, then rename);
 * `atomic_dir`: one folder, written in a temporary sibling and swapped into place;
-* `staged_files`: a multi-file artifact (a graph, its weights, sidecar, ranges, cache) committed as one unit: weights
-  under a name unique to this write (`onnx_data_name`), the other files renamed into place with the graph last,
-  interrupts held back while the renames run, and the previous set restored if a rename fails anyway.
+* `publish`: a multi-file artifact (a graph, its weights, sidecar, ranges, cache; a plan and its sidecar) committed
+  as one unit: weights under a name unique to this write (`onnx_data_name`), the other files renamed into place
+  with the primary file last, interrupts held back while the renames run, and the previous set restored if a
+  rename fails anyway.
+
+And the sidecar beside every artifact (`model.onnx` -> `model.onnx.json`): one type, `Sidecar`, with one reader,
+`read_sidecar`, and one writer, `write_sidecar` (`publish(...).sidecar` for a multi-file artifact).
 
 Everything is created with the modes the user's umask gives (temporary files and folders are 0600/0700 while
 staged), and the staging place is removed on any failure, SIGINT and SIGTERM included (debx.cli turns SIGTERM
@@ -171,12 +175,13 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
-class Staging:
-    """The temporary folder of one multi-file write (see `staged_files`)."""
+class Publication:
+    """One multi-file artifact being written: its staging folder and what goes where (see `publish`)."""
 
     def __init__(self, primary: Path, folder: Path):
         self.primary_target, self.dir = primary, folder
         self.token = secrets.token_hex(4)
+        self.sidecar: Sidecar | Mapping | None = None  # set it: written (write_sidecar) and committed with the rest
         self._files: list[tuple[Path, Path]] = []
         self._stale: list[Path] = []
 
@@ -189,23 +194,34 @@ class Staging:
         """Register `target` (beside the primary file) as part of this artifact; returns where to stage it."""
         target = Path(target)
         staged = self.dir / target.name
-        self._files.append((staged, target))
+        if (staged, target) not in self._files:
+            self._files.append((staged, target))
         return staged
 
     def onnx_data_name(self) -> str:
         """A name for the primary graph's external weights that is unique to this write: the graph in place keeps
-        reading its own weights until the new graph replaces it."""
+        reading its own weights until the new graph replaces it. A file of that name written beside `primary` is
+        part of the artifact (no need to `add` it)."""
         return f"{self.primary_target.name}.{self.token}.data"
 
     def stale(self, *paths: str | Path | None) -> None:
-        """Files of the previous artifact to delete once the new one is committed (unless it rewrote them)."""
+        """Files of the previous artifact to delete once the new one is committed (unless it rewrote them). The
+        previous graph's weights file (its sidecar's external_data, or the legacy `<file>.data`) is one already."""
         self._stale += [Path(p) for p in paths if p]
 
     def commit(self) -> None:
+        data = self.dir / self.onnx_data_name()
+        if data.exists():
+            self.add(self.primary_target.with_name(data.name))
+        if self.sidecar is not None:
+            write_sidecar(self.primary, self.sidecar)  # staged beside the staged primary
+            self.add(sidecar_path(self.primary_target))
         pairs = [*self._files, (self.primary, self.primary_target)]
         missing = [s for s, _ in pairs if not s.exists()]
         if missing:
             raise FileNotFoundError(f"staged file missing: {missing[0]}")
+        if self.primary_target.suffix == ".onnx":  # read from the sidecar now in place, before it is replaced
+            self.stale(*previous_onnx_data(self.primary_target))
         for s, _ in pairs:
             honour_umask(s)
         backups = self.dir / ".previous"
@@ -218,23 +234,26 @@ class Staging:
 
 
 @contextlib.contextmanager
-def staged_files(primary: str | Path) -> Iterator[Staging]:
-    """Stage a multi-file artifact in a temporary folder beside `primary` and commit it as one unit on success.
+def publish(primary: str | Path) -> Iterator[Publication]:
+    """Write a multi-file artifact (a graph with its weights file, sidecar, ranges, cache; a plan and its sidecar;
+    a checkpoint's weights and config) in a temporary folder beside `primary` and commit it as one unit on success:
 
-        with staged_files(out) as st:
-            save(graph, st.primary, data=st.onnx_data_name())   # weights under a name unique to this write
-            write(st.add(out.with_name(out.name + ".json")))      # sidecar & co: st.add(target) -> staged path
-            st.stale(previous_data_file)                          # deleted once the new set is in place
+        with publish(out) as pub:
+            save(graph, pub.primary, data=pub.onnx_data_name())   # weights under a name unique to this write
+            ranges.save(pub.add(out.with_name(out.name + ".ranges.json")))   # extras: pub.add(target) -> staged path
+            pub.sidecar = Sidecar(...)                           # written with debx.artifacts.write_sidecar
+            pub.stale(previous_cache)                            # deleted once the new set is in place
 
-    Registered files are renamed into place in order and the primary file last; any failure (an interrupt
-    included) leaves the previous set complete, and the temporary folder is removed in every case."""
+    Extras are renamed into place in the order added, then the weights file, the sidecar, and the primary file
+    last; the previous graph's weights file is deleted after. Any failure (an interrupt included) leaves the
+    previous set complete, and the temporary folder is removed in every case."""
     primary = Path(primary)
     primary.parent.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix=f".{primary.name}.tmp-", dir=str(primary.parent)))
     try:
-        st = Staging(primary, folder)
-        yield st
-        st.commit()
+        pub = Publication(primary, folder)
+        yield pub
+        pub.commit()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -41,7 +41,6 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -49,7 +48,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from debx.artifacts import artifact_source, check_writable, package_versions, read_sidecar, stale_reason
+from debx.artifacts import artifact_source, atomic_dir, check_writable, package_versions, read_sidecar, stale_reason
 from debx.contract import input_names
 from debx.errors import ConfigError, DebxError, MissingDependencyError
 from debx.runtimes import backend_for, runner_for
@@ -475,9 +474,7 @@ def optimum_baselines(checkpoint: Path, cache: Path, head: str = "classification
         result = json.loads(done.read_text())
         if all(Path(result[k]).is_file() for k in ("fp32", "int8")):
             return result
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=str(target.parent)))
-    try:
+    with atomic_dir(target) as work:  # built in a temporary sibling, swapped into place when complete
         if _optimum_in_process():
             result = optimum_baseline.build(checkpoint, work, task)
         else:
@@ -500,16 +497,6 @@ def optimum_baselines(checkpoint: Path, cache: Path, head: str = "classification
         for k in ("fp32", "int8"):
             result[k] = str(target / Path(result[k]).relative_to(work))
         (work / "result.json").write_text(json.dumps(result, indent=2) + "\n")
-        if target.exists():
-            import shutil
-
-            shutil.rmtree(target)
-        os.replace(work, target)
-    finally:
-        if work.exists():
-            import shutil
-
-            shutil.rmtree(work, ignore_errors=True)
     return result
 
 

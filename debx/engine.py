@@ -315,19 +315,15 @@ def plan_sidecar(config: BuildConfig, selection: FlagSelection, profiles, versio
     return side
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename: never a half-written artifact."""
-    from debx.artifacts import write_bytes_atomic
-
-    write_bytes_atomic(path, data)
-
-
 def write_plan(plan_path: Path, plan: bytes, sidecar: Mapping) -> Path:
-    """Plan, then sidecar (`<plan>.json`), each atomically. Returns the sidecar path."""
-    from debx.artifacts import write_sidecar
+    """The plan and its sidecar (`<plan>.json`) as one unit (debx.artifacts.publish): never a new plan beside the
+    previous plan's sidecar (its profiles, plugins, source). Returns the sidecar path."""
+    from debx.artifacts import publish, sidecar_path
 
-    write_atomic(plan_path, bytes(plan))
-    return write_sidecar(plan_path, sidecar)
+    with publish(plan_path) as pub:
+        pub.primary.write_bytes(bytes(plan))
+        pub.sidecar = sidecar
+    return sidecar_path(plan_path)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

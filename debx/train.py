@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from debx import device as devices
-from debx.artifacts import atomic_dir, check_writable, commit_files
+from debx.artifacts import atomic_dir, check_writable, publish, write_json_atomic
 from debx.contract import input_names
 from debx.checkpoint import load_model, save_checkpoint
 from debx.errors import ConfigError, DataError, check_at_least
@@ -403,19 +403,22 @@ def train(cfg: TrainConfig) -> dict:
             "precision": cfg.precision, "config": {k: str(v) for k, v in asdict(cfg).items()},
         }
         if dist.main:
-            (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+            write_json_atomic(out / "metrics.json", result)
         return result
 
 
 def _swap_best(out: Path) -> None:
-    """Move the files of OUT/best.tmp into OUT itself (OUT is the best checkpoint), replacing the previous best."""
+    """Move the files of OUT/best.tmp into OUT itself (OUT is the best checkpoint), replacing the previous best:
+    as one unit (debx.artifacts.publish), never the old config.json with the new weights; the weights last."""
     tmp = out / "best.tmp"
-    backups = tmp / ".previous"
-    shutil.rmtree(backups, ignore_errors=True)  # left by an interrupted swap
-    backups.mkdir()
-    # as one unit (debx.artifacts.commit_files): never the old config.json with the new weights; weights last
-    files = sorted((f for f in tmp.iterdir() if f != backups), key=lambda f: f.name == "model.safetensors")
-    commit_files([(f, out / f.name) for f in files], backups)
+    with publish(out / "model.safetensors") as pub:
+        for f in tmp.iterdir():
+            if f.is_file():  # linked, not moved: best.tmp stays whole until the new best is in place
+                staged = pub.primary if f.name == "model.safetensors" else pub.add(out / f.name)
+                try:
+                    os.link(f, staged)
+                except OSError:  # no hard links on this filesystem
+                    shutil.copy2(f, staged)
     shutil.rmtree(tmp)
 
 

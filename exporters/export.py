@@ -4,7 +4,7 @@ attention modes (see exporters/attention.py).
 Flow: load the debx model -> trace it inside `export_patches` (every export-only change, in one place) -> tidy the
 graph (onnxscript optimizer, names, metadata) -> optional FP16 conversion (exporters/fp16.py) -> write it to a
 temporary folder next to the output -> graph checks and validation against PyTorch (exporters/checks.py,
-exporters/validate.py) -> commit the graph, its weights and the sidecar as one unit (debx.artifacts.staged_files:
+exporters/validate.py) -> commit the graph, its weights and the sidecar as one unit (debx.artifacts.publish:
 weights under a name unique to this write, the graph last). Any failure leaves no output file behind, and an
 interrupted commit leaves the previous export complete.
 
@@ -35,13 +35,11 @@ from debx import __version__
 from debx.artifacts import (
     check_writable,
     package_versions,
-    previous_onnx_data,
+    publish,
     save_onnx_model,
     sidecar_path,
-    staged_files,
     weights_bytes,
     write_json_atomic,
-    write_sidecar,
 )
 from debx.contract import DEBX_ATTENTION, INLINE_WEIGHTS_LIMIT, TOKENIZER_FILES
 from debx.errors import CheckpointError, ConfigError
@@ -360,7 +358,7 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
     out = cfg.onnx_path.resolve()
     if cfg.folder and out.parent == ckpt.path.resolve():
         raise ConfigError(f"-o {cfg.output}/: is the checkpoint folder itself; choose another folder")
-    with staged_files(out) as st:  # committed as one unit at the end of the block; nothing is left on failure
+    with publish(out) as st:  # committed as one unit at the end of the block; nothing is left on failure
         work = st.dir
         traced = work / "traced.onnx"
         trace_to_onnx(model, mcfg, head, traced, mode=cfg.attention, opset=opset, max_seq_len=max_len,
@@ -412,13 +410,9 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
             "parity": report.to_dict() if report else None,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
-        # into place as one unit: the weights (a new name), the sidecar, then the graph that points at them
-        if data is not None:
-            st.add(out.with_name(data.name))
+        # into place as one unit: the folder files, the weights (a new name), the sidecar, then the graph
         folder_files = stage_folder_files(st, ckpt.path, out.parent, sidecar) if cfg.folder else []
-        st.add(sidecar_path(out))
-        write_sidecar(st.primary, sidecar)
-        st.stale(*previous_onnx_data(out))
+        st.sidecar = sidecar
     warnings = []
     if cfg.folder and not any(f.name in TOKENIZER_FILES for f in folder_files):
         warnings.append(f"{ckpt.path} has no tokenizer files: {cfg.output}/ loads as a model, but pipeline() and "

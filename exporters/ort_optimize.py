@@ -205,22 +205,17 @@ LARGE_BYTES = INLINE_WEIGHTS_LIMIT  # protobuf's 2 GB limit, less room for the g
 
 def optimize_for_cpu(src: str | Path, dst: str | Path) -> dict[str, int]:
     """Optimise `src` (a .onnx file, typically an INT8 Q/DQ model) for ONNX Runtime's CPU provider into `dst`
-    (+ sidecar), committed as one unit (debx.artifacts.staged_files). Returns counts of what the rewrite changed."""
-    from debx.artifacts import previous_onnx_data, save_onnx_model, sidecar_path, staged_files, weights_bytes, \
-        write_sidecar
+    (+ sidecar), committed as one unit (debx.artifacts.publish). Returns counts of what the rewrite changed."""
+    from debx.artifacts import publish, save_onnx_model, weights_bytes
 
     src, dst = Path(src), Path(dst)
     if not src.is_file():
         raise ConfigError(f"{src}: no such ONNX file")
     if dst.suffix != ".onnx":
         raise ConfigError(f"{dst}: the output must end in .onnx")
-    with staged_files(dst) as st:
+    with publish(dst) as st:
         model, stats = optimized_model(src, st.dir)
         big = weights_bytes(model) > LARGE_BYTES
         data = save_onnx_model(model, st.primary, st.onnx_data_name() if big else None, copy=False)
-        if data is not None:
-            st.add(dst.with_name(data.name))
-        st.add(sidecar_path(dst))
-        write_sidecar(st.primary, _sidecar(src, dst, stats, data.name if data else None))
-        st.stale(*previous_onnx_data(dst))
+        st.sidecar = _sidecar(src, dst, stats, data.name if data else None)
     return stats

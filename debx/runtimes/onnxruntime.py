@@ -11,7 +11,7 @@ from typing import Mapping
 
 import numpy as np
 
-from debx.artifacts import read_onnx, read_sidecar, weights_bytes
+from debx.artifacts import Sidecar, read_onnx, read_sidecar, weights_bytes
 from debx.contract import DEBX_ATTENTION, INLINE_WEIGHTS_LIMIT
 from debx.errors import ConfigError, MissingDependencyError, check_at_least
 from debx.runtimes import int8_cpu, native_ops, rewrites
@@ -247,8 +247,8 @@ class OnnxRuntimeRunner(Runner):
         values = self.session.run(None, args)
         return {n: np.asarray(v, dtype=np.float32) for n, v in zip(self.output_names, values)}
 
-    def sidecar(self) -> dict:
-        """The artifact's sidecar (<file>.json) when there is one."""
+    def sidecar(self) -> Sidecar:
+        """The artifact's sidecar (<file>.json); empty when there is none."""
         return read_sidecar(self.path)
 
     def describe(self) -> dict:

@@ -28,8 +28,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from debx.artifacts import (check_writable, file_digest, package_versions, previous_onnx_data, read_onnx, read_sidecar,
-                            refuse_overwriting_inputs, save_onnx_model, staged_files, weights_bytes, write_json_atomic)
+from debx.artifacts import (check_writable, file_digest, package_versions, publish, read_onnx, read_sidecar,
+                            refuse_overwriting_inputs, save_onnx_model, sidecar_path, weights_bytes)
 from debx.contract import INLINE_WEIGHTS_LIMIT
 from debx.errors import ConfigError
 from debx.runtimes import int8_cpu, native_ops
@@ -305,7 +305,7 @@ def rewrite_file(source: str | Path, output: str | Path, steps: list[str] | tupl
         raise ConfigError(f"--output {output}: a folder; name the .onnx file to write")
     refuse_overwriting_inputs({"--output": output}, [source])
     check_writable(output)
-    side_in = read_sidecar(source, strict=True)
+    side_in = read_sidecar(source)
     model = read_onnx(source, load_external_data=True)
     target = here(provider)
     todo = plan(model, target, steps)
@@ -315,19 +315,14 @@ def rewrite_file(source: str | Path, output: str | Path, steps: list[str] | tupl
         raise ConfigError(f"{source}: no rewrite step changes it here ({off or 'it already runs as it is'})")
     out = output.resolve()
     large = weights_bytes(model) > INLINE_WEIGHTS_LIMIT
-    with staged_files(out) as st:
+    with publish(out) as st:  # graph, weights (when large) and sidecar as one unit
         data_name = st.onnx_data_name() if large else None
         save_onnx_model(model, st.primary, data_name=data_name, copy=False)
         del model
-        if data_name:
-            st.add(out.with_name(data_name))
         carried = {k: v for k, v in side_in.items() if k not in ("file", "external_data", "versions")}
-        side = {"format": side_in.get("format", "debx-onnx/1"), **carried, "file": out.name,
-                "external_data": data_name,
-                "rewrites": [a.to_dict() for a in applied],
-                "rewritten_from": {"file": str(source.resolve()), "digest": file_digest(source)},
-                "versions": package_versions()}
-        sidecar = out.with_name(out.name + ".json")
-        write_json_atomic(st.add(sidecar), side)
-        st.stale(*previous_onnx_data(out))
-    return RewriteResult(out, sidecar, applied, dict(todo.skipped), out.with_name(data_name) if data_name else None)
+        st.sidecar = {"format": side_in.get("format", "debx-onnx/1"), **carried, "file": out.name,
+                      "external_data": data_name,
+                      "rewrites": [a.to_dict() for a in applied],
+                      "rewritten_from": {"file": str(source.resolve()), "digest": file_digest(source)},
+                      "versions": package_versions()}
+    return RewriteResult(out, sidecar_path(out), applied, dict(todo.skipped), out.with_name(data_name) if data_name else None)

@@ -17,7 +17,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from debx.errors import ConfigError, MissingDependencyError
-from debx.artifacts import read_sidecar, sidecar_path
+from debx.artifacts import Sidecar, read_sidecar, sidecar_path
 from debx.runtimes.base import Runner
 
 NO_TORCH_CUDA = ("no CUDA GPU visible to PyTorch: the TensorRT runner needs an NVIDIA GPU, its driver and a CUDA "
@@ -38,8 +38,8 @@ class TensorRTRunner(Runner):
         self._outputs: list[str] = []
 
     # -- helpers -------------------------------------------------------------------------------------------------
-    def sidecar(self) -> dict:
-        """The artifact's sidecar (<file>.json) when there is one."""
+    def sidecar(self) -> Sidecar:
+        """The artifact's sidecar (<file>.json); empty when there is none."""
         return read_sidecar(self.path)
 
     def plugin_libraries(self) -> list[Path]:

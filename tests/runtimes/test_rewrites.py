@@ -140,6 +140,13 @@ def test_graphs_with_external_weights_are_rewritten_without_loading_them(tmp_pat
     assert b["rewrites"] == a["rewrites"] and [r["step"] for r in b["rewrites"]] == ["int8-matmul"]
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w)
+    # session_for_model (calibration's runner for large graphs) reads the weights from model_dir the same way, and
+    # writes no temporary graph file beside them any more
+    from debx.runtimes.onnxruntime import session_for_model
+
+    graph = onnx.load(str(external), load_external_data=False)
+    for g, w in zip(session_for_model(graph, threads=1, model_dir=tmp_path).run(None, x), want):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["external.onnx", "external.onnx.data", "inline.onnx"]
 
 

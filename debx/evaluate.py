@@ -358,12 +358,14 @@ def provenance_notes(report: dict, reference: dict | None = None) -> list[str]:
 
 
 def kernel_notes(report: dict) -> list[str]:
-    """The graph rewrite steps that ran as the runner opened the file (debx.runtimes.rewrites), and which INT8 matmul
-    kernel family (amx, avx512-vnni, avx-vnni, avx2, ort) scored an INT8 file on the CPU, with the native ops."""
+    """The graph rewrite steps that ran as the runner opened the file (debx.runtimes.rewrites), which INT8 matmul
+    kernel family (amx, avx512-vnni, avx-vnni, avx2, ort) scored an INT8 file on the CPU, with the native ops, and
+    what ran debx's custom nodes (the native library, or the NumPy reference)."""
     from debx.runtimes.int8_cpu import kernel_summary
 
     runner = report.get("runner") or {}
-    return [line for line in (rewrite_summary(runner), kernel_summary(runner)) if line]
+    ops = f"debx custom ops: {runner['debx_ops']}" if runner.get("debx_ops") else None
+    return [line for line in (rewrite_summary(runner), kernel_summary(runner), ops) if line]
 
 
 def gate_notes(report: dict, reference: dict | None = None) -> list[str]:

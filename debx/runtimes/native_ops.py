@@ -339,6 +339,14 @@ def forget() -> None:
         fn.cache_clear()
 
 
+def in_sessions() -> str:
+    """How this process's ONNX Runtime sessions run debx's custom nodes, for reports: "native <library path>" once
+    the library is loaded, else "NumPy reference (<why>)"."""
+    if not _switched_off() and _first_use is not None and _first_use[0] is not None:
+        return f"native {_first_use[0]}"
+    return f"NumPy reference ({unavailable_reason() or 'the native library was not loaded'})"
+
+
 def _switched_off() -> bool:
     return os.environ.get("DEBX_NATIVE_OPS", "1") == "0"
 

@@ -260,6 +260,9 @@ class OnnxRuntimeRunner(Runner):
                 "precision": meta.get("precision"), "attention": meta.get("attention"),
                 "native_int8_ops": {k: v for k, v in self.kernels.get("int8_cpu", {}).items() if v} or None,
                 "int8_kernels": self.kernels.get("int8_kernels"),
+                # what ran the debx nodes (the native library, with its path, or the NumPy reference)
+                "debx_ops": native_ops.in_sessions() if self.session is not None and (
+                    meta.get("attention") == "debx" or self.kernels.get("int8_cpu") or meta.get("rewrites")) else None,
                 # the graph rewrites that ran as the session opened (debx.runtimes.rewrites), and those the file's
                 # sidecar says `debx rewrite` applied ahead of time
                 "rewrites": self.kernels.get("rewrites", []), "rewrites_skipped": self.kernels.get("rewrites_skipped", {}),

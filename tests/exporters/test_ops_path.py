@@ -100,4 +100,22 @@ def test_plain_onnxruntime_runs_a_debx_graph_with_the_library(exported):
     got = sess.run(None, feeds)[0]
     with OnnxRuntimeRunner(res.output) as r:
         want = r.infer(feeds)["logits"]
+        assert r.describe()["debx_ops"] == f"native {ops_library()}"  # what eval reports and prints
     np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:debx attention nodes run on the slow NumPy reference")
+def test_reports_say_when_debx_nodes_run_on_the_reference(exported, monkeypatch):
+    from debx.evaluate import kernel_notes
+    from debx.runtimes.onnxruntime import OnnxRuntimeRunner
+
+    res = exported("v3", attention="debx")
+    monkeypatch.setenv("DEBX_NATIVE_OPS", "0")
+    # the fallback warning is once per process: left unsaid here, so that a later test still sees it
+    monkeypatch.setattr("debx.runtimes.onnxruntime._warned_native", False)
+    with OnnxRuntimeRunner(res.output) as r:
+        described = r.describe()
+    assert described["debx_ops"] == "NumPy reference (disabled by DEBX_NATIVE_OPS=0)"
+    assert kernel_notes({"runner": described})[-1] == "debx custom ops: NumPy reference (disabled by DEBX_NATIVE_OPS=0)"
+    with OnnxRuntimeRunner(exported("v3").output) as r:  # standard ops only: nothing to say
+        assert r.describe()["debx_ops"] is None

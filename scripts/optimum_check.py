@@ -59,7 +59,7 @@ def main() -> int:
         return 2
     data_dir = resolve_data_dir(args.data_dir)
     rows = load_split(args.task, data_dir, "dev", limit=args.limit)
-    max_len = (read_sidecar(args.folder / "model.onnx").get("shapes") or {}).get("max_seq_len", 512)
+    max_len = read_sidecar(args.folder / "model.onnx").max_seq_len or 512
     p = subprocess.run([str(py), "-c", OPTIMUM_SIDE, str(args.folder), str(max_len)],
                        input=json.dumps([[e.text_a, e.text_b] for e in rows]), capture_output=True, text=True)
     if p.returncode != 0:

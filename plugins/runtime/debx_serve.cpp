@@ -1,11 +1,12 @@
 /*
  * debx_serve: JSON-lines inference with a TensorRT plan, for any service to wrap.
  *
- *   debx_serve --plan model.plan --spm spm.model [--plugins libdebx_plugins.so]... [--max-length 512]
+ *   debx_serve --plan model.plan --spm spm.model|CHECKPOINT_DIR [--plugins libdebx_plugins.so]... [--max-length 512]
  *              [--batch-size 8] [--pooling cls|mean]
  *
  * stdin: {"text": ..., "text_pair": ...} per line. Lines are grouped into batches of --batch-size (the last one may
- * be smaller), tokenized exactly like transformers' DebertaV2Tokenizer, right-padded, run, and answered in order:
+ * be smaller), tokenized exactly like transformers' DebertaV2Tokenizer (with the normalization of the transformers
+ * version the checkpoint folder was written with: tokenizer.h), right-padded, run, and answered in order:
  *   {"logits": [...]}      when the engine has a `logits` output (classification / regression heads)
  *   {"embedding": [...]}   otherwise, from `last_hidden_state` pooled over the real tokens (--pooling)
  *   {"error": "..."}       for a line that could not be processed
@@ -44,7 +45,8 @@ struct Options
         std::fprintf(stderr, "debx_serve: error: %s\n", error);
     }
     std::fprintf(stderr,
-        "usage: debx_serve --plan model.plan --spm spm.model [--plugins libdebx_plugins.so]... [--max-length N] "
+        "usage: debx_serve --plan model.plan --spm spm.model|CHECKPOINT_DIR [--plugins libdebx_plugins.so]... "
+        "[--max-length N] "
         "[--batch-size N] [--pooling cls|mean] < requests.jsonl\n");
     std::exit(error != nullptr ? 2 : 0);
 }

@@ -96,7 +96,7 @@ def deferred_signals() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-def commit_files(pairs: list[tuple[Path, Path]], backup_dir: Path) -> None:
+def _commit_files(pairs: list[tuple[Path, Path]], backup_dir: Path) -> None:
     """Rename each staged file onto its target, in order, as one unit: with interrupts deferred, and when a rename
     fails the targets already replaced get their previous content back (hard-linked aside first)."""
     done: list[tuple[Path, Path | None]] = []
@@ -226,7 +226,7 @@ class Publication:
             honour_umask(s)
         backups = self.dir / ".previous"
         backups.mkdir()
-        commit_files(pairs, backups)
+        _commit_files(pairs, backups)
         written = {t.resolve() for _, t in pairs}
         for p in self._stale:
             if p.resolve() not in written:

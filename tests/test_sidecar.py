@@ -1,6 +1,6 @@
 """The sidecar (`model.onnx.json`): one typed Sidecar with one reader and one writer in debx.artifacts, every old
-spelling still read, unknown entries kept, and a check of the source tree that nothing else reads or writes one
-(issue 13, "shared facts with no owner")."""
+spelling still read, unknown entries kept, and checks of the source tree that nothing else reads or writes one and
+that nothing but debx.artifacts moves files into place (issue 13, "shared facts with no owner")."""
 
 from __future__ import annotations
 
@@ -163,3 +163,34 @@ def test_only_debx_artifacts_reads_or_writes_sidecars():
     tree = ast.parse((ROOT / "debx" / "artifacts.py").read_text())
     names = [n.name for n in tree.body if isinstance(n, ast.FunctionDef) and "sidecar" in n.name]
     assert sorted(names) == ["read_sidecar", "sidecar_bytes", "sidecar_path", "write_sidecar"]
+
+
+# ---- the rule: files are put in place by debx.artifacts only (write_*_atomic, atomic_dir, publish) ----------------
+
+RENAMES = {"os.replace", "os.rename", "shutil.move"}
+# not yet through debx.artifacts: the native library's build cache (the library and its digest, digest first), which
+# the native build owns
+RENAMES_ELSEWHERE = {"debx/runtimes/native_ops.py"}
+
+
+def renames(source: str, name: str = "<source>") -> list[str]:
+    """Calls that move a file into place by hand (os.replace / os.rename / shutil.move / Path.rename)."""
+    out = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call):
+            func = ast.unparse(node.func)
+            if func in RENAMES or (isinstance(node.func, ast.Attribute) and node.func.attr == "rename"):
+                out.append(f"{name}:{node.lineno}: {func}(...): stage and commit with debx.artifacts (publish, "
+                           "atomic_dir, write_bytes_atomic) instead")
+    return out
+
+
+def test_only_debx_artifacts_moves_files_into_place():
+    assert len(renames("os.replace(a, b)\nPath(a).rename(b)\nshutil.move(a, b)\n")) == 3
+    found = []
+    for pkg in ("debx", "exporters", "calib"):
+        for f in sorted((ROOT / pkg).rglob("*.py")):
+            rel = str(f.relative_to(ROOT))
+            if rel != "debx/artifacts.py" and rel not in RENAMES_ELSEWHERE:
+                found += renames(f.read_text(), rel)
+    assert not found, "\n".join(found)

@@ -126,8 +126,8 @@ def load_tokenizer(path: str | Path):
     """The tokenizer stored in a checkpoint folder (or an spm.model file), normalizing text the way the checkpoint's
     transformers version did (checkpoint_normalization)."""
     path = Path(path)
-    if path.is_file():
-        return spm_tokenizer(path)
+    if path.is_file():  # the folder holding spm.model decides, as in the C++ runtime
+        return _keep_checkpoint_normalization(spm_tokenizer(path), path.parent)
     T = _quiet_transformers()
     if (path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file():
         try:

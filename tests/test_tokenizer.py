@@ -95,6 +95,7 @@ def test_normalization_follows_the_checkpoints_transformers_version(tmp_path):
     assert checkpoint_normalization(new)[0] == "transformers5"
     t4, t5 = load_tokenizer(old), load_tokenizer(new)
     assert t4("µGuru")["input_ids"] == [1, 8218, 61873, 2]  # "µ" -> Greek "μ" (NFKC), as transformers 4 gives
+    assert load_tokenizer(old / "spm.model")("µGuru")["input_ids"] == [1, 8218, 61873, 2]  # its folder decides
     assert t5("µGuru")["input_ids"] == [1, 507, 3, 61873, 2]  # "▁" [UNK] "Guru", as transformers 5 gives
     assert t4("wait…")["input_ids"] == [1, 1495, 260, 260, 260, 2] and t5("wait…")["input_ids"] == [1, 1495, 3, 2]
     for text in load_split(get_task("sst2"), GLUE, "dev", limit=50):  # plain English: both agree

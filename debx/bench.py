@@ -779,8 +779,8 @@ def engine_device(e: Engine) -> str | None:
 
 def kernel_notes(report: dict) -> list[str]:
     """Per ONNX Runtime engine: the graph rewrite steps that ran as it loaded (debx.runtimes.rewrites), and for INT8
-    graphs on the CPU the matmul kernel family (amx, avx512-vnni, avx-vnni, avx2, or ort: ONNX Runtime's own) and the
-    debx native ops."""
+    graphs on the CPU the matmul kernel family (amx, avx512-vnni, avx-vnni, avx2, or ort: ONNX Runtime's own), the
+    attention's mode (amx-bf16, avx512-bf16, float32) and the debx native ops."""
     from debx.runtimes.int8_cpu import kernel_summary
 
     lines = ((e["name"], line) for e in report["engines"]

@@ -99,7 +99,7 @@ DEBX_ATTENTION = OpContract(
         Attribute("max_relative_positions", "i", default=-1),
         Attribute("c2p", "i"),
         Attribute("p2c", "i"),
-        # ONNX Runtime CPU op only: the mixed-precision mode the INT8 runner switches on in memory on AMX-BF16 CPUs
+        # ONNX Runtime CPU op only: the mixed-precision mode (its instruction family) the INT8 runner sets in memory
         Attribute("bf16", "i", default=0, in_files=False),
     ),
     float_inputs=(0, 1, 2, 3, 4),

@@ -359,8 +359,9 @@ def provenance_notes(report: dict, reference: dict | None = None) -> list[str]:
 
 def kernel_notes(report: dict) -> list[str]:
     """The graph rewrite steps that ran as the runner opened the file (debx.runtimes.rewrites), which INT8 matmul
-    kernel family (amx, avx512-vnni, avx-vnni, avx2, ort) scored an INT8 file on the CPU, with the native ops, and
-    what ran debx's custom nodes (the native library, or the NumPy reference)."""
+    kernel family (amx, avx512-vnni, avx-vnni, avx2, ort) and attention mode (amx-bf16, avx512-bf16, float32) scored
+    an INT8 file on the CPU, with the native ops, and what ran debx's custom nodes (the native library, or the NumPy
+    reference)."""
     from debx.runtimes.int8_cpu import kernel_summary
 
     runner = report.get("runner") or {}

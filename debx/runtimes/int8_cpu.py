@@ -14,18 +14,23 @@ layernorm-quantize, attention-bf16; `debx rewrite` writes them into a file ahead
   that, followed by Gelu and QuantizeLinear (the FFN's first half)          -> debx::DebxMatMulInt8GeluQuantize
   each with the attribute family = the kernel family chosen here (kernel_family(): amx > avx512-vnni > avx-vnni >
   avx2 > ort, by CPUID; on CPUs without AVX2 + FMA the matmuls stay on ONNX Runtime's own INT8 kernels: "ort");
-- and on CPUs with AMX-BF16: debx::DebxDisentangledAttention gets bf16 = 1, its mixed-precision mode (the c2p / p2c
-  products and P . V on bfloat16 operands with float32 accumulation; scores and softmax stay float32). Only INT8
-  graphs get it: their activations are already 8-bit, and the gate of `debx eval` measures this recipe as a whole.
+- and on CPUs with AMX-BF16 or AVX-512 BF16: debx::DebxDisentangledAttention gets its mixed-precision mode (QK^T, the
+  c2p / p2c products and P . V on bfloat16 operands with float32 accumulation; scores and softmax stay float32), its
+  `bf16` attribute naming the instruction family (attention_mode(): amx-bf16 on AMX tiles, else avx512-bf16 on
+  VDPBF16PS; "float32" where neither runs). Only INT8 graphs get it: their activations are already 8-bit, and the
+  gate of `debx eval` measures this recipe as a whole.
 
 The integer sums are exact, so the matmuls agree with the graph as written to float rounding (every family); the fused
 quantizations agree up to one step where a value lands on a rounding boundary; the bf16 attention to about 1e-2 of its
 output scale (tests/runtimes/test_int8_cpu.py). The file on disk keeps the standard ops and runs anywhere
 (unless `debx rewrite` wrote it).
 
-Switches: `DEBX_CPU_KERNELS=ort|avx2|avx-vnni|avx512-vnni|amx` forces a matmul family (for tests and measurements; a family this CPU
-cannot run is an error, and only amx keeps the attention's bf16 mode); `DEBX_AMX=0` turns the AMX family off (matmuls
-and the bf16 attention: the best other family runs); `DEBX_NATIVE_OPS=0` turns every native op off.
+Switches: `DEBX_CPU_KERNELS=ort|avx2|avx-vnni|avx512-vnni|amx` forces a matmul family (for tests and measurements; a
+family this CPU cannot run is an error; the attention follows it: amx-bf16 or avx512-bf16 with amx, avx512-bf16 with
+avx512-vnni, float32 with the others); `DEBX_AMX=0` turns the AMX family off (matmuls and the amx-bf16 attention: the
+best other family runs); `DEBX_CPU_ATTENTION=float32|amx-bf16|avx512-bf16|avx512-bf16-emulated` forces the
+attention's mode (the last, avx512-bf16's code with its two bf16 instructions in software, runs on any AVX-512 CPU and
+is never chosen otherwise); `DEBX_NATIVE_OPS=0` turns every native op off.
 """
 
 from __future__ import annotations
@@ -106,22 +111,74 @@ def amx() -> bool:
     return kernel_family() == "amx"
 
 
+# the attention's modes in INT8 graphs, each the value of the op's bf16 attribute (disentangledAttentionBf16.h
+# Bf16Family; 1 = "the best bf16 family here" is for hand-written graphs, the rewrite names one)
+ATTENTION_MODES = {"float32": 0, "amx-bf16": 2, "avx512-bf16": 3, "avx512-bf16-emulated": 4}
+ATTENTION_ENV = "DEBX_CPU_ATTENTION"
+ATTENTION_NEEDS = {"amx-bf16": "AMX_TILE + AMX_BF16, granted by the OS", "avx512-bf16": "AVX512F/BW/VL + AVX512_BF16",
+                   "avx512-bf16-emulated": "AVX512F/BW/VL/DQ"}
+# the bf16 modes that go with each matmul family, best first (never the emulation: only $DEBX_CPU_ATTENTION picks it)
+_ATTENTION_WITH = {"amx": ("amx-bf16", "avx512-bf16"), "avx512-vnni": ("avx512-bf16",)}
+
+
+def attention_mode_available(name: str) -> bool:
+    """True when the attention's mode `name` (a key of ATTENTION_MODES) runs here; "float32" always."""
+    if name == "float32":
+        return True
+    return native() and native_ops.attention_bf16_available(ATTENTION_MODES[name])
+
+
+def attention_mode(family: str | None = None) -> str:
+    """The attention's mode in INT8 graphs here: $DEBX_CPU_ATTENTION when set, else the best bf16 mode that goes
+    with the matmul kernel family (default kernel_family(): amx -> amx-bf16, else avx512-bf16; avx512-vnni ->
+    avx512-bf16; amx-bf16 never with $DEBX_AMX=0), else "float32"."""
+    name = os.environ.get(ATTENTION_ENV, "").strip()
+    if name:
+        if name not in ATTENTION_MODES:
+            raise ConfigError(f"{ATTENTION_ENV}={name}: unknown attention mode (choose from "
+                              f"{', '.join(ATTENTION_MODES)})")
+        if not attention_mode_available(name):
+            why = ("the native ops are unavailable: " + native_ops.unavailable_reason() if not native()
+                   else f"this CPU (or OS) lacks its instructions ({ATTENTION_NEEDS[name]}), or DEBX_CPU_ISA=baseline")
+            raise ConfigError(f"{ATTENTION_ENV}={name}: cannot run here, {why}")
+        return name
+    for name in _ATTENTION_WITH.get(kernel_family() if family is None else family, ()):
+        if name == "amx-bf16" and os.environ.get("DEBX_AMX", "1") == "0":
+            continue
+        if attention_mode_available(name):
+            return name
+    return "float32"
+
+
 def amx_bf16() -> bool:
-    """True when the attention's bf16 mode runs on AMX-BF16 tiles here (not switched off by $DEBX_AMX=0 or by
-    $DEBX_CPU_KERNELS naming another family)."""
-    if os.environ.get("DEBX_AMX", "1") == "0" or _forced() not in (None, "amx") or not native():
-        return False
-    return native_ops.amx_bf16_available()
+    """True when the INT8 rewrite runs the attention's bf16 mode on AMX-BF16 tiles here."""
+    return attention_mode() == "amx-bf16"
+
+
+def attention_mode_in(graph) -> str | None:
+    """The mode debx's attention nodes of `graph` run in (a key of ATTENTION_MODES, by their bf16 attribute; 1, "the
+    best bf16 family here", as the library resolves it); None when it has none."""
+    values = {next((a.i for a in n.attribute if a.name == BF16_ATTRIBUTE), 0) for n in graph.graph.node
+              if (n.domain, n.op_type) == DEBX_ATTENTION.key}
+    if not values:
+        return None
+    value = max(values)
+    if value == 1:
+        return next((m for m in ("amx-bf16", "avx512-bf16") if attention_mode_available(m)), "float32")
+    return next((m for m, v in ATTENTION_MODES.items() if v == value), f"bf16 = {value}")
 
 
 def kernel_summary(described: dict) -> str | None:
     """One line for reports: which INT8 matmul kernel family ran an engine (amx, avx512-vnni, avx-vnni, avx2, or ort:
-    ONNX Runtime's own) and which debx native INT8 CPU ops the in-memory rewrite made; None when it ran no INT8 graph on the CPU.
-    `described`: a runner's describe() (keys int8_kernels, native_int8_ops)."""
+    ONNX Runtime's own), the mode of debx's attention op (amx-bf16, avx512-bf16, float32; when the graph has it) and
+    which debx native INT8 CPU ops the in-memory rewrite made; None when it ran no INT8 graph on the CPU.
+    `described`: a runner's describe() (keys int8_kernels, attention_kernels, native_int8_ops)."""
     family, ops = described.get("int8_kernels"), described.get("native_int8_ops")
     if not (family or ops):
         return None
     line = f"INT8 matmul kernels {family or 'ort'}"
+    if described.get("attention_kernels"):
+        line += f"; attention {described['attention_kernels']}"
     if ops:
         line += "; debx native INT8 CPU ops " + ", ".join(f"{k} ×{v}" for k, v in ops.items())
     return line
@@ -292,31 +349,36 @@ def _norms(g: _Graph, counts: dict[str, int]) -> None:
         counts[NORM_OP] += 1
 
 
-def _bf16_attention(g: _Graph, counts: dict[str, int]) -> None:
+def _bf16_attention(g: _Graph, counts: dict[str, int], mode: str) -> None:
     from onnx import helper
 
+    if mode not in ATTENTION_MODES or mode == "float32":
+        raise ValueError(f"unknown attention bf16 mode {mode!r}")
     for node in g.model.graph.node:
         if (node.domain, node.op_type) == DEBX_ATTENTION.key \
                 and not any(a.name == BF16_ATTRIBUTE for a in node.attribute):
-            node.attribute.append(helper.make_attribute(BF16_ATTRIBUTE, 1))
+            node.attribute.append(helper.make_attribute(BF16_ATTRIBUTE, ATTENTION_MODES[mode]))
             counts[BF16_ATTENTION] += 1
 
 
-def rewrite(model, family: str | None = None, bf16_attention: bool | None = None) -> dict[str, int]:
+def rewrite(model, family: str | None = None, attention: str | None = None) -> dict[str, int]:
     """Rewrite `model` (an onnx.ModelProto with its weights loaded) in place; returns how many of each op it made.
 
     family: the matmul kernel family, one of FAMILIES ("ort" leaves the matmuls as written; default: kernel_family()).
-    bf16_attention: switch debx attention nodes to their bf16 mode (default: when AMX-BF16 runs it here)."""
+    attention: the mode of debx attention nodes, a key of ATTENTION_MODES (default: attention_mode(family))."""
     g = _Graph(model)
     counts = dict.fromkeys((*OPS, BF16_ATTENTION), 0)
     family = kernel_family() if family is None else family
     if family not in FAMILIES:
         raise ValueError(f"unknown kernel family {family!r}")
+    attention = attention_mode(family) if attention is None else attention
+    if attention not in ATTENTION_MODES:
+        raise ValueError(f"unknown attention mode {attention!r}")
     if family != "ort":
         _matmuls(g, counts, family)
     _norms(g, counts)
-    if amx_bf16() if bf16_attention is None else bf16_attention:
-        _bf16_attention(g, counts)
+    if attention != "float32":
+        _bf16_attention(g, counts, attention)
     g.commit()
     _declare_domain(model, counts)
     return counts
@@ -372,8 +434,8 @@ def bf16_candidates(model) -> int:
                and not any(a.name == BF16_ATTRIBUTE for a in n.attribute))
 
 
-def switch_bf16(model) -> dict[str, int]:
-    """debx attention nodes -> their bf16 mode (attribute bf16 = 1)."""
+def switch_bf16(model, mode: str) -> dict[str, int]:
+    """debx attention nodes -> their bf16 mode `mode` (a key of ATTENTION_MODES but float32: the bf16 attribute)."""
     counts = {BF16_ATTENTION: 0}
-    _bf16_attention(_Graph(model), counts)
+    _bf16_attention(_Graph(model), counts, mode)
     return counts

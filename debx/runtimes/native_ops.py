@@ -10,7 +10,7 @@ includes (SOURCE_DIRS), CMakeLists.txt, the configure options and the compiler's
 key, so a stale library is never loaded. The environment's CXXFLAGS/LDFLAGS are not passed on (the key does not cover
 them). The library is written to a temporary file and renamed, so concurrent and failed builds never leave a broken
 library behind. No `-march=native`: baseline x86-64 with per-ISA translation units (AVX2, AVX-VNNI, AVX-512,
-AVX-512 VNNI, AMX) chosen at run time by CPUID, so one build runs on any x86-64 CPU (a wheel, a Docker image, a shared cache).
+AVX-512 VNNI, AVX-512 BF16, AMX) chosen at run time by CPUID, so one build runs on any x86-64 CPU (a wheel, a Docker image, a shared cache).
 
 The sources: plugins/ of a checkout, or the copy an installed debx carries as the package data `debx._native` (the
 wheel and the sdist ship it; pyproject.toml), so `pip install debx` (not editable) builds and runs the native ops too.
@@ -335,7 +335,7 @@ def forget() -> None:
     """Drop what this process knows about the library (the next call probes and builds again; tests use it)."""
     global _first_use
     _first_use = None
-    for fn in (_probe, _library_says, int8_family_available, _compiler_identity):
+    for fn in (_probe, _library_says, _library_says_of, _compiler_identity):
         fn.cache_clear()
 
 
@@ -382,16 +382,21 @@ def amx_available() -> bool:
 
 
 @lru_cache(maxsize=None)
-def int8_family_available(family: int) -> bool:
-    """True when the library's INT8 matmul kernel family `family` (1 = avx512-vnni, 2 = amx, 3 = avx2, 4 = avx-vnni)
-    runs on this machine."""
+def _library_says_of(symbol: str, arg: int) -> bool:
+    """The library's answer to a yes/no question it exports as `int symbol(int)`; False when it is unavailable."""
     if not available():
         return False
     import ctypes
 
-    fn = ctypes.CDLL(str(library_path())).debx_ort_ops_int8_family_available
+    fn = getattr(ctypes.CDLL(str(library_path())), symbol)
     fn.argtypes = [ctypes.c_int]
-    return bool(fn(family))
+    return bool(fn(arg))
+
+
+def int8_family_available(family: int) -> bool:
+    """True when the library's INT8 matmul kernel family `family` (1 = avx512-vnni, 2 = amx, 3 = avx2, 4 = avx-vnni)
+    runs on this machine."""
+    return _library_says_of("debx_ort_ops_int8_family_available", family)
 
 
 def isa() -> str | None:
@@ -407,5 +412,11 @@ def isa() -> str | None:
 
 
 def amx_bf16_available() -> bool:
-    """True when the attention op's bf16 = 1 mode runs on AMX-BF16 tiles on this machine (else it runs float32)."""
-    return _library_says("debx_ort_ops_amx_bf16_available")
+    """True when the attention op's bf16 mode runs on AMX-BF16 tiles on this machine."""
+    return attention_bf16_available(2)
+
+
+def attention_bf16_available(family: int) -> bool:
+    """True when the attention op's bf16 mode `family` (its bf16 attribute: 2 = amx-bf16, 3 = avx512-bf16,
+    4 = avx512-bf16-emulated; 0 = float32) runs on this machine; False when the library is unavailable."""
+    return _library_says_of("debx_ort_ops_attention_bf16_available", family)

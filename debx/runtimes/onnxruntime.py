@@ -156,7 +156,7 @@ def uses_custom_ops(graph) -> bool:
                for n in graph.graph.node)
 
 
-def _check_native_ops(path: Path, family: str | None) -> None:
+def _check_native_ops(path: Path, family: str | None, attention: str | None = None) -> None:
     """A graph written with debx's native INT8 ops runs only where the native library, and the matmul kernel family
     its nodes name, do: say so in one line rather than as ONNX Runtime's kernel-creation error."""
     if not native_ops.available():
@@ -165,6 +165,9 @@ def _check_native_ops(path: Path, family: str | None) -> None:
                           "rewritten from")
     if family not in (None, "best") and not int8_cpu.family_available(family):
         raise ConfigError(f"{path.name}: was rewritten for the {family} INT8 kernels, which this CPU cannot run; run "
+                          "the file it was rewritten from, or `debx rewrite` that file on this machine")
+    if attention is not None and not int8_cpu.attention_mode_available(attention):
+        raise ConfigError(f"{path.name}: was rewritten for the {attention} attention, which this CPU cannot run; run "
                           "the file it was rewritten from, or `debx rewrite` that file on this machine")
 
 
@@ -178,7 +181,9 @@ def open_session(path: str | Path, provider: str = "cpu", threads: int | None = 
     info: when given, receives "rewrites" = the steps that ran (debx.runtimes.rewrites.Applied.to_dict(), [] when
     none), "rewrites_skipped" = step -> why it did not run although the graph had something for it, and for INT8
     graphs on the CPU "int8_kernels" = the matmul kernel family that runs them (amx, avx512-vnni, avx-vnni, avx2,
-    or ort: ONNX Runtime's own) and "int8_cpu" = the debx native INT8 CPU ops in the graph that runs (op -> count)."""
+    or ort: ONNX Runtime's own), "attention_kernels" = the mode of debx's attention op when the graph has it
+    (amx-bf16, avx512-bf16, avx512-bf16-emulated, float32) and "int8_cpu" = the debx native INT8 CPU ops in the graph
+    that runs (op -> count)."""
     ort = _ort()
     path = Path(path)
     graph = read_onnx(path)  # one line for a missing, truncated or foreign file, or missing external data
@@ -189,13 +194,16 @@ def open_session(path: str | Path, provider: str = "cpu", threads: int | None = 
                              {**plan.skipped, **{s.name: "too large" for s in plan.run if s.name in INT8_STEPS}})
     applied = rewrites.apply(plan, graph, target)
     ops, family = int8_cpu.native_ops_in(graph)
-    if ops:  # rewritten here, or by `debx rewrite`: the native ops (and kernel family) it names must run here
-        _check_native_ops(path, family)
+    attention = int8_cpu.attention_mode_in(graph)
+    if ops:  # rewritten here, or by `debx rewrite`: the native ops (and kernel family, attention mode) must run here
+        _check_native_ops(path, family, attention)
     if info is not None:
         info["rewrites"] = [a.to_dict() for a in applied]
         info["rewrites_skipped"] = dict(plan.skipped)
         if provider == "cpu" and int8_cpu.is_int8(graph):
             info["int8_kernels"] = family or "ort"
+            if attention is not None:
+                info["attention_kernels"] = attention
             if ops:
                 info["int8_cpu"] = ops
     so = session_options(threads, custom_ops=uses_custom_ops(graph), graph=graph)
@@ -260,6 +268,7 @@ class OnnxRuntimeRunner(Runner):
                 "precision": meta.get("precision"), "attention": meta.get("attention"),
                 "native_int8_ops": {k: v for k, v in self.kernels.get("int8_cpu", {}).items() if v} or None,
                 "int8_kernels": self.kernels.get("int8_kernels"),
+                "attention_kernels": self.kernels.get("attention_kernels"),
                 # what ran the debx nodes (the native library, with its path, or the NumPy reference)
                 "debx_ops": native_ops.in_sessions() if self.session is not None and (
                     meta.get("attention") == "debx" or self.kernels.get("int8_cpu") or meta.get("rewrites")) else None,

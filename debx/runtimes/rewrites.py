@@ -9,7 +9,8 @@ What runs is the file on disk plus exactly the steps listed here, applied in thi
                         the step is off)
     layernorm-quantize  LayerNormalization -> QuantizeLinear [-> DequantizeLinear] -> debx::DebxLayerNormQuantize
     attention-bf16      debx attention nodes of INT8 graphs -> their bf16 mixed-precision mode, on CPUs with AMX-BF16
-                        (DEBX_AMX=0 or another forced family turns it off)
+                        (amx-bf16) or AVX-512 BF16 (avx512-bf16); it follows the matmul family (DEBX_AMX=0: no
+                        amx-bf16; a forced family without AVX-512: off); DEBX_CPU_ATTENTION forces a mode
     attention-casts     FP16 debx attention nodes -> float32 casts around the native (float32) kernel
     reference-ops       custom attention nodes no native kernel runs (TensorRT's node; debx's where the native library
                         cannot be built, or DEBX_NATIVE_OPS=0) -> the NumPy references (onnxruntime-extensions ops)
@@ -63,8 +64,9 @@ class Target:
         """The INT8 matmul kernel family and why (the environment variable that chose it, or the CPU)."""
         return self._once("family", _family_choice)
 
-    def bf16(self) -> tuple[bool, str]:
-        return self._once("bf16", _bf16_choice)
+    def attention(self) -> tuple[str, str]:
+        """The attention's mode in INT8 graphs (int8_cpu.ATTENTION_MODES) and why."""
+        return self._once("attention", _attention_choice)
 
 
 def here(provider: str = "cpu", base_dir: str | Path | None = None) -> Target:
@@ -83,15 +85,20 @@ def _family_choice() -> tuple[str, str]:
     return family, "DEBX_AMX=0, best other family on this CPU" if amx_off else "best on this CPU, by CPUID"
 
 
-def _bf16_choice() -> tuple[bool, str]:
-    if int8_cpu.amx_bf16():
-        return True, "AMX-BF16 on this CPU"
-    if os.environ.get("DEBX_AMX", "1") == "0":
-        return False, "DEBX_AMX=0"
-    forced = os.environ.get(int8_cpu.FAMILY_ENV, "").strip()
-    if forced and forced != "amx":
-        return False, f"{int8_cpu.FAMILY_ENV}={forced}"
-    return False, "no AMX-BF16 on this CPU"
+def _attention_choice() -> tuple[str, str]:
+    mode = int8_cpu.attention_mode()  # raises ConfigError for a DEBX_CPU_ATTENTION this machine cannot run
+    forced = os.environ.get(int8_cpu.ATTENTION_ENV, "").strip()
+    if forced:
+        return mode, f"{int8_cpu.ATTENTION_ENV}={forced}"
+    amx_off = "DEBX_AMX=0, " if os.environ.get("DEBX_AMX", "1") == "0" else ""
+    if mode == "amx-bf16":
+        return mode, "AMX-BF16 on this CPU"
+    if mode == "avx512-bf16":
+        return mode, amx_off + "AVX-512 BF16 on this CPU"
+    family = os.environ.get(int8_cpu.FAMILY_ENV, "").strip()
+    if family and family not in ("amx", "avx512-vnni"):
+        return mode, f"{int8_cpu.FAMILY_ENV}={family}"
+    return mode, amx_off + "no AMX-BF16 or AVX-512 BF16 on this CPU"
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -152,7 +159,12 @@ def _bf16_enabled(target: Target) -> tuple[bool, str]:
     ok, why = _int8_cpu(target)
     if not ok:
         return ok, why
-    return target.bf16()
+    mode, why = target.attention()
+    return mode != "float32", f"mode {mode} ({why})"
+
+
+def _bf16_apply(model, target: Target) -> dict[str, int]:
+    return int8_cpu.switch_bf16(model, target.attention()[0])
 
 
 def _native_enabled(target: Target) -> tuple[bool, str]:
@@ -194,7 +206,7 @@ STEPS: tuple[Step, ...] = (
     Step("layernorm-quantize", "LayerNormalization -> QuantizeLinear -> debx::DebxLayerNormQuantize (one pass)",
          _int8_graph(_model_only(int8_cpu.norm_candidates)), _norm_enabled, _model_only(int8_cpu.rewrite_norms)),
     Step("attention-bf16", "debx attention of INT8 graphs -> its bf16 mixed-precision mode",
-         _int8_graph(_model_only(int8_cpu.bf16_candidates)), _bf16_enabled, _model_only(int8_cpu.switch_bf16)),
+         _int8_graph(_model_only(int8_cpu.bf16_candidates)), _bf16_enabled, _bf16_apply),
     Step("attention-casts", "FP16 debx attention -> float32 casts around the native kernel",
          _adapt_finds("casts"), _native_enabled, _adapt_apply("casts", "DebxDisentangledAttention(casts)")),
     Step("reference-ops", "custom attention nodes -> the NumPy reference ops (onnxruntime-extensions)",

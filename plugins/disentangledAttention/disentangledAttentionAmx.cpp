@@ -23,7 +23,8 @@ namespace amx
 namespace
 {
 
-//! float -> bfloat16, round to nearest even (NaN kept quiet).
+//! float -> bfloat16 as VCVTNEPS2BF16 does it (the activations' conversion): round to nearest even, NaN kept quiet,
+//! denormals to zero of their sign.
 uint16_t toBf16(float x)
 {
     uint32_t u = 0;
@@ -32,17 +33,16 @@ uint16_t toBf16(float x)
     {
         return static_cast<uint16_t>((u >> 16) | 0x40U);
     }
+    if ((u & 0x7F800000U) == 0)
+    {
+        return static_cast<uint16_t>((u >> 16) & 0x8000U);
+    }
     u += 0x7FFFU + ((u >> 16) & 1U);
     return static_cast<uint16_t>(u >> 16);
 }
 
 #if DEBX_HAVE_AMX_BF16
 using debx::amx::loadTileConfig;
-
-__mmask16 tail16(int64_t left)
-{
-    return static_cast<__mmask16>(left >= 16 ? 0xFFFF : left <= 0 ? 0 : (1U << left) - 1U);
-}
 #endif
 
 } // namespace
@@ -92,116 +92,6 @@ void packTable(float const* table, int32_t rows, int32_t numHeads, int32_t headS
             }
         }
     }
-}
-
-void toBf16Rows(float const* X, int64_t ldx, int rows, int cols, int rowsPad, int colsPad, uint16_t* out)
-{
-#if DEBX_HAVE_AMX_BF16
-    for (int i = 0; i < rowsPad; ++i)
-    {
-        uint16_t* dst = out + static_cast<int64_t>(i) * colsPad;
-        for (int c = 0; c < colsPad; c += 32)
-        {
-            __m512 lo = _mm512_setzero_ps();
-            __m512 hi = _mm512_setzero_ps();
-            if (i < rows)
-            {
-                float const* src = X + static_cast<int64_t>(i) * ldx + c;
-                lo = _mm512_maskz_loadu_ps(tail16(cols - c), src);
-                hi = _mm512_maskz_loadu_ps(tail16(cols - c - 16), src + 16);
-            }
-            _mm512_storeu_si512(dst + c, (__m512i) _mm512_cvtne2ps_pbh(hi, lo));
-        }
-    }
-#else
-    for (int i = 0; i < rowsPad; ++i)
-    {
-        for (int c = 0; c < colsPad; ++c)
-        {
-            out[static_cast<int64_t>(i) * colsPad + c]
-                = i < rows && c < cols ? toBf16(X[static_cast<int64_t>(i) * ldx + c]) : uint16_t{0};
-        }
-    }
-#endif
-}
-
-void packRows(uint16_t const* X, int64_t ldx, int rowBlocks, int kSteps, uint16_t* out)
-{
-    for (int cb = 0; cb < rowBlocks; ++cb)
-    {
-        for (int ks = 0; ks < kSteps; ++ks)
-        {
-            uint16_t* tile = out + (static_cast<int64_t>(cb) * kSteps + ks) * kTileElems;
-            uint16_t const* src = X + static_cast<int64_t>(cb) * 16 * ldx + ks * 32;
-#if DEBX_HAVE_AMX_BF16
-            // tile row r = the r-th bf16 pair (one 32-bit lane) of each of the 16 rows: a 16 x 16 transpose of
-            // 32-bit lanes, done with one gather per tile row
-            __m512i const rows = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2,
-                1, 0), _mm512_set1_epi32(static_cast<int32_t>(ldx / 2)));
-            for (int r = 0; r < 16; ++r)
-            {
-                __m512i const lanes = _mm512_add_epi32(rows, _mm512_set1_epi32(r));
-                _mm512_storeu_si512(tile + r * 32, _mm512_i32gather_epi32(lanes, src, 4));
-            }
-#else
-            for (int r = 0; r < 16; ++r)
-            {
-                for (int c = 0; c < 16; ++c)
-                {
-                    tile[r * 32 + c * 2] = src[c * ldx + 2 * r];
-                    tile[r * 32 + c * 2 + 1] = src[c * ldx + 2 * r + 1];
-                }
-            }
-#endif
-        }
-    }
-}
-
-void packValues(float const* V, int64_t ldv, int keys, int D, int keySteps, uint16_t* out)
-{
-    int const blocks = (D + 15) / 16;
-#if DEBX_HAVE_AMX_BF16
-    // bf16 pairs of two key rows, interleaved: lane 2c = row a, lane 2c + 1 = row b
-    __m512i const interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7,
-        22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-    for (int cb = 0; cb < blocks; ++cb)
-    {
-        __mmask16 const m = tail16(D - cb * 16);
-        for (int ks = 0; ks < keySteps; ++ks)
-        {
-            uint16_t* tile = out + (static_cast<int64_t>(cb) * keySteps + ks) * kTileElems;
-            for (int r = 0; r < 16; ++r)
-            {
-                int const ka = ks * 32 + 2 * r;
-                __m512 const a = ka < keys ? _mm512_maskz_loadu_ps(m, V + ka * ldv + cb * 16) : _mm512_setzero_ps();
-                __m512 const b
-                    = ka + 1 < keys ? _mm512_maskz_loadu_ps(m, V + (ka + 1) * ldv + cb * 16) : _mm512_setzero_ps();
-                __m512i const ab = (__m512i) _mm512_cvtne2ps_pbh(b, a); // a in lanes 0-15, b in 16-31
-                _mm512_storeu_si512(tile + r * 32, _mm512_permutexvar_epi16(interleave, ab));
-            }
-        }
-    }
-#else
-    for (int cb = 0; cb < blocks; ++cb)
-    {
-        for (int ks = 0; ks < keySteps; ++ks)
-        {
-            uint16_t* tile = out + (static_cast<int64_t>(cb) * keySteps + ks) * kTileElems;
-            for (int r = 0; r < 16; ++r)
-            {
-                for (int c = 0; c < 16; ++c)
-                {
-                    for (int t = 0; t < 2; ++t)
-                    {
-                        int const key = ks * 32 + 2 * r + t;
-                        int const d = cb * 16 + c;
-                        tile[r * 32 + c * 2 + t] = key < keys && d < D ? toBf16(V[key * ldv + d]) : uint16_t{0};
-                    }
-                }
-            }
-        }
-    }
-#endif
 }
 
 void bandProducts(uint16_t const* A, int64_t lda, int rowBlocks, int kSteps, uint16_t const* tiles,

@@ -292,9 +292,8 @@ void cpuRunTask(CpuPlan const& plan, CpuTensors const& t, int64_t task)
     int64_t ldS = N;
     int64_t base = lo;
     int64_t ld = W;
-    bool const mixed = t.bf16 && amx::available() && (!p.c2p || t.posKeyBf16 != nullptr)
-        && (!p.p2c || t.posQueryBf16 != nullptr);
-    // mixed precision: bf16 operands in tiles, float32 products (disentangledAttentionAmx.h)
+    bool const mixed = t.bf16 != nullptr && (!p.c2p || t.posKeyBf16 != nullptr) && (!p.p2c || t.posQueryBf16 != nullptr);
+    // mixed precision: bf16 operands in B tiles, float32 products (disentangledAttentionBf16.h)
     int const rowsPad = (N + 15) / 16 * 16; // rows of Q and K, and key columns of S, in blocks of 16
     int const rowBlocks = rowsPad / 16;
     int const steps = (D + 31) / 32;        // contraction steps over the head size
@@ -338,12 +337,12 @@ void cpuRunTask(CpuPlan const& plan, CpuTensors const& t, int64_t task)
         int32_t* first = blocks.data();
         int32_t* end = first + rowBlocks;
 
-        amx::toBf16Rows(q, HD, N, D, rowsPad, steps * 32, qb);
-        amx::toBf16Rows(k, HD, N, D, rowsPad, steps * 32, kb);
-        amx::packRows(kb, steps * 32, rowBlocks, steps, kt);
+        t.bf16->toBf16Rows(q, HD, N, D, rowsPad, steps * 32, qb);
+        t.bf16->toBf16Rows(k, HD, N, D, rowsPad, steps * 32, kb);
+        t.bf16->packRows(kb, steps * 32, rowBlocks, steps, kt);
         std::fill(first, end, 0);
         std::fill(end, end + rowBlocks, rowBlocks);
-        amx::bandProducts(qb, steps * 32, rowBlocks, steps, kt, first, end, S, ldS, 0); // S = Q K^T
+        t.bf16->bandProducts(qb, steps * 32, rowBlocks, steps, kt, first, end, S, ldS, 0); // S = Q K^T
         // rows [16 rb, 16 rb + 16) read the table rows band(first, last) + lo: whole 16-row column blocks of it
         int64_t const perHead = amx::tableTilesPerHead(p.posRows, D) * amx::kTileElems;
         auto products = [&](uint16_t const* x, uint16_t const* tables, float* dst, auto band) {
@@ -355,7 +354,7 @@ void cpuRunTask(CpuPlan const& plan, CpuTensors const& t, int64_t task)
                 first[rb] = (lo + lower) / 16;
                 end[rb] = (lo + upper + 15) / 16;
             }
-            amx::bandProducts(x, steps * 32, rowBlocks, steps, tables + h * perHead, first, end, dst, ld, base);
+            t.bf16->bandProducts(x, steps * 32, rowBlocks, steps, tables + h * perHead, first, end, dst, ld, base);
         };
         if (p.c2p)
         {
@@ -474,13 +473,13 @@ void cpuRunTask(CpuPlan const& plan, CpuTensors const& t, int64_t task)
         return;
     }
     // O_h = P V_h: P as bf16 rows, V as B tiles, float products; then the N valid rows into (B, N, HD)
-    amx::toBf16Rows(S, ldS, N, N, rowsPad, keysPad, pb);
-    amx::packValues(v, HD, N, D, keysPad / 32, vt);
+    t.bf16->toBf16Rows(S, ldS, N, N, rowsPad, keysPad, pb);
+    t.bf16->packValues(v, HD, N, D, keysPad / 32, vt);
     int32_t* first = blocks.data();
     int32_t* end = first + rowBlocks;
     std::fill(first, end, 0);
     std::fill(end, end + rowBlocks, dimBlocks);
-    amx::bandProducts(pb, keysPad, rowBlocks, keysPad / 32, vt, first, end, o, dimBlocks * 16, 0);
+    t.bf16->bandProducts(pb, keysPad, rowBlocks, keysPad / 32, vt, first, end, o, dimBlocks * 16, 0);
     for (int i = 0; i < N; ++i)
     {
         std::copy(o + static_cast<int64_t>(i) * dimBlocks * 16, o + static_cast<int64_t>(i) * dimBlocks * 16 + D,

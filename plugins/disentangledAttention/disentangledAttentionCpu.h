@@ -19,6 +19,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "disentangledAttentionBf16.h"
 #include "disentangledAttentionMath.h"
 
 namespace debx
@@ -39,10 +40,11 @@ struct CpuTensors
     //! tables; when null each task transposes the rows it needs.
     float const* posKeyT = nullptr;
     float const* posQueryT = nullptr;
-    //! Mixed precision (opt-in): when set and the CPU has AMX-BF16, the c2p / p2c products and P . V take bfloat16
-    //! operands with float32 accumulation (disentangledAttentionAmx.h); needs the tables packed by amx::packTable for
-    //! the terms in use. Scores, masking and softmax stay float32. Otherwise the float32 path runs.
-    bool bf16 = false;
+    //! Mixed precision (opt-in): the bf16 products of a family this CPU runs (disentangledAttentionBf16.h). When set,
+    //! QK^T, the c2p / p2c products and P . V take bfloat16 operands with float32 accumulation; needs the tables
+    //! packed by amx::packTable for the terms in use. Scores, masking and softmax stay float32. Otherwise (null, or a
+    //! table missing) the float32 path runs.
+    Bf16Kernels const* bf16 = nullptr;
     uint16_t const* posKeyBf16 = nullptr;
     uint16_t const* posQueryBf16 = nullptr;
 };

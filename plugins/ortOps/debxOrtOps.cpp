@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "../disentangledAttention/disentangledAttentionAmx.h"
+#include "../disentangledAttention/disentangledAttentionBf16.h"
 #include "../disentangledAttention/disentangledAttentionCpu.h"
 #include "isaTwins.h"
 #include "layerNormQuantizeOp.h"
@@ -55,9 +56,10 @@ struct Kernel
     std::vector<float> tableT[2];
     int64_t tableRows = -1;
     int64_t tableWidth = -1;
-    //! Optional attribute bf16 = 1 (set by debx's INT8 rewrite): the mixed-precision path on CPUs with AMX-BF16,
-    //! which needs the constant tables packed as bf16 tiles (then only those; empty otherwise: float32 path).
-    bool bf16 = false;
+    //! Optional attribute bf16 (set by debx's INT8 rewrite; attention::Bf16Family): the mixed-precision products of
+    //! the family chosen at load (null: float32), which need the constant tables packed as bf16 tiles (then only
+    //! those; empty otherwise: float32 path).
+    attention::Bf16Kernels const* bf16 = nullptr;
     std::vector<uint16_t> tableBf16[2];
 };
 
@@ -189,7 +191,7 @@ Status* compute(void* opKernel, ort::KernelContext* ctx)
         }
         else
         {
-            tensors.bf16 = true;
+            tensors.bf16 = kernel->bf16;
             tensors.posKeyBf16 = kernel->tableBf16[0].data();
             tensors.posQueryBf16 = kernel->tableBf16[1].data();
         }
@@ -249,7 +251,7 @@ void prepareTables(Api const& api, ort::KernelInfo const* info, Kernel* kernel)
     kernel->tableRows = rows;
     kernel->tableWidth = width;
     int32_t const headSize = static_cast<int32_t>(width / p.numHeads);
-    bool const bf16 = kernel->bf16 && isa::attentionBf16(); // then the float32 layout would go unread
+    bool const bf16 = kernel->bf16 != nullptr; // then the float32 layout would go unread
     for (int i = 0; i < 2; ++i)
     {
         if (bf16)
@@ -271,7 +273,7 @@ void prepareTables(Api const& api, ort::KernelInfo const* info, Kernel* kernel)
 Status* createKernel(ort::CustomOp const*, void const* apiTable, ort::KernelInfo const* info, void** out)
 {
     Api const api(static_cast<void const* const*>(apiTable));
-    auto* kernel = new Kernel{api, attention::Params{}, {}, -1, -1, false, {}};
+    auto* kernel = new Kernel{api, attention::Params{}, {}, -1, -1, nullptr, {}};
     attention::Params& p = kernel->attrs;
     struct IntAttr
     {
@@ -307,7 +309,19 @@ Status* createKernel(ort::CustomOp const*, void const* apiTable, ort::KernelInfo
         api.releaseStatus(status);
         bf16 = 0;
     }
-    kernel->bf16 = bf16 == 1;
+    if (attention::bf16FamilyName(bf16 < 0 || bf16 > INT32_MAX ? -1 : static_cast<int>(bf16)) == nullptr)
+    {
+        delete kernel;
+        return fail(api, "unknown bf16 mode " + std::to_string(bf16)
+                + " (0 = float32, 1 = the best here, 2 = amx-bf16, 3 = avx512-bf16, 4 = avx512-bf16-emulated)");
+    }
+    kernel->bf16 = static_cast<attention::Bf16Kernels const*>(isa::attentionBf16Kernels(static_cast<int>(bf16)));
+    if (kernel->bf16 == nullptr && bf16 > static_cast<int64_t>(attention::Bf16Family::kBest))
+    {
+        delete kernel;
+        return fail(api, std::string("this CPU (or OS) cannot run the bf16 mode ")
+                + attention::bf16FamilyName(static_cast<int>(bf16)) + " (or DEBX_CPU_ISA=baseline is set)");
+    }
     prepareTables(api, info, kernel);
     *out = kernel;
     return nullptr;
@@ -418,8 +432,54 @@ DEBX_ORT_EXPORT char const* debx_ort_ops_isa()
     return debx::isa::avx512() ? "avx512" : "baseline";
 }
 
-//! 1 when DebxDisentangledAttention's bf16 = 1 mode runs on AMX-BF16 tiles here, else 0 (it then runs float32).
+//! 1 when DebxDisentangledAttention's bf16 mode runs on AMX-BF16 tiles here, else 0.
 DEBX_ORT_EXPORT int debx_ort_ops_amx_bf16_available()
 {
-    return debx::isa::attentionBf16() ? 1 : 0;
+    return debx::isa::attentionBf16Kernels(static_cast<int>(debx::attention::Bf16Family::kAmx)) != nullptr ? 1 : 0;
+}
+
+//! 1 when DebxDisentangledAttention's bf16 mode `family` (2 = amx-bf16, 3 = avx512-bf16, 4 = avx512-bf16-emulated;
+//! 1 = the best bf16 family here) runs on this CPU, else 0; 0 = float32 always runs.
+DEBX_ORT_EXPORT int debx_ort_ops_attention_bf16_available(int family)
+{
+    return family == 0 || debx::isa::attentionBf16Kernels(family) != nullptr ? 1 : 0;
+}
+
+namespace
+{
+
+debx::attention::Bf16Kernels const* laneKernels(int family)
+{
+    bool const lanes = family == static_cast<int>(debx::attention::Bf16Family::kAvx512Bf16)
+        || family == static_cast<int>(debx::attention::Bf16Family::kAvx512Bf16Emulated);
+    return lanes ? static_cast<debx::attention::Bf16Kernels const*>(debx::isa::attentionBf16Kernels(family)) : nullptr;
+}
+
+} // namespace
+
+//! Test hook: acc[i] (n floats, n % 16 == 0) = VDPBF16PS(acc, a, b) over the 2 n bf16 of a and b, as bf16 family
+//! `family` runs it (3 = the instruction, 4 = its emulation). 0 when done; -1 when that family cannot run here or n
+//! is not a multiple of 16.
+DEBX_ORT_EXPORT int debx_ort_ops_bf16_dot(int family, float* acc, uint16_t const* a, uint16_t const* b, int64_t n)
+{
+    debx::attention::Bf16Kernels const* k = laneKernels(family);
+    if (k == nullptr || n < 0 || n % 16 != 0)
+    {
+        return -1;
+    }
+    k->dotLanes(acc, a, b, n);
+    return 0;
+}
+
+//! Test hook: out[i] = bf16(x[i]) by VCVTNE2PS2BF16 (n % 32 == 0), as bf16 family `family` runs it; like
+//! debx_ort_ops_bf16_dot.
+DEBX_ORT_EXPORT int debx_ort_ops_bf16_convert(int family, float const* x, uint16_t* out, int64_t n)
+{
+    debx::attention::Bf16Kernels const* k = laneKernels(family);
+    if (k == nullptr || n < 0 || n % 32 != 0)
+    {
+        return -1;
+    }
+    k->convertLanes(x, out, n);
+    return 0;
 }

@@ -3,6 +3,8 @@
  */
 #include "isaTwins.h"
 
+#include "../disentangledAttention/disentangledAttentionBf16.h"
+
 #include <cstdlib>
 #include <cstring>
 
@@ -37,10 +39,41 @@ bool avx512()
 #endif
 }
 
-bool attentionBf16()
+namespace
 {
-    static bool const yes = avx512() && attentionAmxBf16Avx512();
+
+bool avx512Bf16Cpu()
+{
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    static bool const yes = __builtin_cpu_supports("avx512bf16");
     return yes;
+#else
+    return false;
+#endif
+}
+
+} // namespace
+
+void const* attentionBf16Kernels(int family)
+{
+    using attention::Bf16Family;
+    if (!avx512())
+    {
+        return nullptr;
+    }
+    switch (static_cast<Bf16Family>(family))
+    {
+    case Bf16Family::kAmx: return avx512Bf16Cpu() ? attentionAmxBf16Kernels() : nullptr;
+    case Bf16Family::kAvx512Bf16: return avx512Bf16Cpu() ? attentionAvx512Bf16Kernels() : nullptr;
+    case Bf16Family::kAvx512Bf16Emulated: return attentionAvx512Bf16EmulatedKernels();
+    case Bf16Family::kBest:
+    {
+        void const* amx = attentionBf16Kernels(static_cast<int>(Bf16Family::kAmx));
+        return amx != nullptr ? amx : attentionBf16Kernels(static_cast<int>(Bf16Family::kAvx512Bf16));
+    }
+    case Bf16Family::kFloat32:
+    default: return nullptr;
+    }
 }
 
 } // namespace isa

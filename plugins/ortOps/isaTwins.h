@@ -7,7 +7,12 @@
  *                  LayerNormalization + QuantizeLinear (layerNormQuantizeCpu.cpp), compiled into the namespace
  *                  debx_avx512 (a #define of `debx`), so they never collide with the baseline copies
  *   isaAmx.cpp     the same + AMX-BF16 / AVX512-BF16: the attention's bf16 tile kernels (disentangledAttentionAmx.cpp)
- *                  that the AVX-512 attention calls
+ *                  that the AVX-512 attention calls in its amx-bf16 mode
+ *   isaAvx512Bf16.cpp     AVX-512 F/BW/VL + BF16: the attention's avx512-bf16 mode (VDPBF16PS;
+ *                         disentangledAttentionBf16.cpp), namespace debx_avx512bf16
+ *   isaAvx512Bf16Emu.cpp  the same source for AVX-512 F/BW/VL/DQ only, its two bf16 instructions in bit-exact
+ *                         software: the avx512-bf16-emulated mode, for tests on CPUs without AVX-512 BF16; never
+ *                         chosen automatically (namespace debx_avx512bf16emu)
  *   matMulInt8Amx.cpp / matMulInt8Vnni.cpp: the INT8 matmul families (matMulInt8Cpu.h chooses)
  *
  * The sources themselves keep their compile-time `#if defined(__AVX512F__)` paths; a build for one machine
@@ -33,8 +38,11 @@ bool baselineOnly();
 //! True when this CPU runs the AVX-512 twins (AVX-512 F/BW/VL/DQ, AVX2, FMA, and the OS saves the ZMM state).
 bool avx512();
 
-//! True when the attention's bf16 = 1 mode runs here: the AVX-512 twins run and AMX-BF16 is present and granted.
-bool attentionBf16();
+//! The bf16 products (an attention::Bf16Kernels const*, of the twin's namespace; the layout is the same) of the
+//! attention's bf16 mode `family` (attention::Bf16Family; kBest = amx-bf16, else avx512-bf16, never the emulation)
+//! where it runs here: the AVX-512 twins run (the mode lives in them) and the CPU has the family's instructions.
+//! nullptr otherwise, and for kFloat32.
+void const* attentionBf16Kernels(int family);
 
 //! isaAvx512.cpp: the AVX-512 attention task (plan: attention::CpuPlan const*, tensors: attention::CpuTensors const*)
 //! and LayerNormalization + QuantizeLinear rows (args: norm::LayerNormQuantizeArgs const*). Stubs where the compiler
@@ -43,8 +51,11 @@ bool avx512Compiled();
 void attentionRunTaskAvx512(void const* plan, void const* tensors, int64_t task);
 void layerNormRowsAvx512(void const* args, int64_t r0, int64_t r1);
 
-//! isaAmx.cpp: whether the AVX-512 attention's bf16 mode runs on AMX-BF16 tiles here.
-bool attentionAmxBf16Avx512();
+//! The families' tables (nullptr where the compiler could not target them; isaAmx.cpp's also where AMX-BF16 is absent
+//! or not granted): isaAmx.cpp, isaAvx512Bf16.cpp, isaAvx512Bf16Emu.cpp. Callers check the CPU first.
+void const* attentionAmxBf16Kernels();
+void const* attentionAvx512Bf16Kernels();
+void const* attentionAvx512Bf16EmulatedKernels();
 
 } // namespace isa
 } // namespace debx

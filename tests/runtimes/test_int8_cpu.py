@@ -305,11 +305,15 @@ def test_rewrite_switches_debx_attention_to_bf16_only_when_asked():
     model = ffn_model()
     model.graph.node.append(helper.make_node(DEBX_OP, ["out", "out", "out", "pk", "pq", "mask"], ["att"],
                                              domain=DEBX_DOMAIN, num_heads=2))
-    assert int8_cpu.rewrite(model, family="ort", bf16_attention=False)["DebxDisentangledAttention(bf16)"] == 0
+    assert int8_cpu.rewrite(model, family="ort", attention="float32")["DebxDisentangledAttention(bf16)"] == 0
     assert not any(a.name == "bf16" for a in model.graph.node[-1].attribute)
-    assert int8_cpu.rewrite(model, family="ort", bf16_attention=True)["DebxDisentangledAttention(bf16)"] == 1
-    assert {a.name: a.i for a in model.graph.node[-1].attribute}["bf16"] == 1
-    assert int8_cpu.rewrite(model, family="ort", bf16_attention=True)["DebxDisentangledAttention(bf16)"] == 0  # once
+    assert int8_cpu.attention_mode_in(model) == "float32"
+    assert int8_cpu.rewrite(model, family="ort", attention="avx512-bf16")["DebxDisentangledAttention(bf16)"] == 1
+    assert {a.name: a.i for a in model.graph.node[-1].attribute}["bf16"] == 3  # the family, by the op's numbering
+    assert int8_cpu.attention_mode_in(model) == "avx512-bf16"
+    assert int8_cpu.rewrite(model, family="ort", attention="amx-bf16")["DebxDisentangledAttention(bf16)"] == 0  # once
+    with pytest.raises(ValueError, match="unknown attention mode 'bf16'"):
+        int8_cpu.rewrite(model, family="ort", attention="bf16")
 
 
 @needs_native
@@ -354,6 +358,9 @@ def test_reports_name_the_kernel_family():
     assert kernel_notes({"runner": ran}) == [line] and line in gate_notes({"runner": ran})
     assert kernel_notes({"runner": {"int8_kernels": "ort", "native_int8_ops": None}}) == ["INT8 matmul kernels ort"]
     assert kernel_notes({"runner": {"runner": "pytorch"}}) == []  # not an INT8 file on the CPU: nothing to say
+    for mode in ("amx-bf16", "avx512-bf16", "float32"):  # the attention's mode, when the graph has debx's attention
+        assert kernel_notes({"runner": {**ran, "attention_kernels": mode}}) == [line.replace(
+            "avx512-vnni; ", f"avx512-vnni; attention {mode}; ")]
     for family in NATIVE_FAMILIES:
         assert kernel_notes({"runner": {"int8_kernels": family}}) == [f"INT8 matmul kernels {family}"]
 

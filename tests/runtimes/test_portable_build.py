@@ -21,12 +21,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 ISA_FLAG = re.compile(r"^-m(avx|amx|fma|sse4|bmi|f16c)")
 ISA_UNITS = ("matMulInt8Avx2.cpp", "matMulInt8AvxVnni.cpp", "matMulInt8Vnni.cpp", "matMulInt8Amx.cpp", "isaAvx512.cpp",
-             "isaAmx.cpp")
+             "isaAmx.cpp", "isaAvx512Bf16.cpp", "isaAvx512Bf16Emu.cpp")
 
 
 def test_no_flag_ties_the_library_to_the_build_machine(cmake_configured):
     """What CMake compiles (compile_commands.json of the build debx runs): no -march/-mtune=native anywhere,
-    ISA flags on the six CPUID-dispatched units only, and those units linked last (the link keeps the baseline copy
+    ISA flags on the CPUID-dispatched units only, and those units linked last (the link keeps the baseline copy
     of an inline function both kinds emit)."""
     import json
     import shlex
@@ -41,6 +41,8 @@ def test_no_flag_ties_the_library_to_the_build_machine(cmake_configured):
         assert bool(isa) == (name in ISA_UNITS), (name, isa)
     assert "-mamx-int8" in units["matMulInt8Amx.cpp"] and "-mavx512vnni" in units["matMulInt8Vnni.cpp"]
     assert "-mavxvnni" in units["matMulInt8AvxVnni.cpp"]
+    # the attention's avx512-bf16 unit has the instructions; its emulation twin must not (it runs where they are absent)
+    assert "-mavx512bf16" in units["isaAvx512Bf16.cpp"] and "-mavx512bf16" not in units["isaAvx512Bf16Emu.cpp"]
     assert not [f for f in units["matMulInt8Avx2.cpp"] + units["matMulInt8AvxVnni.cpp"] if f.startswith("-mavx512")]
     if (build_dir / "build.ninja").is_file():
         link = subprocess.run(["ninja", "-C", str(build_dir), "-t", "commands", native_ops.TARGET], capture_output=True,
@@ -55,10 +57,11 @@ def test_no_flag_ties_the_library_to_the_build_machine(cmake_configured):
 @pytest.mark.skipif(shutil.which("objdump") is None, reason="no objdump to read the library's code")
 def test_only_the_isa_units_hold_vector_instructions():
     """Every function with a VEX/EVEX instruction (AVX and later) or an AMX tile instruction belongs to an ISA unit:
-    the debx_avx512 twins or the INT8 matmul kernels (matMulInt8Amx.cpp / matMulInt8Vnni.cpp / the 256-bit kernel of
-    matMulInt8Avx2.cpp and matMulInt8AvxVnni.cpp)."""
+    the debx_avx512 twins, the attention's avx512-bf16 units (debx_avx512bf16, debx_avx512bf16emu) or the INT8 matmul
+    kernels (matMulInt8Amx.cpp / matMulInt8Vnni.cpp / the 256-bit kernel of matMulInt8Avx2.cpp and
+    matMulInt8AvxVnni.cpp)."""
     wide = set(_disassembly())
-    allowed = re.compile(r"debx_avx512::|debx::int8::\(anonymous namespace\)::(runTaskAs|runTaskYmm|epilogueSlice)")
+    allowed = re.compile(r"debx_avx512(bf16|bf16emu)?::|debx::int8::\(anonymous namespace\)::(runTaskAs|runTaskYmm|epilogueSlice)")
     assert wide, "no vector code at all: the ISA units were not compiled for their instructions"
     assert not [f for f in wide if not allowed.search(f)]
 

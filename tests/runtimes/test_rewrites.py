@@ -28,7 +28,7 @@ def expected_int8_steps() -> list[str]:
     """The steps the runner applies to a `--attention debx` INT8 (--target ort) file on this machine."""
     steps = ["int8-matmul"] if _family() != "ort" else []
     steps.append("layernorm-quantize")
-    if int8_cpu.amx_bf16():
+    if int8_cpu.attention_mode() != "float32":  # amx-bf16 or avx512-bf16 here (never the emulation on its own)
         steps.append("attention-bf16")
     return steps
 
@@ -161,6 +161,7 @@ def test_eval_report_names_every_step(files, glue_dir, monkeypatch):
 
     monkeypatch.delenv("DEBX_CPU_KERNELS", raising=False)
     monkeypatch.delenv("DEBX_AMX", raising=False)
+    monkeypatch.delenv("DEBX_CPU_ATTENTION", raising=False)
     report = evaluate(EvalConfig(task="sst2", engine=files["int8"], data_dir=glue_dir, limit=8, progress=False)).report
     ran = report["runner"]["rewrites"]
     assert [r["step"] for r in ran] == expected_int8_steps()
@@ -176,6 +177,17 @@ def test_eval_report_names_every_step(files, glue_dir, monkeypatch):
     assert "int8-matmul" not in [r["step"] for r in report["runner"]["rewrites"]]
     assert report["runner"]["rewrites_skipped"]["int8-matmul"] == "family ort: DEBX_CPU_KERNELS=ort"
     assert "off: int8-matmul (family ort: DEBX_CPU_KERNELS=ort)" in kernel_notes(report)[0]
+
+    # the attention's mode: forced, the step and the kernel line name it (the emulation runs on any AVX-512 CPU)
+    if int8_cpu.attention_mode_available("avx512-bf16-emulated"):
+        monkeypatch.setenv("DEBX_CPU_ATTENTION", "avx512-bf16-emulated")
+        report = evaluate(EvalConfig(task="sst2", engine=files["int8"], data_dir=glue_dir, limit=8,
+                                     progress=False)).report
+        (step,) = [r for r in report["runner"]["rewrites"] if r["step"] == "attention-bf16"]
+        assert step["choice"] == "mode avx512-bf16-emulated (DEBX_CPU_ATTENTION=avx512-bf16-emulated)"
+        assert report["runner"]["attention_kernels"] == "avx512-bf16-emulated"
+        assert "; attention avx512-bf16-emulated" in kernel_notes(report)[1]
+        monkeypatch.delenv("DEBX_CPU_ATTENTION")
 
     # a debx-attention FP32 file runs as written on the native kernel, and says so; without the native library its
     # attention nodes move onto the NumPy reference, and that step is named

@@ -11,7 +11,7 @@ from typing import Mapping
 
 import numpy as np
 
-from debx.artifacts import Sidecar, read_onnx, read_sidecar, weights_bytes
+from debx.artifacts import Sidecar, external_data_problem, read_onnx, read_sidecar, weights_bytes
 from debx.contract import DEBX_ATTENTION, INLINE_WEIGHTS_LIMIT
 from debx.errors import ConfigError, MissingDependencyError, check_at_least
 from debx.runtimes import int8_cpu, native_ops, rewrites
@@ -156,6 +156,115 @@ def uses_custom_ops(graph) -> bool:
                for n in graph.graph.node)
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# Reading a graph without its inline weights (what deciding the rewrite steps needs)
+# ---------------------------------------------------------------------------------------------------------------------
+
+_MODEL_GRAPH, _GRAPH_INITIALIZER, _TENSOR_RAW_DATA = 7, 5, 9  # field numbers in onnx.proto
+_LIGHT_MIN = 1 << 20  # initializers of at least this many bytes are read without their data
+
+
+def _varint(buf, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _fields(buf, start: int, end: int):
+    """(field number, wire type, start of the field's bytes, start of its payload, end) for each field in buf[start:end]."""
+    pos = start
+    while pos < end:
+        begin = pos
+        key, pos = _varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            _, pos = _varint(buf, pos)
+            payload = begin
+        elif wire == 1:
+            payload, pos = pos, pos + 8
+        elif wire == 2:
+            length, payload = _varint(buf, pos)
+            pos = payload + length
+        elif wire == 5:
+            payload, pos = pos, pos + 4
+        else:
+            raise ValueError(f"unexpected wire type {wire}")
+        if pos > end:
+            raise ValueError("truncated")
+        yield number, wire, begin, payload, pos
+
+
+def _len_field(number: int, payload: bytes) -> bytes:
+    return _encode_varint(number << 3 | 2) + _encode_varint(len(payload)) + payload
+
+
+def read_graph(path: Path):
+    """The graph of an ONNX file with its large inline initializers (1 MiB or more) turned into references to where
+    their data lies in the file itself (external data: location = the file, offset, length). The file is mapped, not
+    read: the weights' pages are never touched, so deciding and applying the rewrite steps costs megabytes, not the
+    model's size twice (onnx.load reads the file, then parses it), and ONNX Runtime, given the rewritten graph as
+    bytes and the file's folder (EXTERNAL_FOLDER), reads the weights from the file as it would open it directly. A file
+    this reader does not understand is read by debx.artifacts.read_onnx, which also gives the one-line errors."""
+    import mmap
+
+    import onnx
+
+    try:
+        spans: dict[int, tuple[int, int]] = {}  # index among the initializers -> (offset, length) of its data
+        with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            out, graph = bytearray(), bytearray()
+            for number, wire, begin, payload, end in _fields(buf, 0, len(buf)):
+                if number != _MODEL_GRAPH or wire != 2:
+                    out += buf[begin:end]
+                    continue
+                n_init = 0
+                for g_number, g_wire, g_begin, g_payload, g_end in _fields(buf, payload, end):
+                    big = g_number == _GRAPH_INITIALIZER and g_wire == 2 and g_end - g_payload >= _LIGHT_MIN
+                    if g_number == _GRAPH_INITIALIZER:
+                        n_init += 1
+                    if not big:
+                        graph += buf[g_begin:g_end]
+                        continue
+                    tensor = bytearray()
+                    for t_number, t_wire, t_begin, t_payload, t_end in _fields(buf, g_payload, g_end):
+                        if t_number == _TENSOR_RAW_DATA and t_wire == 2:
+                            spans[n_init - 1] = (t_payload, t_end - t_payload)
+                        else:
+                            tensor += buf[t_begin:t_end]
+                    graph += _len_field(_GRAPH_INITIALIZER, bytes(tensor))
+                out += _len_field(_MODEL_GRAPH, bytes(graph))
+        model = onnx.ModelProto()
+        model.ParseFromString(bytes(out))
+        if not model.graph.node:
+            raise ValueError("no nodes")
+        for i, (offset, length) in spans.items():
+            t = model.graph.initializer[i]
+            t.data_location = onnx.TensorProto.EXTERNAL
+            for key, value in (("location", path.name), ("offset", str(offset)), ("length", str(length))):
+                entry = t.external_data.add()
+                entry.key, entry.value = key, value
+    except Exception:  # not a file this reader understands (or not ONNX): the full reader, and its errors
+        return read_onnx(path)
+    problem = external_data_problem(path, model)
+    if problem:
+        raise ConfigError(problem)
+    return model
+
+
 def _check_native_ops(path: Path, family: str | None, attention: str | None = None) -> None:
     """A graph written with debx's native INT8 ops runs only where the native library, and the matmul kernel family
     its nodes name, do: say so in one line rather than as ONNX Runtime's kernel-creation error."""
@@ -186,7 +295,9 @@ def open_session(path: str | Path, provider: str = "cpu", threads: int | None = 
     that runs (op -> count)."""
     ort = _ort()
     path = Path(path)
-    graph = read_onnx(path)  # one line for a missing, truncated or foreign file, or missing external data
+    if not path.is_file():
+        read_onnx(path)  # the one-line error
+    graph = read_graph(path)  # large weights stay in the file (external data pointing into it)
     target = rewrites.here(provider, base_dir=path.parent)
     plan = rewrites.plan(graph, target)
     if any(s.name in INT8_STEPS for s in plan.run) and not _fits_in_memory(path, graph):

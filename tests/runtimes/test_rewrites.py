@@ -150,6 +150,49 @@ def test_graphs_with_external_weights_are_rewritten_without_loading_them(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["external.onnx", "external.onnx.data", "inline.onnx"]
 
 
+def _gather_model(rows: int = 4096, width: int = 256):
+    """ids -> Gather(table) -> Relu: a 4 MiB float table (read in place by the runner) and a small graph."""
+    table = np.random.default_rng(5).normal(0, 1, (rows, width)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["g"]), helper.make_node("Relu", ["g"], ["out"])], "gather",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["b", "n"])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["b", "n", width])],
+        [onnx.numpy_helper.from_array(table, "table"), onnx.numpy_helper.from_array(np.zeros(3, np.float32), "unused")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), table
+
+
+def test_read_graph_leaves_large_weights_in_the_file(tmp_path):
+    """The runner reads a graph without its large inline weights: they become references to where their bytes lie in
+    the file itself, which ONNX Runtime reads in place."""
+    from debx.runtimes.onnxruntime import EXTERNAL_FOLDER, read_graph, session_options
+
+    model, table = _gather_model()
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    light = read_graph(path)
+    big, small = light.graph.initializer
+    assert big.data_location == TensorProto.EXTERNAL and not big.raw_data and list(big.dims) == [4096, 256]
+    entries = {e.key: e.value for e in big.external_data}
+    assert entries["location"] == "m.onnx" and int(entries["length"]) == table.nbytes
+    with open(path, "rb") as fh:  # the reference points at the table's bytes in the file
+        fh.seek(int(entries["offset"]))
+        assert fh.read(table.nbytes) == table.tobytes()
+    assert small.data_location == TensorProto.DEFAULT and len(small.raw_data) == 12
+    assert light.ByteSize() < 4096  # what is held in memory: the graph, not the weights
+    so = session_options(1)
+    so.add_session_config_entry(EXTERNAL_FOLDER, str(tmp_path))
+    import onnxruntime as ort
+
+    ids = np.array([[0, 7, 4095]], np.int64)
+    out = ort.InferenceSession(light.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, {"ids": ids})
+    np.testing.assert_array_equal(out[0], np.maximum(table[ids], 0))
+    (tmp_path / "bad.onnx").write_bytes(b"\x08\x07garbage")  # not ONNX: read_onnx's one line
+    from debx.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not a readable ONNX model"):
+        read_graph(tmp_path / "bad.onnx")
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Every step that ran is named: eval report and bench output
 # ---------------------------------------------------------------------------------------------------------------------

@@ -160,7 +160,7 @@ def _bf16_enabled(target: Target) -> tuple[bool, str]:
     if not ok:
         return ok, why
     mode, why = target.attention()
-    return mode != "float32", f"mode {mode} ({why})"
+    return mode != "float32", f"mode {mode}: {why}"
 
 
 def _bf16_apply(model, target: Target) -> dict[str, int]:

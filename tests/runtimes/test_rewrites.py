@@ -227,7 +227,7 @@ def test_eval_report_names_every_step(files, glue_dir, monkeypatch):
         report = evaluate(EvalConfig(task="sst2", engine=files["int8"], data_dir=glue_dir, limit=8,
                                      progress=False)).report
         (step,) = [r for r in report["runner"]["rewrites"] if r["step"] == "attention-bf16"]
-        assert step["choice"] == "mode avx512-bf16-emulated (DEBX_CPU_ATTENTION=avx512-bf16-emulated)"
+        assert step["choice"] == "mode avx512-bf16-emulated: DEBX_CPU_ATTENTION=avx512-bf16-emulated"
         assert report["runner"]["attention_kernels"] == "avx512-bf16-emulated"
         assert "; attention avx512-bf16-emulated" in kernel_notes(report)[1]
         monkeypatch.delenv("DEBX_CPU_ATTENTION")

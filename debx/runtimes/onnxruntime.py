@@ -280,12 +280,21 @@ def _check_native_ops(path: Path, family: str | None, attention: str | None = No
                           "the file it was rewritten from, or `debx rewrite` that file on this machine")
 
 
+def _reads_in_place(graph, path: Path) -> bool:
+    """Whether read_graph left weights of `path` in the file (then the graph is handed over with references to them:
+    ONNX Runtime maps them instead of copying them out of a parsed file)."""
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    return any(uses_external_data(t) and ExternalDataInfo(t).location == path.name for t in graph.graph.initializer)
+
+
 def open_session(path: str | Path, provider: str = "cpu", threads: int | None = None, info: dict | None = None):
     """An InferenceSession for a .onnx file: the file, plus the rewrite steps of debx.runtimes.rewrites that apply
     here (none for a plain file, or one `debx rewrite` wrote: it runs as it is, with no copy in memory).
 
-    When steps apply, the graph is rewritten in place, serialized once and dropped before ONNX Runtime parses the
-    bytes (weights in an external data file stay there and are read from beside `path`).
+    On the CPU the graph is read without its large inline weights (read_graph): they stay in the file, and ONNX Runtime
+    gets the graph (rewritten in place, when steps apply) as bytes with references to them, which it maps rather than
+    copies; weights in an external data file stay there too. Nothing holds the model twice.
 
     info: when given, receives "rewrites" = the steps that ran (debx.runtimes.rewrites.Applied.to_dict(), [] when
     none), "rewrites_skipped" = step -> why it did not run although the graph had something for it, and for INT8
@@ -297,7 +306,8 @@ def open_session(path: str | Path, provider: str = "cpu", threads: int | None = 
     path = Path(path)
     if not path.is_file():
         read_onnx(path)  # the one-line error
-    graph = read_graph(path)  # large weights stay in the file (external data pointing into it)
+    # on the CPU, large weights stay in the file (external data pointing into it, read in place by ONNX Runtime)
+    graph = read_graph(path) if provider == "cpu" else read_onnx(path)
     target = rewrites.here(provider, base_dir=path.parent)
     plan = rewrites.plan(graph, target)
     if any(s.name in INT8_STEPS for s in plan.run) and not _fits_in_memory(path, graph):
@@ -319,9 +329,9 @@ def open_session(path: str | Path, provider: str = "cpu", threads: int | None = 
                 info["int8_cpu"] = ops
     so = session_options(threads, custom_ops=uses_custom_ops(graph), graph=graph)
     providers = providers_for(provider)
-    if not applied:
+    if not applied and not _reads_in_place(graph, path):
         del graph
-        return ort.InferenceSession(str(path), so, providers=providers)  # the file as it is: no copy in memory
+        return ort.InferenceSession(str(path), so, providers=providers)  # the file as it is
     if _uses_external_data(graph):
         so.add_session_config_entry(EXTERNAL_FOLDER, str(path.parent.resolve()))
     data = graph.SerializeToString()

@@ -82,6 +82,20 @@ def _disassembly() -> dict[str, list[str]]:
 
 @needs_native
 @pytest.mark.skipif(shutil.which("objdump") is None, reason="no objdump to read the library's code")
+def test_the_bf16_units_hold_their_instructions():
+    """The attention's avx512-bf16 unit multiplies with VDPBF16PS and converts with VCVTNE2PS2BF16 (read here, where
+    it cannot run); its emulation twin, which the tests run on CPUs without AVX-512 BF16, holds neither."""
+    code = _disassembly()
+    text = {ns: "\n".join(ln for fn, lines in code.items() if re.search(rf"(^| ){ns}::", fn) for ln in lines)
+            for ns in ("debx_avx512bf16", "debx_avx512bf16emu")}
+    # 8 rows x 2 column blocks of sums in registers: 16 VDPBF16PS in the products' inner step
+    assert text["debx_avx512bf16"].count("vdpbf16ps") >= 16 and "vcvtne2ps2bf16" in text["debx_avx512bf16"]
+    assert text["debx_avx512bf16emu"] and not re.search(r"vdpbf16ps|vcvtne2ps2bf16|vcvtneps2bf16",
+                                                        text["debx_avx512bf16emu"])
+
+
+@needs_native
+@pytest.mark.skipif(shutil.which("objdump") is None, reason="no objdump to read the library's code")
 def test_the_256_bit_families_need_no_avx512():
     """The avx2 and avx-vnni kernels run on CPUs without AVX-512: no ZMM, no mask registers, no EVEX-only YMM16-31,
     and avx-vnni multiplies with the VEX VPDPBUSD (AVX-VNNI), avx2 with VPMADDWD and no VPDPBUSD at all."""

@@ -49,7 +49,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from debx.artifacts import artifact_source, atomic_dir, check_writable, package_versions, read_sidecar, stale_reason
-from debx.contract import input_names
+from debx.contract import INPUT_NAMES, input_names
 from debx.errors import ConfigError, DebxError, MissingDependencyError
 from debx.runtimes import backend_for, runner_for
 from debx.runtimes.rewrites import summary as rewrite_summary
@@ -304,7 +304,7 @@ def onnx_vocab_size(path: Path, model=None) -> int | None:
             return None
     tables = {t.name: t for t in model.graph.initializer}
     for node in model.graph.node:
-        if node.op_type == "Gather" and len(node.input) == 2 and node.input[1] == "input_ids" \
+        if node.op_type == "Gather" and len(node.input) == 2 and node.input[1] == INPUT_NAMES[0] \
                 and node.input[0] in tables and tables[node.input[0]].dims:
             return int(tables[node.input[0]].dims[0])
     return None
@@ -691,8 +691,7 @@ def make_feeds(batch: int, seq: int, seed: int = 0, vocab: int = FEED_VOCAB) -> 
     rng = np.random.default_rng(seed + 1000 * batch + seq)
     ids = rng.integers(min(5, vocab - 1), vocab, size=(batch, seq), dtype=np.int64)
     ids[:, 0] = 1
-    return {"input_ids": ids, "attention_mask": np.ones((batch, seq), np.int64),
-            "token_type_ids": np.zeros((batch, seq), np.int64)}
+    return dict(zip(INPUT_NAMES, (ids, np.ones((batch, seq), np.int64), np.zeros((batch, seq), np.int64))))
 
 
 def _first_output(out: Mapping[str, np.ndarray]) -> np.ndarray | None:

@@ -171,7 +171,7 @@ def attention_mode_in(graph) -> str | None:
 def kernel_summary(described: dict) -> str | None:
     """One line for reports: which INT8 matmul kernel family ran an engine (amx, avx512-vnni, avx-vnni, avx2, or ort:
     ONNX Runtime's own), the mode of debx's attention op (amx-bf16, avx512-bf16, float32; when the graph has it) and
-    which debx native INT8 CPU ops the in-memory rewrite made; None when it ran no INT8 graph on the CPU.
+    which debx native INT8 CPU ops its graph ran on (made at load or by `debx rewrite`); None when it ran no INT8 graph on the CPU.
     `described`: a runner's describe() (keys int8_kernels, attention_kernels, native_int8_ops)."""
     family, ops = described.get("int8_kernels"), described.get("native_int8_ops")
     if not (family or ops):

@@ -25,7 +25,8 @@ PROVIDERS = {
 }
 IN_MEMORY_LIMIT = INLINE_WEIGHTS_LIMIT  # the writers' rule (debx.contract): weights inside the file up to this
 INT8_STEPS = ("int8-matmul", "layernorm-quantize", "attention-bf16")  # optional: a too large file runs without
-EXTERNAL_FOLDER = "session.model_external_initializers_file_folder_path"  # ORT: external data of a graph from bytes
+# ONNX Runtime >= 1.21 (the pyproject floor): where the external data of a graph loaded from bytes lies
+EXTERNAL_FOLDER = "session.model_external_initializers_file_folder_path"
 
 
 def _ort():

@@ -31,7 +31,7 @@ from typing import Callable
 
 from debx.artifacts import (check_writable, file_digest, package_versions, publish, read_onnx, read_sidecar,
                             refuse_overwriting_inputs, save_onnx_model, sidecar_path, weights_bytes)
-from debx.contract import INLINE_WEIGHTS_LIMIT
+from debx.contract import DEBX_ATTENTION, INLINE_WEIGHTS_LIMIT
 from debx.errors import ConfigError
 from debx.runtimes import int8_cpu, native_ops
 
@@ -208,7 +208,7 @@ STEPS: tuple[Step, ...] = (
     Step("attention-bf16", "debx attention of INT8 graphs -> its bf16 mixed-precision mode",
          _int8_graph(_model_only(int8_cpu.bf16_candidates)), _bf16_enabled, _bf16_apply),
     Step("attention-casts", "FP16 debx attention -> float32 casts around the native kernel",
-         _adapt_finds("casts"), _native_enabled, _adapt_apply("casts", "DebxDisentangledAttention(casts)")),
+         _adapt_finds("casts"), _native_enabled, _adapt_apply("casts", f"{DEBX_ATTENTION.name}(casts)")),
     Step("reference-ops", "custom attention nodes -> the NumPy reference ops (onnxruntime-extensions)",
          _adapt_finds("reference"), _reference_enabled, _adapt_apply("reference", "reference nodes")),
 )

@@ -253,8 +253,9 @@ def test_checkpoint_saved_by_transformers4_tokenizes_as_transformers4(tokenizer_
     """Checkpoints written by transformers 4.57's save_pretrained (in the Optimum side venv): with tokenizer.json, and
     with only spm.model + config.json (transformers_version 4.x). The C++ tokenizer matches transformers 4."""
     py = side_transformers4()
-    require(py is not None, "no transformers 4 side venv (bash scripts/optimum_env.sh makes .venv-optimum with "
-                            "transformers 4.57, or set DEBX_OPTIMUM_VENV)")
+    if py is None:  # a skip in CI too: CI does not build the side venv (as tests/exporters/test_folder_target.py)
+        pytest.skip("no transformers 4 side venv (bash scripts/optimum_env.sh makes .venv-optimum with transformers "
+                    "4.57, or set DEBX_OPTIMUM_VENV)")
     require(SPM.is_file(), f"{SPM} not found")
     import tempfile
 

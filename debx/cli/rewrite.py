@@ -24,12 +24,10 @@ def command(
                                         "the runner would apply here). Steps: int8-matmul, layernorm-quantize, "
                                         "attention-bf16, attention-casts, reference-ops."),
 ) -> None:
-    """Write a file with the graph rewrites debx's ONNX Runtime runner would make applied ahead of time.
-
-    The steps (debx.runtimes.rewrites): INT8 matmuls and LayerNorm+quantize onto debx's native CPU ops, the
-    attention's bf16 mode, casts or reference ops for custom attention nodes. The result shows exactly what runs, and
-    the runner opens it as it is (no rewrite, no copy in memory). The environment variables that steer the runner
-    (DEBX_CPU_KERNELS, DEBX_AMX, DEBX_NATIVE_OPS) steer this command the same way."""
+    """Write a file with the graph rewrites debx's ONNX Runtime runner would make applied ahead of time (INT8
+    matmuls and LayerNorm+quantize onto debx's native CPU ops, the attention's bf16 mode, casts or reference ops for
+    custom attention nodes): it shows exactly what runs, and the runner opens it as it is (no rewrite, no copy in
+    memory). DEBX_CPU_KERNELS, DEBX_CPU_ATTENTION, DEBX_AMX and DEBX_NATIVE_OPS steer it as they steer the runner."""
     from rich.console import Console
 
     names = None if steps is None else [s.strip() for s in steps.split(",") if s.strip()]

@@ -88,6 +88,13 @@ def _on_signal(signum, frame) -> None:
     raise KeyboardInterrupt()
 
 
+def _stop_listening() -> None:
+    """The command has unwound: a further SIGINT/SIGTERM must not interrupt the last line and the exit (an
+    interrupt raised there escapes main() and the process dies by SIGINT instead of exiting 130 / 143)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and a non-zero exit, never a traceback.
     SIGINT and SIGTERM unwind the command (its cleanup runs) and exit 130 / 143 with one line."""
@@ -110,6 +117,7 @@ def main() -> None:
               file=sys.stderr)
         sys.exit(e.exit_code)
     except typer.Abort:  # Click's name for Ctrl-C outside standalone mode
+        _stop_listening()
         signum = _STOPPED[0] if _STOPPED else signal.SIGINT
         print(f"debx: {'terminated' if signum == signal.SIGTERM else 'interrupted'}", file=sys.stderr)
         sys.exit(128 + signum)
@@ -119,6 +127,7 @@ def main() -> None:
     except (KeyboardInterrupt, SystemExit) as e:  # Typer turns an interrupt into SystemExit(130) itself
         if isinstance(e, SystemExit) and not _STOPPED:
             raise
+        _stop_listening()
         signum = _STOPPED[0] if _STOPPED else signal.SIGINT
         print(f"debx: {'terminated' if signum == signal.SIGTERM else 'interrupted'}", file=sys.stderr)
         sys.exit(128 + signum)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import importlib
+import os
 import signal
 import sys
 
@@ -89,10 +90,19 @@ def _on_signal(signum, frame) -> None:
 
 
 def _stop_listening() -> None:
-    """The command has unwound: a further SIGINT/SIGTERM must not interrupt the last line and the exit (an
-    interrupt raised there escapes main() and the process dies by SIGINT instead of exiting 130 / 143)."""
+    """The command has unwound: a further SIGINT/SIGTERM must not interrupt the last line and the exit."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _exit_stopped(signum: int) -> None:
+    """The one line, then exit 128 + signum at once. The command's own cleanup (temporary folders, staged files) has
+    run while it unwound; the interpreter's shutdown is skipped because, after an interrupt, it was seen (rarely, in
+    CI) to end the process by SIGINT instead (exit -2 after the line was printed)."""
+    print(f"debx: {'terminated' if signum == signal.SIGTERM else 'interrupted'}", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(128 + signum)
 
 
 def main() -> None:
@@ -118,9 +128,7 @@ def main() -> None:
         sys.exit(e.exit_code)
     except typer.Abort:  # Click's name for Ctrl-C outside standalone mode
         _stop_listening()
-        signum = _STOPPED[0] if _STOPPED else signal.SIGINT
-        print(f"debx: {'terminated' if signum == signal.SIGTERM else 'interrupted'}", file=sys.stderr)
-        sys.exit(128 + signum)
+        _exit_stopped(_STOPPED[0] if _STOPPED else signal.SIGINT)
     except DebxError as e:
         print(f"debx: error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
@@ -128,9 +136,7 @@ def main() -> None:
         if isinstance(e, SystemExit) and not _STOPPED:
             raise
         _stop_listening()
-        signum = _STOPPED[0] if _STOPPED else signal.SIGINT
-        print(f"debx: {'terminated' if signum == signal.SIGTERM else 'interrupted'}", file=sys.stderr)
-        sys.exit(128 + signum)
+        _exit_stopped(_STOPPED[0] if _STOPPED else signal.SIGINT)
     except OSError as e:  # a read-only folder, a full disk, a file we may not read: the user's to fix
         if e.errno not in USER_ERRNOS:
             raise

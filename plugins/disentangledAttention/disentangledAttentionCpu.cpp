@@ -22,50 +22,57 @@ namespace
 {
 
 #if defined(__AVX512F__)
-//! C[r, c0 + c] = sum_t A[r * lda + t] * Bt[t * ldb + c0 + c] for r < rows (<= 4) and c < 16 * NV (masked at cols).
-template <int NV>
-inline void microKernel(float const* A, int64_t lda, int rows, float const* Bt, int64_t ldb, int c0, int cols, int K,
-    float* C, int64_t ldc)
+//! C[r, c] (+)= sum_t A[r * lda + t] * B[t * ldb + c] for r < rows (<= MR) and c in [c0, c0 + 16 * NV), masked at
+//! cend. With `accumulate` the sums continue from C (the same order of additions as one pass over all of t).
+template <int MR, int NV>
+inline void microKernel(float const* A, int64_t lda, int rows, float const* B, int64_t ldb, int c0, int cend, int K,
+    bool accumulate, float* C, int64_t ldc)
 {
-    // every loop below has a compile-time trip count and is unrolled, so the 4 x NV accumulators stay in registers
-    __m512 acc[4][NV];
+    // every loop below has a compile-time trip count and is unrolled, so the MR x NV accumulators stay in registers
+    __m512 acc[MR][NV];
     __mmask16 m[NV];
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v)
     {
-        int const rem = cols - (c0 + 16 * v);
+        int const rem = cend - (c0 + 16 * v);
         m[v] = rem >= 16 ? static_cast<__mmask16>(0xFFFF)
                          : static_cast<__mmask16>((1U << static_cast<unsigned>(rem > 0 ? rem : 0)) - 1U);
-#pragma GCC unroll 4
-        for (int r = 0; r < 4; ++r)
+#pragma GCC unroll 8
+        for (int r = 0; r < MR; ++r)
         {
-            acc[r][v] = _mm512_setzero_ps();
+            acc[r][v] = accumulate && r < rows ? _mm512_maskz_loadu_ps(m[v], C + r * ldc + c0 + 16 * v)
+                                               : _mm512_setzero_ps();
         }
     }
     // rows past `rows` re-read row 0 and are never stored
-    float const* a0 = A;
-    float const* a1 = rows > 1 ? A + lda : A;
-    float const* a2 = rows > 2 ? A + 2 * lda : A;
-    float const* a3 = rows > 3 ? A + 3 * lda : A;
-    float const* b = Bt + c0;
+    float const* a[MR];
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r)
+    {
+        a[r] = A + (r < rows ? r : 0) * lda;
+    }
+    float const* b = B + c0;
     for (int t = 0; t < K; ++t, b += ldb)
     {
-        __m512 const x0 = _mm512_set1_ps(a0[t]);
-        __m512 const x1 = _mm512_set1_ps(a1[t]);
-        __m512 const x2 = _mm512_set1_ps(a2[t]);
-        __m512 const x3 = _mm512_set1_ps(a3[t]);
+        __m512 bv[NV];
 #pragma GCC unroll 4
         for (int v = 0; v < NV; ++v)
         {
-            __m512 const bv = _mm512_maskz_loadu_ps(m[v], b + 16 * v);
-            acc[0][v] = _mm512_fmadd_ps(x0, bv, acc[0][v]);
-            acc[1][v] = _mm512_fmadd_ps(x1, bv, acc[1][v]);
-            acc[2][v] = _mm512_fmadd_ps(x2, bv, acc[2][v]);
-            acc[3][v] = _mm512_fmadd_ps(x3, bv, acc[3][v]);
+            bv[v] = _mm512_maskz_loadu_ps(m[v], b + 16 * v);
+        }
+#pragma GCC unroll 8
+        for (int r = 0; r < MR; ++r)
+        {
+            __m512 const x = _mm512_set1_ps(a[r][t]);
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; ++v)
+            {
+                acc[r][v] = _mm512_fmadd_ps(x, bv[v], acc[r][v]);
+            }
         }
     }
-#pragma GCC unroll 4
-    for (int r = 0; r < 4; ++r)
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r)
     {
 #pragma GCC unroll 4
         for (int v = 0; v < NV; ++v)
@@ -80,39 +87,53 @@ inline void microKernel(float const* A, int64_t lda, int rows, float const* Bt, 
 
 #endif
 
-//! C = A (rows, K) . Bt (K, W), row-major with the given row strides, where row block [r0, r0 + 4) only computes
-//! the columns [start, end) that band(r0, last row, &start, &end) gives (the band the gathers read); the rest of C
-//! is left unwritten.
+//! C = A (rows, K) . B (K, W), row-major with the given row strides, where the rows [first, last] only compute the
+//! columns [start, end) that band(first, last, &start, &end) gives (the band the gathers read; bands only move right
+//! as rows grow); the rest of C is left unwritten, except that a row block may also write up to 15 columns left of
+//! its band (whole vectors; those columns lie inside C's rows).
 template <typename Band>
 void gemmBtBand(float const* A, int64_t lda, int rows, float const* Bt, int64_t ldb, int K, float* C, int64_t ldc,
     Band band)
 {
 #if defined(__AVX512F__)
-    for (int r0 = 0; r0 < rows; r0 += 4)
+    // Blocked for the caches: a chunk of kKc rows of B by kNb columns (kKc * kNb floats = 32 KB at most: L1 when B's rows do not alias) is
+    // reused by every row block of kMr rows before the next one is read; sums over t stay in order (chunks continue
+    // from C), so the result does not depend on the blocking.
+    constexpr int kMr = 6;
+    constexpr int kNb = 64;
+    constexpr int kKc = 128;
+    int allStart = 0;
+    int allEnd = 0;
+    band(0, rows - 1, &allStart, &allEnd);
+    for (int k0 = 0; k0 < K; k0 += kKc)
     {
-        int const nr = std::min(4, rows - r0);
-        int start = 0;
-        int end = 0;
-        band(r0, r0 + nr - 1, &start, &end);
-        float const* a = A + r0 * lda;
-        float* c = C + r0 * ldc;
-        int c0 = start;
-        for (; c0 + 48 < end; c0 += 64)
+        int const kc = std::min(kKc, K - k0);
+        float const* a = A + k0;
+        float const* b = Bt + static_cast<int64_t>(k0) * ldb;
+        for (int c0 = allStart / 16 * 16; c0 < allEnd; c0 += kNb)
         {
-            microKernel<4>(a, lda, nr, Bt, ldb, c0, end, K, c, ldc);
-        }
-        int const rem = end - c0;
-        if (rem > 32)
-        {
-            microKernel<3>(a, lda, nr, Bt, ldb, c0, end, K, c, ldc);
-        }
-        else if (rem > 16)
-        {
-            microKernel<2>(a, lda, nr, Bt, ldb, c0, end, K, c, ldc);
-        }
-        else if (rem > 0)
-        {
-            microKernel<1>(a, lda, nr, Bt, ldb, c0, end, K, c, ldc);
+            for (int r0 = 0; r0 < rows; r0 += kMr)
+            {
+                int const nr = std::min(kMr, rows - r0);
+                int start = 0;
+                int end = 0;
+                band(r0, r0 + nr - 1, &start, &end);
+                int const cs = std::max(c0, start / 16 * 16);
+                int const ce = std::min(c0 + kNb, end);
+                if (cs >= ce)
+                {
+                    continue;
+                }
+                float const* ar = a + r0 * lda;
+                float* c = C + r0 * ldc;
+                switch ((ce - cs + 15) / 16)
+                {
+                case 4: microKernel<kMr, 4>(ar, lda, nr, b, ldb, cs, ce, kc, k0 > 0, c, ldc); break;
+                case 3: microKernel<kMr, 3>(ar, lda, nr, b, ldb, cs, ce, kc, k0 > 0, c, ldc); break;
+                case 2: microKernel<kMr, 2>(ar, lda, nr, b, ldb, cs, ce, kc, k0 > 0, c, ldc); break;
+                default: microKernel<kMr, 1>(ar, lda, nr, b, ldb, cs, ce, kc, k0 > 0, c, ldc); break;
+                }
+            }
         }
     }
 #else
@@ -145,10 +166,71 @@ void gemmBt(float const* A, int64_t lda, int rows, float const* Bt, int64_t ldb,
     });
 }
 
+#if defined(__AVX512F__)
+//! dst (16, 16) = src (16, 16)^T, in registers: 4 x 4 blocks within 128-bit lanes, then the lanes.
+inline void transpose16(float const* src, int64_t lds, float* dst, int64_t ldd)
+{
+    __m512 r[16];
+    __m512 t[16];
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i)
+    {
+        r[i] = _mm512_loadu_ps(src + i * lds);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < 16; i += 2)
+    {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 16; i += 4)
+    {
+        r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+        r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i)
+    {
+        t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+        t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xDD);
+        t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xDD);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; ++i)
+    {
+        _mm512_storeu_ps(dst + i * ldd, _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88));
+        _mm512_storeu_ps(dst + (i + 8) * ldd, _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD));
+    }
+}
+#endif
+
 //! dst (cols, rows) = src (rows, cols)^T.
 void transpose(float const* src, int64_t lds, int rows, int cols, float* dst, int64_t ldd)
 {
     constexpr int kTile = 16;
+#if defined(__AVX512F__)
+    int const fullRows = rows / kTile * kTile;
+    int const fullCols = cols / kTile * kTile;
+    for (int r0 = 0; r0 < fullRows; r0 += kTile)
+    {
+        for (int c0 = 0; c0 < fullCols; c0 += kTile)
+        {
+            transpose16(src + r0 * lds + c0, lds, dst + c0 * ldd + r0, ldd);
+        }
+    }
+    // the edges that whole tiles leave
+    for (int r = 0; r < rows; ++r)
+    {
+        for (int c = r < fullRows ? fullCols : 0; c < cols; ++c)
+        {
+            dst[c * ldd + r] = src[r * lds + c];
+        }
+    }
+#else
     for (int r0 = 0; r0 < rows; r0 += kTile)
     {
         int const r1 = std::min(rows, r0 + kTile);
@@ -164,6 +246,7 @@ void transpose(float const* src, int64_t lds, int rows, int cols, float* dst, in
             }
         }
     }
+#endif
 }
 
 //! In-place softmax of one row of n scores.
@@ -307,6 +390,7 @@ void cpuRunTask(CpuPlan const& plan, CpuTensors const& t, int64_t task)
     uint16_t* pb = nullptr;                   // probabilities as bf16 rows (rowsPad, keysPad)
     uint16_t* vt = nullptr;                   // V as B tiles
     float* o = nullptr;                       // P . V (rowsPad, 16 dimBlocks)
+    float* vh = nullptr;                      // float32 path: V_h as dense (N, D) rows
     if (mixed)
     {
         base = lo / 16 * 16;
@@ -370,18 +454,26 @@ void cpuRunTask(CpuPlan const& plan, CpuTensors const& t, int64_t task)
     else
     {
         thread_local std::vector<float> scratch;
-        size_t const need = static_cast<size_t>(D) * N + 2 * static_cast<size_t>(D) * W
-            + 2 * static_cast<size_t>(N) * W + static_cast<size_t>(N) * N;
+        // K^T and V_h are copied into rows that do not alias in L1: K^T at a row stride of N + 16 floats (N = 512 is
+        // a 2 KB stride, whose rows share a few cache sets), V_h densely (its rows lie 4 * HD bytes apart in `value`)
+        int64_t const ldKt = cpuTableStride(N);
+        size_t const need = static_cast<size_t>(D) * ldKt + static_cast<size_t>(N) * D
+            + 2 * static_cast<size_t>(D) * W + 2 * static_cast<size_t>(N) * W + static_cast<size_t>(N) * N;
         if (scratch.size() < need)
         {
             scratch.resize(need);
         }
-        float* kt = scratch.data();     // (D, N)
-        float* tabT = kt + D * N;       // (D, W) two of them
+        float* kt = scratch.data();     // (D, N) at row stride ldKt
+        vh = kt + D * ldKt;             // (N, D)
+        float* tabT = vh + N * D;       // (D, W) two of them
         float* prod = tabT + 2 * D * W; // (N, W) two of them: Cm, Pm
         S = prod + 2 * static_cast<size_t>(N) * W;
-        transpose(k, HD, N, D, kt, N);
-        gemmBt(q, HD, N, kt, N, N, D, S, N); // S = Q K^T
+        transpose(k, HD, N, D, kt, ldKt);
+        for (int j = 0; j < N; ++j)
+        {
+            std::copy(v + j * HD, v + j * HD + D, vh + j * D);
+        }
+        gemmBt(q, HD, N, kt, ldKt, N, D, S, N); // S = Q K^T
         if (p.c2p)
         {
             cm = prod;
@@ -428,12 +520,20 @@ void cpuRunTask(CpuPlan const& plan, CpuTensors const& t, int64_t task)
         for (; j + 16 <= N; j += 16)
         {
             // idx(i, j + l) = idx[i - j - l]: 16 consecutive entries read backwards
-            __m512i const rel = _mm512_sub_epi32(
-                _mm512_permutexvar_epi32(reverse, _mm512_loadu_si512(idx + (i - j - 15))), vbase); // idx - base
+            __m512i const ids = _mm512_loadu_si512(idx + (i - j - 15));
+            __m512i const rel = _mm512_sub_epi32(_mm512_permutexvar_epi32(reverse, ids), vbase); // idx - base
             __m512 sv = _mm512_loadu_ps(row + j);
             if (crow != nullptr)
             {
-                sv = _mm512_add_ps(sv, _mm512_i32gather_ps(rel, crow, 4));
+                // where the 16 distances fall on consecutive table rows (always for |i - j| below the log buckets)
+                // the c2p terms are 16 consecutive floats of the row, read backwards: one load instead of a gather
+                int32_t const first = idx[i - j - 15];
+                bool const consecutive = _mm512_cmpneq_epi32_mask(ids, _mm512_add_epi32(_mm512_set1_epi32(first), lane))
+                    == 0;
+                __m512 const c2p = consecutive
+                    ? _mm512_permutexvar_ps(reverse, _mm512_loadu_ps(crow + (first - base)))
+                    : _mm512_i32gather_ps(rel, crow, 4);
+                sv = _mm512_add_ps(sv, c2p);
             }
             if (pm != nullptr)
             {
@@ -469,7 +569,7 @@ void cpuRunTask(CpuPlan const& plan, CpuTensors const& t, int64_t task)
     }
     if (!mixed)
     {
-        gemmBt(S, N, N, v, HD, D, N, out, HD); // O_h = P V_h, straight into (B, N, HD)
+        gemmBt(S, N, N, vh, D, D, N, out, HD); // O_h = P V_h, straight into (B, N, HD)
         return;
     }
     // O_h = P V_h: P as bf16 rows, V as B tiles, float products; then the N valid rows into (B, N, HD)

@@ -503,11 +503,14 @@ void cpuRunTask(CpuPlan const& plan, CpuTensors const& t, int64_t task)
             }
         }
     }
-    for (int i = 0; i < N; ++i)
+    // s[i, j] = (qk + Cm[i, idx(i, j) - base] + Pm[j, idx(i, j) - base]) * scale, masked; same sum order as the
+    // reference: ((qk + c2p) + p2c) * scale. Rows go in tiles of 16 and, inside a tile, 16 keys at a time for all
+    // of its rows: the p2c terms of 16 keys for 16 queries lie on ~2 lines of each of 16 rows of Pm, which stay in
+    // L1 for the tile (row by row, a query sweeps all N rows of Pm, which do not fit L1 for N = 512).
+    constexpr int kRowTile = 16;
+    for (int i0 = 0; i0 < N; i0 += kRowTile)
     {
-        float* row = S + i * ldS;
-        // s[i, j] = (qk + Cm[i, idx(i, j) - base] + Pm[j, idx(i, j) - base]) * scale, masked; same sum order as the
-        // reference: ((qk + c2p) + p2c) * scale
+        int const i1 = std::min(N, i0 + kRowTile);
         int j = 0;
 #if defined(__AVX512F__)
         __m512i const reverse = _mm512_set_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
@@ -515,57 +518,61 @@ void cpuRunTask(CpuPlan const& plan, CpuTensors const& t, int64_t task)
         __m512i const lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
         __m512 const vscale = _mm512_set1_ps(p.scale);
         __m512 const fill = _mm512_set1_ps(kMaskFill);
-        bool const queryValid = mask[i] != 0;
-        float const* crow = cm != nullptr ? cm + static_cast<int64_t>(i) * ld : nullptr;
+        __m512i const vld = _mm512_set1_epi32(static_cast<int32_t>(ld));
         for (; j + 16 <= N; j += 16)
         {
-            // idx(i, j + l) = idx[i - j - l]: 16 consecutive entries read backwards
-            __m512i const ids = _mm512_loadu_si512(idx + (i - j - 15));
-            __m512i const rel = _mm512_sub_epi32(_mm512_permutexvar_epi32(reverse, ids), vbase); // idx - base
-            __m512 sv = _mm512_loadu_ps(row + j);
-            if (crow != nullptr)
+            __mmask16 const keys = _mm512_cmpneq_epi32_mask(_mm512_loadu_si512(mask + j), _mm512_setzero_si512());
+            __m512i const pmRows = _mm512_mullo_epi32(_mm512_add_epi32(lane, _mm512_set1_epi32(j)), vld);
+            for (int i = i0; i < i1; ++i)
             {
-                // where the 16 distances fall on consecutive table rows (always for |i - j| below the log buckets)
-                // the c2p terms are 16 consecutive floats of the row, read backwards: one load instead of a gather
-                int32_t const first = idx[i - j - 15];
-                bool const consecutive = _mm512_cmpneq_epi32_mask(ids, _mm512_add_epi32(_mm512_set1_epi32(first), lane))
-                    == 0;
-                __m512 const c2p = consecutive
-                    ? _mm512_permutexvar_ps(reverse, _mm512_loadu_ps(crow + (first - base)))
-                    : _mm512_i32gather_ps(rel, crow, 4);
-                sv = _mm512_add_ps(sv, c2p);
+                float* row = S + i * ldS;
+                // idx(i, j + l) = idx[i - j - l]: 16 consecutive entries read backwards
+                __m512i const ids = _mm512_loadu_si512(idx + (i - j - 15));
+                __m512i const rel = _mm512_sub_epi32(_mm512_permutexvar_epi32(reverse, ids), vbase); // idx - base
+                __m512 sv = _mm512_loadu_ps(row + j);
+                if (cm != nullptr)
+                {
+                    // where the 16 distances fall on consecutive table rows (always for |i - j| below the log
+                    // buckets) the c2p terms are 16 consecutive floats of the row, read backwards: one load instead
+                    // of a gather
+                    float const* crow = cm + static_cast<int64_t>(i) * ld;
+                    int32_t const first = idx[i - j - 15];
+                    bool const consecutive
+                        = _mm512_cmpneq_epi32_mask(ids, _mm512_add_epi32(_mm512_set1_epi32(first), lane)) == 0;
+                    __m512 const c2p = consecutive
+                        ? _mm512_permutexvar_ps(reverse, _mm512_loadu_ps(crow + (first - base)))
+                        : _mm512_i32gather_ps(rel, crow, 4);
+                    sv = _mm512_add_ps(sv, c2p);
+                }
+                if (pm != nullptr)
+                {
+                    sv = _mm512_add_ps(sv, _mm512_i32gather_ps(_mm512_add_epi32(pmRows, rel), pm, 4));
+                }
+                sv = _mm512_mul_ps(sv, vscale);
+                __mmask16 const keep = mask[i] != 0 ? keys : static_cast<__mmask16>(0);
+                _mm512_storeu_ps(row + j, _mm512_mask_blend_ps(keep, fill, sv));
             }
-            if (pm != nullptr)
-            {
-                __m512i const rows = _mm512_add_epi32(lane, _mm512_set1_epi32(j));
-                __m512i const at
-                    = _mm512_add_epi32(_mm512_mullo_epi32(rows, _mm512_set1_epi32(static_cast<int32_t>(ld))), rel);
-                sv = _mm512_add_ps(sv, _mm512_i32gather_ps(at, pm, 4));
-            }
-            sv = _mm512_mul_ps(sv, vscale);
-            __mmask16 keep = 0;
-            if (queryValid)
-            {
-                keep = _mm512_cmpneq_epi32_mask(_mm512_loadu_si512(mask + j), _mm512_setzero_si512());
-            }
-            _mm512_storeu_ps(row + j, _mm512_mask_blend_ps(keep, fill, sv));
         }
 #endif
-        for (; j < N; ++j)
+        for (int i = i0; i < i1; ++i)
         {
-            int64_t const m = idx[i - j] - base;
-            float s = row[j];
-            if (cm != nullptr)
+            float* row = S + i * ldS;
+            for (int jj = j; jj < N; ++jj)
             {
-                s += cm[i * ld + m];
+                int64_t const m = idx[i - jj] - base;
+                float s = row[jj];
+                if (cm != nullptr)
+                {
+                    s += cm[i * ld + m];
+                }
+                if (pm != nullptr)
+                {
+                    s += pm[jj * ld + m];
+                }
+                row[jj] = maskedScore(s, p.scale, mask[i], mask[jj]);
             }
-            if (pm != nullptr)
-            {
-                s += pm[j * ld + m];
-            }
-            row[j] = maskedScore(s, p.scale, mask[i], mask[j]);
+            softmaxRow(row, N);
         }
-        softmaxRow(row, N);
     }
     if (!mixed)
     {

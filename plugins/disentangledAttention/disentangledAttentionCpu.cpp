@@ -95,6 +95,10 @@ template <typename Band>
 void gemmBtBand(float const* A, int64_t lda, int rows, float const* Bt, int64_t ldb, int K, float* C, int64_t ldc,
     Band band)
 {
+    if (rows <= 0)
+    {
+        return;
+    }
 #if defined(__AVX512F__)
     // Blocked for the caches: a chunk of kKc rows of B by kNb columns (kKc * kNb floats = 32 KB at most: L1 when B's rows do not alias) is
     // reused by every row block of kMr rows before the next one is read; sums over t stay in order (chunks continue
@@ -249,24 +253,33 @@ void transpose(float const* src, int64_t lds, int rows, int cols, float* dst, in
 #endif
 }
 
-//! In-place softmax of one row of n scores.
-void softmaxRow(float* s, int n)
+//! The largest of n scores.
+float rowMaxOf(float const* s, int n)
 {
+    float rowMax = -INFINITY;
+    int j = 0;
 #if defined(__AVX512F__)
     __m512 mx = _mm512_set1_ps(-INFINITY);
-    int j = 0;
     for (; j + 16 <= n; j += 16)
     {
         mx = _mm512_max_ps(mx, _mm512_loadu_ps(s + j));
     }
-    float rowMax = _mm512_reduce_max_ps(mx);
-    for (int t = j; t < n; ++t)
+    rowMax = _mm512_reduce_max_ps(mx);
+#endif
+    for (; j < n; ++j)
     {
-        rowMax = std::max(rowMax, s[t]);
+        rowMax = std::max(rowMax, s[j]);
     }
+    return rowMax;
+}
+
+//! In-place softmax of one row of n scores whose largest is rowMax.
+void softmaxRowFrom(float* s, int n, float rowMax)
+{
+#if defined(__AVX512F__)
     __m512 const vmax = _mm512_set1_ps(rowMax);
     __m512 sum = _mm512_setzero_ps();
-    for (j = 0; j < n; j += 16)
+    for (int j = 0; j < n; j += 16)
     {
         __mmask16 const m = n - j >= 16 ? static_cast<__mmask16>(0xFFFF)
                                         : static_cast<__mmask16>((1U << static_cast<unsigned>(n - j)) - 1U);
@@ -275,18 +288,13 @@ void softmaxRow(float* s, int n)
         sum = _mm512_add_ps(sum, e);
     }
     __m512 const inv = _mm512_set1_ps(1.0F / _mm512_reduce_add_ps(sum));
-    for (j = 0; j < n; j += 16)
+    for (int j = 0; j < n; j += 16)
     {
         __mmask16 const m = n - j >= 16 ? static_cast<__mmask16>(0xFFFF)
                                         : static_cast<__mmask16>((1U << static_cast<unsigned>(n - j)) - 1U);
         _mm512_mask_storeu_ps(s + j, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, s + j), inv));
     }
 #else
-    float rowMax = -INFINITY;
-    for (int j = 0; j < n; ++j)
-    {
-        rowMax = std::max(rowMax, s[j]);
-    }
     float sum = 0.0F;
     for (int j = 0; j < n; ++j)
     {
@@ -299,6 +307,23 @@ void softmaxRow(float* s, int n)
         s[j] *= inv;
     }
 #endif
+}
+
+//! In-place softmax of one row of n scores.
+void softmaxRow(float* s, int n)
+{
+    softmaxRowFrom(s, n, rowMaxOf(s, n));
+}
+
+//! exp(x) is exactly 0 below this (-87 for the vector exp, about -104 for std::exp's denormals), so a padded key
+//! (score kMaskFill) adds exactly nothing when the row's largest score exceeds the fill by more.
+constexpr float kPadMargin = 128.0F;
+
+//! Per-thread list of the rows that take all N keys after all (almost never used).
+std::vector<int>& padRows()
+{
+    thread_local std::vector<int> rows;
+    return rows;
 }
 
 } // namespace
@@ -358,16 +383,36 @@ void cpuRunTask(CpuPlan const& plan, CpuTensors const& t, int64_t task)
     int const W = plan.width;
     int const lo = plan.lo;
     int32_t const* idx = plan.indexByDistance + (N - 1); // idx[i - j]
+    bool const mixed = t.bf16 != nullptr && (!p.c2p || t.posKeyBf16 != nullptr) && (!p.p2c || t.posQueryBf16 != nullptr);
+
+    // Trailing padding (mask = L ones, then N - L zeros; the float32 path): the tokens' rows only need the scores and
+    // products of the L tokens, since a padded key's score is the mask fill, whose exp(fill - max) is exactly 0 next
+    // to any real score (checked per row below), and the N - L padded rows are all the same uniform average of V,
+    // computed once. Same floats as the full computation; any other mask shape runs it in full (L = N).
+    int L = N;
+    if (!mixed)
+    {
+        int len = N;
+        while (len > 0 && mask[len - 1] == 0)
+        {
+            --len;
+        }
+        if (std::find(mask, mask + len, 0) == mask + len)
+        {
+            L = len;
+        }
+    }
 
     // idx(i, j) only grows with i - j, so query row i reads Cm[i, idx(i, N-1) - lo ... idx(i, 0) - lo] and key row j
     // reads Pm[j, idx(0, j) - lo ... idx(N-1, j) - lo]: bands of at most N columns out of W = 2N - 1
+    // (keys and queries: the first L)
     auto c2pBand = [&](int first, int last, int* start, int* end) {
-        *start = idx[first - (N - 1)] - lo;
+        *start = idx[first - (L - 1)] - lo;
         *end = idx[last] - lo + 1;
     };
     auto p2cBand = [&](int first, int last, int* start, int* end) {
         *start = idx[-last] - lo;
-        *end = idx[(N - 1) - first] - lo + 1;
+        *end = idx[(L - 1) - first] - lo + 1;
     };
     float* S = nullptr;  // scores (N, N) at row stride ldS
     float* cm = nullptr; // Cm[i, m - base] = q_i . pk[m], row stride ld
@@ -375,7 +420,6 @@ void cpuRunTask(CpuPlan const& plan, CpuTensors const& t, int64_t task)
     int64_t ldS = N;
     int64_t base = lo;
     int64_t ld = W;
-    bool const mixed = t.bf16 != nullptr && (!p.c2p || t.posKeyBf16 != nullptr) && (!p.p2c || t.posQueryBf16 != nullptr);
     // mixed precision: bf16 operands in B tiles, float32 products (disentangledAttentionBf16.h)
     int const rowsPad = (N + 15) / 16 * 16; // rows of Q and K, and key columns of S, in blocks of 16
     int const rowBlocks = rowsPad / 16;
@@ -468,24 +512,24 @@ void cpuRunTask(CpuPlan const& plan, CpuTensors const& t, int64_t task)
         float* tabT = vh + N * D;       // (D, W) two of them
         float* prod = tabT + 2 * D * W; // (N, W) two of them: Cm, Pm
         S = prod + 2 * static_cast<size_t>(N) * W;
-        transpose(k, HD, N, D, kt, ldKt);
+        transpose(k, HD, L, D, kt, ldKt);
         for (int j = 0; j < N; ++j)
         {
             std::copy(v + j * HD, v + j * HD + D, vh + j * D);
         }
-        gemmBt(q, HD, N, kt, ldKt, N, D, S, N); // S = Q K^T
+        gemmBt(q, HD, L, kt, ldKt, L, D, S, N); // S = Q K^T
         if (p.c2p)
         {
             cm = prod;
             if (t.posKeyT != nullptr)
             {
                 int64_t const stride = cpuTableStride(p.posRows);
-                gemmBtBand(q, HD, N, t.posKeyT + h * D * stride + lo, stride, D, cm, W, c2pBand);
+                gemmBtBand(q, HD, L, t.posKeyT + h * D * stride + lo, stride, D, cm, W, c2pBand);
             }
             else
             {
                 transpose(t.posKey + static_cast<int64_t>(lo) * HD + h * D, HD, W, D, tabT, W);
-                gemmBtBand(q, HD, N, tabT, W, D, cm, W, c2pBand);
+                gemmBtBand(q, HD, L, tabT, W, D, cm, W, c2pBand);
             }
         }
         if (p.p2c)
@@ -494,12 +538,12 @@ void cpuRunTask(CpuPlan const& plan, CpuTensors const& t, int64_t task)
             if (t.posQueryT != nullptr)
             {
                 int64_t const stride = cpuTableStride(p.posRows);
-                gemmBtBand(k, HD, N, t.posQueryT + h * D * stride + lo, stride, D, pm, W, p2cBand);
+                gemmBtBand(k, HD, L, t.posQueryT + h * D * stride + lo, stride, D, pm, W, p2cBand);
             }
             else
             {
                 transpose(t.posQuery + static_cast<int64_t>(lo) * HD + h * D, HD, W, D, tabT + D * W, W);
-                gemmBtBand(k, HD, N, tabT + D * W, W, D, pm, W, p2cBand);
+                gemmBtBand(k, HD, L, tabT + D * W, W, D, pm, W, p2cBand);
             }
         }
     }
@@ -508,9 +552,11 @@ void cpuRunTask(CpuPlan const& plan, CpuTensors const& t, int64_t task)
     // of its rows: the p2c terms of 16 keys for 16 queries lie on ~2 lines of each of 16 rows of Pm, which stay in
     // L1 for the tile (row by row, a query sweeps all N rows of Pm, which do not fit L1 for N = 512).
     constexpr int kRowTile = 16;
-    for (int i0 = 0; i0 < N; i0 += kRowTile)
+    std::vector<int>& fullRows = padRows(); // rows whose scores need the padded keys after all (see below)
+    fullRows.clear();
+    for (int i0 = 0; i0 < L; i0 += kRowTile)
     {
-        int const i1 = std::min(N, i0 + kRowTile);
+        int const i1 = std::min(L, i0 + kRowTile);
         int j = 0;
 #if defined(__AVX512F__)
         __m512i const reverse = _mm512_set_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
@@ -519,7 +565,7 @@ void cpuRunTask(CpuPlan const& plan, CpuTensors const& t, int64_t task)
         __m512 const vscale = _mm512_set1_ps(p.scale);
         __m512 const fill = _mm512_set1_ps(kMaskFill);
         __m512i const vld = _mm512_set1_epi32(static_cast<int32_t>(ld));
-        for (; j + 16 <= N; j += 16)
+        for (; j + 16 <= L; j += 16)
         {
             __mmask16 const keys = _mm512_cmpneq_epi32_mask(_mm512_loadu_si512(mask + j), _mm512_setzero_si512());
             __m512i const pmRows = _mm512_mullo_epi32(_mm512_add_epi32(lane, _mm512_set1_epi32(j)), vld);
@@ -557,7 +603,7 @@ void cpuRunTask(CpuPlan const& plan, CpuTensors const& t, int64_t task)
         for (int i = i0; i < i1; ++i)
         {
             float* row = S + i * ldS;
-            for (int jj = j; jj < N; ++jj)
+            for (int jj = j; jj < L; ++jj)
             {
                 int64_t const m = idx[i - jj] - base;
                 float s = row[jj];
@@ -571,12 +617,38 @@ void cpuRunTask(CpuPlan const& plan, CpuTensors const& t, int64_t task)
                 }
                 row[jj] = maskedScore(s, p.scale, mask[i], mask[jj]);
             }
-            softmaxRow(row, N);
+            float const rowMax = rowMaxOf(row, L);
+            if (L < N && !(rowMax - kMaskFill > kPadMargin))
+            {
+                // exp(fill - max) might not vanish (every real score within kPadMargin of the fill): this row takes
+                // the padded keys' scores and all N keys, as the full computation does
+                std::fill(row + L, row + N, kMaskFill);
+                softmaxRow(row, N);
+                fullRows.push_back(i);
+                continue;
+            }
+            softmaxRowFrom(row, L, rowMax);
         }
     }
     if (!mixed)
     {
-        gemmBt(S, N, N, vh, D, D, N, out, HD); // O_h = P V_h, straight into (B, N, HD)
+        gemmBt(S, N, L, vh, D, D, L, out, HD); // O_h = P V_h, straight into (B, N, HD)
+        for (int i : fullRows)
+        {
+            gemmBt(S + static_cast<int64_t>(i) * N, N, 1, vh, D, D, N, out + i * HD, HD);
+        }
+        if (L < N)
+        {
+            // padded queries: every score is the fill, so softmax is uniform over all N keys; one row, then copies
+            float* row = S + static_cast<int64_t>(L) * N;
+            std::fill(row, row + N, kMaskFill);
+            softmaxRow(row, N);
+            gemmBt(row, N, 1, vh, D, D, N, out + L * HD, HD);
+            for (int i = L + 1; i < N; ++i)
+            {
+                std::copy(out + L * HD, out + L * HD + D, out + i * HD);
+            }
+        }
         return;
     }
     // O_h = P V_h: P as bf16 rows, V as B tiles, float products; then the N valid rows into (B, N, HD)

@@ -109,6 +109,50 @@ def test_the_native_kernel_uses_the_positions(library):
     assert np.abs(a - b).max() > 1e-3
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_trailing_padding_is_skipped_without_changing_a_float(library, threads):
+    """The float32 kernel computes only the tokens' scores when the mask is a run of ones and then zeros, and the
+    padded rows once. Each token's output must be bit for bit the one of the same tokens without padding (the padded
+    keys add exactly 0), every padded row the uniform average of V, and a mask with a hole matches the reference."""
+    attrs = dict(num_heads=2, scale=float(1 / np.sqrt(3 * 16)), span=32, position_buckets=64, max_relative_positions=128,
+                 c2p=1, p2c=1)
+    N, L, HD, P = 53, 37, 32, 64
+    q, k, v, pk, pq, _ = _data(1, N, HD, P, seed=3)
+    s = _session(_graph(attrs, HD, P), library, threads=threads)
+    mask = np.zeros((1, N), np.int32)
+    mask[0, :L] = 1
+    padded = s.run(None, dict(q=q, k=k, v=v, pk=pk, pq=pq, mask=mask))[0]
+    alone = s.run(None, dict(q=q[:, :L], k=k[:, :L], v=v[:, :L], pk=pk, pq=pq, mask=mask[:, :L]))[0]
+    assert np.array_equal(padded[:, :L], alone)
+    want = debx_attention_reference(q, k, v, pk, pq, mask, **attrs)
+    np.testing.assert_allclose(padded, want, atol=2e-6, rtol=0)
+    uniform = v.reshape(N, 2, 16).mean(axis=0).reshape(HD)
+    np.testing.assert_allclose(padded[0, L:], np.broadcast_to(uniform, (N - L, HD)), atol=1e-6)
+    holed = mask.copy()
+    holed[0, 5] = 0
+    got = s.run(None, dict(q=q, k=k, v=v, pk=pk, pq=pq, mask=holed))[0]
+    np.testing.assert_allclose(got, debx_attention_reference(q, k, v, pk, pq, holed, **attrs), atol=2e-6, rtol=0)
+
+
+def test_padded_keys_count_where_the_scores_come_near_the_mask_fill(library):
+    """exp(fill - max) vanishes only when a real score exceeds the mask fill (-65504) by ~100: with every real score
+    at -65500 the padded keys carry weight e^-4 each, so skipping them would change the output."""
+    attrs = dict(num_heads=1, scale=1.0, span=4, position_buckets=0, max_relative_positions=8, c2p=1, p2c=1)
+    N, L, HD, P = 8, 5, 4, 8
+    q = np.zeros((1, N, HD), np.float32)
+    k = np.zeros((1, N, HD), np.float32)
+    q[..., 0], k[..., 0] = 256.0, -65500.0 / 256.0
+    v = np.random.default_rng(0).standard_normal((1, N, HD)).astype(np.float32)
+    pk = pq = np.zeros((P, HD), np.float32)
+    mask = np.zeros((1, N), np.int32)
+    mask[0, :L] = 1
+    got = _session(_graph(attrs, HD, P), library).run(None, dict(q=q, k=k, v=v, pk=pk, pq=pq, mask=mask))[0]
+    want = debx_attention_reference(q, k, v, pk, pq, mask, **attrs)
+    without_padded_keys = np.broadcast_to(v[0, :L].mean(axis=0), (L, HD))
+    assert np.abs(want[0, :L] - without_padded_keys).max() > 1e-3  # the case is the one it claims to be
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda f: f.update(k=f["k"][:, :-1]), "key shape"),
     (lambda f: f.update(mask=f["mask"][:, :-1]), "mask must be (B, N)"),

@@ -123,6 +123,8 @@ def test_the_baseline_path_matches_the_reference():
     assert probe.stdout.split() == ["baseline", "ort"]
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                            "tests/runtimes/test_native_ops.py::test_native_matches_the_reference",
+                           "tests/runtimes/test_native_ops.py::test_trailing_padding_is_skipped_without_changing_a_float",
+                           "tests/runtimes/test_native_ops.py::test_padded_keys_count_where_the_scores_come_near_the_mask_fill",
                            "tests/runtimes/test_int8_cpu.py::test_layernorm_quantize_matches_onnx_runtime",
                            "tests/runtimes/test_int8_cpu.py::test_nothing_to_rewrite_means_the_file_as_it_is"],
                           cwd=ROOT, env=env, capture_output=True, text=True)

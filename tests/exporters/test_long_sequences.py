@@ -239,3 +239,25 @@ def test_eval_takes_lengths_past_max_positions(tmp_path, long_checkpoints, tiny_
     assert np.array_equal(runs["pytorch"], runs["fast"])
     with pytest.raises(ConfigError, match="--max-seq-len 1200 exceeds the model's limit of 128 tokens"):
         evaluate(EvalConfig(task=str(spec), engine=tiny_checkpoints["v1"], max_seq_len=1200, progress=False))
+
+
+def test_padded_batch_through_the_fused_op_matches_transformers(long_setup, long_checkpoints):
+    """A batch padded to its longest row (700, 513 and 40 tokens), as services and `debx eval` send it: the native
+    op skips each row's trailing padding, and every row's logits still match transformers on the padded batch and
+    the row run alone."""
+    entry = long_setup("v3", modes=("debx",))
+    cfg = entry["ours"].config
+    lengths = (700, 513, 40)
+    rows = [_feeds(cfg, n) for n in lengths]
+    n = max(lengths)
+    feeds = {key: np.zeros((len(rows), n), np.int64) for key in rows[0]}
+    for b, row in enumerate(rows):
+        for key, value in row.items():
+            feeds[key][b, : value.shape[1]] = value[0]
+    want = _reference(entry, long_checkpoints["v3"], feeds, gated=False)
+    sess = entry["sessions"]["debx"]
+    run = lambda f: sess.run(None, {i.name: f[i.name] for i in sess.get_inputs()})[0]  # noqa: E731
+    got = run(feeds)
+    assert np.abs(got - want).max() <= TOL
+    for b, row in enumerate(rows):
+        assert np.abs(run(row)[0] - got[b]).max() <= TOL

@@ -530,8 +530,9 @@ void cpuRunTask(CpuPlan const& plan, CpuTensors const& t, int64_t task)
         }
         // each position table's band (cold for every layer: see gemmBtBand) into L2 now, so that it arrives while K
         // and V are copied and Q K^T computed (one layer alone, 12 layers' tables rotating, N = 128, 1 thread:
-        // 1.25 -> 1.12 ms together with gemmBtBand's next-block prefetch; 1.00 with warm tables)
-        auto prefetchBand = [&](float const* tableT, auto band, int rows) {
+        // 1.25 -> 1.12 ms together with gemmBtBand's next-block prefetch; 1.00 with warm tables); and the next
+        // head's, which this thread most likely runs next (the thread pool hands out contiguous ranges of tasks)
+        auto prefetchBand = [&](float const* tableT, auto band, int rows, int head) {
             if (tableT == nullptr || rows <= 0)
             {
                 return;
@@ -540,19 +541,22 @@ void cpuRunTask(CpuPlan const& plan, CpuTensors const& t, int64_t task)
             int end = 0;
             band(0, rows - 1, &start, &end);
             int64_t const stride = cpuTableStride(p.posRows);
-            float const* first = tableT + h * D * stride + lo + start / 16 * 16;
+            float const* first = tableT + head * D * stride + lo + start / 16 * 16;
             for (int d = 0; d < D; ++d)
             {
                 prefetchRow<2>(first + d * stride, end - start / 16 * 16);
             }
         };
-        if (p.c2p)
+        for (int head = h; head <= std::min(h + 1, H - 1); ++head)
         {
-            prefetchBand(t.posKeyT, c2pBand, L);
-        }
-        if (p.p2c)
-        {
-            prefetchBand(t.posQueryT, p2cBand, L);
+            if (p.c2p)
+            {
+                prefetchBand(t.posKeyT, c2pBand, L, head);
+            }
+            if (p.p2c)
+            {
+                prefetchBand(t.posQueryT, p2cBand, L, head);
+            }
         }
         float* kt = scratch.data();     // (D, N) at row stride ldKt
         vh = kt + D * ldKt;             // (N, D)

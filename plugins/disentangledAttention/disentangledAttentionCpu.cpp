@@ -111,9 +111,9 @@ void gemmBtBand(float const* A, int64_t lda, int rows, float const* Bt, int64_t 
         return;
     }
 #if defined(__AVX512F__)
-    // Blocked for the caches: a chunk of kKc rows of B by kNb columns (kKc * kNb floats = 32 KB at most: L1 when B's rows do not alias) is
-    // reused by every row block of kMr rows before the next one is read; sums over t stay in order (chunks continue
-    // from C), so the result does not depend on the blocking.
+    // Blocked for the caches: a chunk of kKc rows of B by kNb columns (32 KB at most: L1 when B's rows do not alias)
+    // is reused by every row block of kMr rows before the next one is read; sums over t stay in order (chunks
+    // continue from C), so the result does not depend on the blocking.
     constexpr int kMr = 6;
     constexpr int kNb = 64;
     constexpr int kKc = 128;
@@ -340,13 +340,6 @@ void softmaxRow(float* s, int n)
 //! (score kMaskFill) adds exactly nothing when the row's largest score exceeds the fill by more.
 constexpr float kPadMargin = 128.0F;
 
-//! Per-thread list of the rows that take all N keys after all (almost never used).
-std::vector<int>& padRows()
-{
-    thread_local std::vector<int> rows;
-    return rows;
-}
-
 } // namespace
 
 void cpuTransposeTable(float const* table, int32_t rows, int32_t numHeads, int32_t headSize, float* out)
@@ -532,6 +525,9 @@ void cpuRunTask(CpuPlan const& plan, CpuTensors const& t, int64_t task)
         // and V are copied and Q K^T computed (one layer alone, 12 layers' tables rotating, N = 128, 1 thread:
         // 1.25 -> 1.12 ms together with gemmBtBand's next-block prefetch; 1.00 with warm tables); and the next
         // head's, which this thread most likely runs next (the thread pool hands out contiguous ranges of tasks)
+        int64_t const tableStride = cpuTableStride(p.posRows);
+        // head's rows of a transposed table, from the sequence's first table row lo (see cpuTransposeTable)
+        auto headRows = [&](float const* tableT, int head) { return tableT + head * D * tableStride + lo; };
         auto prefetchBand = [&](float const* tableT, auto band, int rows, int head) {
             if (tableT == nullptr || rows <= 0)
             {
@@ -540,11 +536,10 @@ void cpuRunTask(CpuPlan const& plan, CpuTensors const& t, int64_t task)
             int start = 0;
             int end = 0;
             band(0, rows - 1, &start, &end);
-            int64_t const stride = cpuTableStride(p.posRows);
-            float const* first = tableT + head * D * stride + lo + start / 16 * 16;
+            float const* first = headRows(tableT, head) + start / 16 * 16;
             for (int d = 0; d < D; ++d)
             {
-                prefetchRow<2>(first + d * stride, end - start / 16 * 16);
+                prefetchRow<2>(first + d * tableStride, end - start / 16 * 16);
             }
         };
         for (int head = h; head <= std::min(h + 1, H - 1); ++head)
@@ -568,14 +563,13 @@ void cpuRunTask(CpuPlan const& plan, CpuTensors const& t, int64_t task)
         {
             std::copy(v + j * HD, v + j * HD + D, vh + j * D);
         }
-        gemmBt(q, HD, L, kt, ldKt, L, D, S, N); // S = Q K^T
+        gemmBt(q, HD, L, kt, ldKt, L, D, S, ldS); // S = Q K^T
         if (p.c2p)
         {
             cm = prod;
             if (t.posKeyT != nullptr)
             {
-                int64_t const stride = cpuTableStride(p.posRows);
-                gemmBtBand(q, HD, L, t.posKeyT + h * D * stride + lo, stride, D, cm, W, c2pBand);
+                gemmBtBand(q, HD, L, headRows(t.posKeyT, h), tableStride, D, cm, W, c2pBand);
             }
             else
             {
@@ -588,8 +582,7 @@ void cpuRunTask(CpuPlan const& plan, CpuTensors const& t, int64_t task)
             pm = prod + static_cast<size_t>(N) * W;
             if (t.posQueryT != nullptr)
             {
-                int64_t const stride = cpuTableStride(p.posRows);
-                gemmBtBand(k, HD, L, t.posQueryT + h * D * stride + lo, stride, D, pm, W, p2cBand);
+                gemmBtBand(k, HD, L, headRows(t.posQueryT, h), tableStride, D, pm, W, p2cBand);
             }
             else
             {
@@ -603,7 +596,7 @@ void cpuRunTask(CpuPlan const& plan, CpuTensors const& t, int64_t task)
     // of its rows: the p2c terms of 16 keys for 16 queries lie on ~2 lines of each of 16 rows of Pm, which stay in
     // L1 for the tile (row by row, a query sweeps all N rows of Pm, which do not fit L1 for N = 512).
     constexpr int kRowTile = 16;
-    std::vector<int>& fullRows = padRows(); // rows whose scores need the padded keys after all (see below)
+    thread_local std::vector<int> fullRows; // rows whose scores need the padded keys after all (see below)
     fullRows.clear();
     for (int i0 = 0; i0 < L; i0 += kRowTile)
     {
@@ -683,18 +676,18 @@ void cpuRunTask(CpuPlan const& plan, CpuTensors const& t, int64_t task)
     }
     if (!mixed)
     {
-        gemmBt(S, N, L, vh, D, D, L, out, HD); // O_h = P V_h, straight into (B, N, HD)
+        gemmBt(S, ldS, L, vh, D, D, L, out, HD); // O_h = P V_h, straight into (B, N, HD)
         for (int i : fullRows)
         {
-            gemmBt(S + static_cast<int64_t>(i) * N, N, 1, vh, D, D, N, out + i * HD, HD);
+            gemmBt(S + i * ldS, ldS, 1, vh, D, D, N, out + i * HD, HD);
         }
         if (L < N)
         {
             // padded queries: every score is the fill, so softmax is uniform over all N keys; one row, then copies
-            float* row = S + static_cast<int64_t>(L) * N;
+            float* row = S + L * ldS;
             std::fill(row, row + N, kMaskFill);
             softmaxRow(row, N);
-            gemmBt(row, N, 1, vh, D, D, N, out + L * HD, HD);
+            gemmBt(row, ldS, 1, vh, D, D, N, out + L * HD, HD);
             for (int i = L + 1; i < N; ++i)
             {
                 std::copy(out + L * HD, out + L * HD + D, out + i * HD);

@@ -89,16 +89,14 @@ def _on_signal(signum, frame) -> None:
     raise KeyboardInterrupt()
 
 
-def _stop_listening() -> None:
-    """The command has unwound: a further SIGINT/SIGTERM must not interrupt the last line and the exit."""
+def _exit_stopped() -> None:
+    """The command has unwound from SIGINT/SIGTERM: the one line, then exit 128 + signum at once. Further signals are
+    ignored so they cannot interrupt the line and the exit. The command's own cleanup (temporary folders, staged
+    files) has run while it unwound; the interpreter's shutdown is skipped because, after an interrupt, it was seen
+    (rarely, in CI) to end the process by SIGINT instead (exit -2 after the line was printed)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-def _exit_stopped(signum: int) -> None:
-    """The one line, then exit 128 + signum at once. The command's own cleanup (temporary folders, staged files) has
-    run while it unwound; the interpreter's shutdown is skipped because, after an interrupt, it was seen (rarely, in
-    CI) to end the process by SIGINT instead (exit -2 after the line was printed)."""
+    signum = _STOPPED[0] if _STOPPED else signal.SIGINT
     print(f"debx: {'terminated' if signum == signal.SIGTERM else 'interrupted'}", file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -127,16 +125,14 @@ def main() -> None:
               file=sys.stderr)
         sys.exit(e.exit_code)
     except typer.Abort:  # Click's name for Ctrl-C outside standalone mode
-        _stop_listening()
-        _exit_stopped(_STOPPED[0] if _STOPPED else signal.SIGINT)
+        _exit_stopped()
     except DebxError as e:
         print(f"debx: error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
     except (KeyboardInterrupt, SystemExit) as e:  # Typer turns an interrupt into SystemExit(130) itself
         if isinstance(e, SystemExit) and not _STOPPED:
             raise
-        _stop_listening()
-        _exit_stopped(_STOPPED[0] if _STOPPED else signal.SIGINT)
+        _exit_stopped()
     except OSError as e:  # a read-only folder, a full disk, a file we may not read: the user's to fix
         if e.errno not in USER_ERRNOS:
             raise
